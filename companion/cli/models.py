@@ -1,0 +1,116 @@
+"""companion models list | info | select | pull | add"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import httpx
+
+from companion.cli import Ctx, cli
+from companion.cli.config import server_url
+from companion.config import config_path, save_setting
+from companion.llm.hardware import detect_hardware, select_model, system_tier
+from companion.llm.registry import Registry, check_size
+from companion.runtime import plan_model
+
+
+def registry_of(obj: Ctx) -> Registry:
+    return Registry(obj.settings().resolved_models_dir)
+
+
+@cli.group()
+def models() -> None:
+    """List, inspect, choose and install models."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def list_models(obj: Ctx, as_json: bool) -> None:
+    """Every size, installed or absent.
+
+    Example: companion models list
+    """
+    rows = registry_of(obj).rows()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'size':7} {'model':44} {'quant':7} {'MB':>7} {'RAM GB':>6} {'ctx':>6}  status")
+    for r in rows:
+        status = f"installed ({r['source']}) {r['path']}" if r["installed"] else "absent"
+        click.echo(
+            f"{r['size']:7} {r['name'][:44]:44} {r['quantization']:7} {r['size_mb']:>7.0f} "
+            f"{r['ram_gb']:>6.1f} {r['context_limit']:>6}  {status}"
+        )
+
+
+@models.command("info")
+@click.pass_obj
+def info(obj: Ctx) -> None:
+    """The hardware tier, the model that would be loaded, why, and its GPU offload.
+
+    Example: companion --model-size auto models info
+    """
+    settings = obj.settings()
+    hw = detect_hardware()
+    plan = plan_model(settings, Registry(settings.resolved_models_dir), hw)
+    click.echo(f"hardware: {hw.describe()}")
+    click.echo(f"tier:     {system_tier(hw)}")
+    click.echo(f"model:    {plan.selection.size} -> {plan.selection.path}")
+    click.echo(f"why:      {plan.selection.reason}")
+    click.echo(f"offload:  {plan.offload.device}, n_gpu_layers={plan.offload.n_gpu_layers} "
+               f"({plan.offload.reason})")
+
+
+@models.command("select")
+@click.argument("size")
+@click.option("--no-reload", is_flag=True, help="Do not ask a running server to swap models.")
+@click.pass_obj
+def select(obj: Ctx, size: str, no_reload: bool) -> None:
+    """Make SIZE the model to use (saved in the settings file); a running server swaps to it.
+
+    Example: companion models select tiny
+    """
+    settings = obj.settings()
+    size = check_size(size)
+    select_model(size, Registry(settings.resolved_models_dir), detect_hardware())  # installed?
+    path = config_path(obj.config, settings.data_dir)
+    save_setting(path, "model_size", size)
+    click.echo(f"model_size = {size} saved in {path}")
+    if no_reload:
+        return
+    try:
+        resp = httpx.post(f"{server_url(obj)}/api/v1/models/reload", json={"size": size}, timeout=600)
+    except httpx.HTTPError:
+        click.echo("no running server to reload; the next start uses it")
+        return
+    if resp.status_code >= 400:
+        raise click.ClickException(f"the server could not load {size}: {resp.text[:200]}")
+    click.echo(f"the running server now serves {resp.json()['loaded']['name']}")
+
+
+@models.command("pull")
+@click.argument("size")
+@click.pass_obj
+def pull(obj: Ctx, size: str) -> None:
+    """Download SIZE from Hugging Face (needs network).
+
+    Example: companion models pull small
+    """
+    path = registry_of(obj).pull(size)
+    click.echo(f"{size}: {path}")
+
+
+@models.command("add")
+@click.argument("size")
+@click.option("--path", "file", required=True, type=click.Path(path_type=Path))
+@click.pass_obj
+def add(obj: Ctx, size: str, file: Path) -> None:
+    """Register a local GGUF file as SIZE (no copy).
+
+    Example: companion models add small --path ~/models/Llama-3.2-3B-Instruct-Q4_K_M.gguf
+    """
+    path = registry_of(obj).add(size, file)
+    click.echo(f"{size}: {path}")

@@ -1,0 +1,232 @@
+"""One settings object: CLI flags > env (COMPANION_*) > TOML file > preset > defaults.
+
+The only module that reads the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from companion.errors import ConfigError
+
+SIZES = ("tiny", "base", "small", "medium", "large")
+ModelSize = Literal["auto", "tiny", "base", "small", "medium", "large"]
+
+# The spec's "Performance Tuning Guide", by name.
+PRESETS: dict[str, dict[str, Any]] = {
+    "low-resource": {
+        "model_size": "tiny",
+        "max_tokens": 128,
+        "context_length": 512,
+        "enable_caching": True,
+        "temperature": 0.3,
+    },
+    "high-performance": {
+        "model_size": "medium",
+        "max_tokens": 512,
+        "context_length": 4096,
+        "enable_caching": True,
+        "temperature": 0.7,
+        "gpu_acceleration": True,
+    },
+    "production": {
+        "model_size": "small",
+        "max_tokens": 256,
+        "context_length": 2048,
+        "enable_caching": True,
+        "cache_ttl_hours": 48,
+        "cleanup_interval": 3600,
+    },
+}
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are Nova, a warm and curious companion. You remember what the user tells you, "
+    "answer in a friendly, natural voice, and keep replies short unless asked for more."
+)
+
+_toml_path: ContextVar[Path | None] = ContextVar("companion_toml_path", default=None)
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("companion", appauthor=False))
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads the TOML file named by --config or COMPANION_CONFIG ([companion] table or top level)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = _toml_path.get()
+        if path is None:
+            return {}
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {path}") from exc
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        table = data.get("companion", data)
+        if not isinstance(table, dict):
+            raise ConfigError(f"config file {path}: [companion] must be a table")
+        return table
+
+
+class Settings(BaseSettings):
+    """Every setting of the service. `companion config show` prints the effective values."""
+
+    model_config = SettingsConfigDict(env_prefix="COMPANION_", extra="forbid")
+
+    preset: Literal["low-resource", "high-performance", "production"] | None = None
+
+    # Model choice and loading
+    model_size: ModelSize = "auto"
+    model_path: Path | None = Field(default=None, description="explicit GGUF file; wins over size")
+    gpu_acceleration: bool = True
+    n_gpu_layers: int | None = Field(default=None, description="None = from free VRAM; -1 = all")
+    n_threads: int | None = Field(default=None, ge=1)
+    models_dir: Path | None = None
+
+    # Generation
+    max_tokens: int = Field(default=256, ge=1, le=8192)
+    context_length: int = Field(default=2048, ge=512, le=131072)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    top_k: int = Field(default=40, ge=0)
+    repeat_penalty: float = Field(default=1.1, gt=0.0, le=3.0)
+    stop: list[str] = Field(default_factory=list)
+    seed: int | None = None
+
+    # Cache
+    enable_caching: bool = True
+    cache_ttl_hours: float = Field(default=24, gt=0)
+    cleanup_interval: int = Field(default=3600, ge=10, description="seconds between cleanups")
+
+    # Conversation
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    history_messages: int = Field(default=10, ge=0, le=200)
+    max_message_chars: int = Field(default=8000, ge=1)
+    request_timeout_s: float = Field(default=300, gt=0)
+
+    # Storage and server
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=13443, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("data_dir", "models_dir", "model_path", mode="after")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'companion.db'}"
+
+    @property
+    def resolved_models_dir(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
+
+    def public_dict(self) -> dict[str, Any]:
+        """The effective settings as JSON-friendly values."""
+        data = self.model_dump(mode="json")
+        data["database_url"] = self.db_url
+        data["models_dir"] = str(self.resolved_models_dir)
+        return data
+
+
+def config_path(config_file: Path | str | None = None, data_dir: Path | str | None = None) -> Path:
+    """The TOML file in effect: --config, else COMPANION_CONFIG, else <data_dir>/companion.toml."""
+    explicit = config_file or os.environ.get("COMPANION_CONFIG")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = data_dir or os.environ.get("COMPANION_DATA_DIR") or default_data_dir()
+    return Path(base).expanduser() / "companion.toml"
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build the settings; `overrides` are CLI flags (None values are ignored)."""
+    path = config_path(config_file, overrides.get("data_dir"))
+    explicit = bool(config_file or os.environ.get("COMPANION_CONFIG"))
+    token = _toml_path.set(path if explicit or path.exists() else None)
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc
+    finally:
+        _toml_path.reset(token)
+    return apply_preset(settings)
+
+
+def apply_preset(settings: Settings) -> Settings:
+    """Fill the preset's values into every field not set explicitly."""
+    if settings.preset is None:
+        return settings
+    unset = {k: v for k, v in PRESETS[settings.preset].items() if k not in settings.model_fields_set}
+    return settings.model_copy(update=unset)
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "settings"
+        parts.append(f"{loc}: {err['msg']}")
+    return "invalid settings: " + "; ".join(parts)
+
+
+def save_setting(path: Path, key: str, value: str | int | float | bool) -> None:
+    """Set one top-level key in a TOML settings file, keeping the others."""
+    if key not in Settings.model_fields:
+        raise ConfigError(f"unknown setting {key!r}")
+    data: dict[str, Any] = {}
+    if path.exists():
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    table = data["companion"] if isinstance(data.get("companion"), dict) else data
+    table[key] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".toml.tmp")
+    tmp.write_text(_dump_toml(data), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _dump_toml(data: dict[str, Any]) -> str:
+    """TOML for flat tables of scalars and lists (all a settings file holds)."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for name, table in data.items():
+        if isinstance(table, dict):
+            lines += ["", f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))

@@ -1,0 +1,1 @@
+"""Model registry, hardware detection, model selection and the llama.cpp adapter."""

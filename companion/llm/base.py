@@ -1,0 +1,67 @@
+"""What the chat service needs from a model runtime: the Engine protocol and its records."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from companion.domain import GenerationOptions
+
+
+@dataclass
+class GenerationRequest:
+    """One generation: a tokenized prompt and its own sampling settings."""
+
+    prompt_tokens: list[int]
+    options: GenerationOptions
+    session_key: str | None = None
+    cancelled: bool = False
+
+
+@dataclass
+class GenerationDone:
+    """The last event of every stream: the text and the figures of the run."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # stop | length | cancelled
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What was loaded, from where, and what it cost."""
+
+    name: str
+    size: str
+    path: str
+    context_length: int
+    context_limit: int
+    n_gpu_layers: int
+    load_time_s: float
+    rss_added_mb: float
+    file_size_mb: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Engine(Protocol):
+    """Owns a model; turns prompts into token streams."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    def render_chat(self, messages: list[dict[str, str]]) -> str: ...
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[str | GenerationDone]: ...
+
+    def stats(self) -> dict[str, float]: ...
+
+    def close(self) -> None: ...

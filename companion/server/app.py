@@ -1,0 +1,78 @@
+"""create_app: the FastAPI application, its lifespan and its error handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from companion import __version__
+from companion.config import Settings
+from companion.errors import CompanionError, Overloaded
+from companion.runtime import Runtime, open_runtime
+from companion.server.routes import router
+
+log = logging.getLogger("companion.server")
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
+    """The app; it opens its own runtime at start-up unless one is given (tests share one)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = runtime is None
+        app.state.runtime = runtime or await asyncio.to_thread(open_runtime, settings)
+        log.info("serving %s on http://%s:%d", app.state.runtime.model_info.name, settings.host, settings.port)
+        try:
+            yield
+        finally:
+            if owned:
+                await asyncio.to_thread(app.state.runtime.close)
+
+    app = FastAPI(
+        title="companion",
+        version=__version__,
+        description="A self-hosted AI companion: local LLM, memory, personality.",
+        lifespan=lifespan,
+    )
+    app.include_router(router)
+    app.add_exception_handler(CompanionError, _companion_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    return app
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if field:
+        body["field"] = field
+    return {"error": body}
+
+
+async def _companion_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, CompanionError)
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Overloaded) else None
+    return JSONResponse(
+        {"error": exc.to_dict()}, status_code=exc.status_code, headers=headers
+    )
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    field = ".".join(loc) or None
+    if first.get("type") == "json_invalid":
+        message, field = "request body is not valid JSON", None
+    else:
+        message = f"{field or 'body'}: {first.get('msg')}"
+    body = error_body("invalid_input", message, field)
+    body["detail"] = json.loads(json.dumps(errors, default=str))
+    return JSONResponse(body, status_code=422)

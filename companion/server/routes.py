@@ -1,0 +1,154 @@
+"""HTTP routes: parse, call the runtime, format. No logic of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from sse_starlette.sse import EventSourceResponse
+
+from companion.domain import ChatResult, Message, Session
+from companion.errors import CompanionError, NotFound
+from companion.runtime import Runtime
+from companion.server.schemas import (
+    ChatRequest,
+    ChatResponse,
+    ErrorResponse,
+    ReloadRequest,
+    SessionBody,
+    SessionMessages,
+)
+
+router = APIRouter()
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (404, 413, 422, 429, 503, 504)
+}
+
+
+def runtime_of(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+@router.get("/healthz", tags=["meta"])
+async def healthz(request: Request) -> dict[str, Any]:
+    """Liveness and the loaded model."""
+    rt = runtime_of(request)
+    return {"status": "ok", "model": rt.model_info.name, "model_size": rt.model_info.size}
+
+
+@router.post("/api/v1/chat", response_model=ChatResponse, responses=ERRORS, tags=["chat"])
+async def chat(body: ChatRequest, request: Request) -> Any:
+    """One turn. With `"stream": true` the reply comes as Server-Sent Events:
+    `token` events (`{"text": ...}`), then one `done` event with the full result."""
+    companion = runtime_of(request).companion
+    stream = companion.chat_stream(body.user_id, body.message, body.session_id, **body.options())
+    if not body.stream:
+        result = None
+        async for event in stream:
+            if isinstance(event, ChatResult):
+                result = event
+        assert result is not None
+        return result.to_dict()
+    first = await anext(stream)  # errors before the first token become plain HTTP errors
+    return EventSourceResponse(_sse(first, stream), ping=15)
+
+
+async def _sse(
+    first: str | ChatResult, stream: AsyncIterator[str | ChatResult]
+) -> AsyncIterator[dict[str, str]]:
+    """Format chat events as SSE; closing this generator closes (and interrupts) the turn."""
+    try:
+        yield _sse_event(first)
+        async for event in stream:
+            yield _sse_event(event)
+    except CompanionError as exc:
+        yield {"event": "error", "data": json.dumps({"error": exc.to_dict()})}
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+
+
+def _sse_event(event: str | ChatResult) -> dict[str, str]:
+    if isinstance(event, ChatResult):
+        return {"event": "done", "data": json.dumps(event.to_dict())}
+    return {"event": "token", "data": json.dumps({"text": event})}
+
+
+@router.get("/api/v1/stats", tags=["meta"])
+async def stats(request: Request) -> dict[str, Any]:
+    """get_performance_stats(): response times, cache, memory, tokens/s, model load."""
+    return runtime_of(request).companion.get_performance_stats()
+
+
+@router.get("/api/v1/sessions", response_model=list[SessionBody], tags=["chat"])
+async def sessions(request: Request, user_id: str = "default", limit: int = 50) -> Any:
+    """A user's sessions, newest first."""
+    store = runtime_of(request).store
+    found = await asyncio.to_thread(store.list_sessions, user_id, max(1, min(limit, 500)))
+    return [_session(s) for s in found]
+
+
+@router.get(
+    "/api/v1/sessions/{session_id}/messages",
+    response_model=SessionMessages,
+    responses=ERRORS,
+    tags=["chat"],
+)
+async def session_messages(
+    session_id: str, request: Request, limit: int | None = None, offset: int = 0
+) -> Any:
+    """Every message of a session, oldest first, with status, tokens and timings."""
+    store = runtime_of(request).store
+    session = await asyncio.to_thread(store.get_session, session_id)
+    if session is None:
+        raise NotFound(f"no session {session_id!r}", field="session_id")
+    msgs = await asyncio.to_thread(store.list_messages, session_id, limit, max(0, offset))
+    return {"session_id": session.id, "user_id": session.user_id, "messages": [_message(m) for m in msgs]}
+
+
+@router.get("/api/v1/models", tags=["models"])
+async def models(request: Request) -> dict[str, Any]:
+    """Installed and absent sizes, the loaded model and why it was chosen."""
+    rt = runtime_of(request)
+    return {
+        "loaded": rt.model_info.to_dict(),
+        "tier": rt.plan.selection.tier,
+        "reason": rt.plan.selection.reason,
+        "offload": {"n_gpu_layers": rt.plan.offload.n_gpu_layers, "reason": rt.plan.offload.reason},
+        "models": rt.registry.rows(),
+    }
+
+
+@router.post("/api/v1/models/reload", responses=ERRORS, tags=["models"])
+async def reload_model(body: ReloadRequest, request: Request) -> dict[str, Any]:
+    """Force a reload, optionally of another size; requests in flight finish on the old model."""
+    info = await asyncio.to_thread(runtime_of(request).reload_model, body.size)
+    return {"loaded": info.to_dict()}
+
+
+def _session(s: Session) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "user_id": s.user_id,
+        "title": s.title,
+        "created_at": s.created_at.isoformat(),
+        "updated_at": s.updated_at.isoformat(),
+    }
+
+
+def _message(m: Message) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "role": m.role,
+        "text": m.text,
+        "status": m.status,
+        "token_count": m.token_count,
+        "cached": m.cached,
+        "model": m.model,
+        "timings": m.timings,
+        "created_at": m.created_at.isoformat(),
+    }

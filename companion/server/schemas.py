@@ -1,0 +1,92 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,64}$"
+
+
+class ChatRequest(BaseModel):
+    """POST /api/v1/chat. Only `message` is required; sampling fields override the settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    message: str = Field(min_length=1, description="what the user says")
+    user_id: str | None = Field(default=None, pattern=ID_PATTERN)
+    session_id: str | None = Field(default=None, pattern=ID_PATTERN)
+    stream: bool = False
+    max_tokens: int | None = Field(default=None, ge=1, le=8192)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=0, le=1000)
+    repeat_penalty: float | None = Field(default=None, gt=0.0, le=3.0)
+    stop: list[str] | None = Field(default=None, max_length=8)
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+
+    def options(self) -> dict[str, Any]:
+        return self.model_dump(
+            include={"max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "stop", "seed"}
+        )
+
+
+class UsageBody(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatResponse(BaseModel):
+    response: str
+    session_id: str
+    user_id: str
+    cached: bool
+    model: str
+    usage: UsageBody
+    timings: dict[str, float]
+    finish_reason: str
+    message_id: int | None
+
+
+class MessageBody(BaseModel):
+    id: int
+    role: str
+    text: str
+    status: str
+    token_count: int | None
+    cached: bool
+    model: str | None
+    timings: dict[str, float]
+    created_at: str
+
+
+class SessionMessages(BaseModel):
+    session_id: str
+    user_id: str
+    messages: list[MessageBody]
+
+
+class SessionBody(BaseModel):
+    id: str
+    user_id: str
+    title: str | None
+    created_at: str
+    updated_at: str
+
+
+class ReloadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    size: str | None = Field(default=None, description="tiny|base|small|medium|large; none = configured")
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
