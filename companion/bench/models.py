@@ -87,10 +87,13 @@ def bench_raw(settings: Settings, path: Path, texts: list[str]) -> dict[str, flo
     return {"tokens_per_s": tokens / seconds if seconds else 0.0, "tokens": float(tokens)}
 
 
-def run(settings: Settings, n_prompts: int = 5) -> tuple[dict[str, float], dict[str, Any]]:
-    """Figures for every installed size, and raw llama-cpp-python on the smallest one."""
+def run(settings: Settings, scale: int | None = None) -> tuple[dict[str, float], dict[str, Any]]:
+    """Figures for every installed size, and raw llama-cpp-python on the smallest one.
+
+    `scale` = prompts per model (default 5).
+    """
     registry = Registry(settings.resolved_models_dir)
-    texts = prompts(n_prompts)
+    texts = prompts(scale or 5)
     figures: dict[str, float] = {}
     absent: list[str] = []
     first: Path | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import click
@@ -9,24 +10,26 @@ import click
 from companion.bench import report, write_json
 from companion.cli import Ctx, cli, setup_logging
 
-SUITES = ("models",)
+# suite name -> module with run(settings, size) -> (figures, notes); size = workload scale
+SUITES = {
+    "models": "companion.bench.models",
+}
 
 
 @cli.command()
-@click.argument("suite", type=click.Choice(SUITES))
+@click.argument("suite", type=click.Choice(sorted(SUITES)))
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Save the figures here.")
-@click.option("--prompts", "n_prompts", type=click.IntRange(1, 200), default=5, show_default=True)
+@click.option("--size", "scale", type=click.IntRange(1, 100000), help="Workload size (suite default).")
 @click.pass_obj
-def bench(obj: Ctx, suite: str, json_path: Path | None, n_prompts: int) -> None:
+def bench(obj: Ctx, suite: str, json_path: Path | None, scale: int | None) -> None:
     """Run a benchmark suite; print its figures and optionally save them as JSON.
 
     Example: companion bench models --json r.json
     """
     settings = obj.settings()
     setup_logging("WARNING")
-    from companion.bench import models as suite_models
-
-    figures, notes = suite_models.run(settings, n_prompts=n_prompts)
+    module = importlib.import_module(SUITES[suite])
+    figures, notes = module.run(settings, scale)
     width = max((len(k) for k in figures), default=10)
     click.echo(f"bench {suite}")
     for name, value in figures.items():
