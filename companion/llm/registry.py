@@ -172,12 +172,32 @@ def _read(fh: BinaryIO, fmt: str) -> Any:
     return struct.unpack(fmt, data)[0]
 
 
+MAX_HEADER_ITEMS = 1 << 24  # more keys or array items than this means a corrupt header
+
+
+def _read_bytes(fh: BinaryIO, size: int) -> bytes:
+    """Read `size` bytes, refusing lengths a corrupt header would claim."""
+    if size > MAX_HEADER_ITEMS:
+        raise ValueError(f"implausible length {size}")
+    data = fh.read(size)
+    if len(data) != size:
+        raise EOFError("truncated GGUF header")
+    return data
+
+
+def _count(fh: BinaryIO) -> int:
+    count = int(_read(fh, "<Q"))
+    if count > MAX_HEADER_ITEMS:
+        raise ValueError(f"implausible count {count}")
+    return count
+
+
 def _read_value(fh: BinaryIO, vtype: int) -> Any:
     """Read one GGUF metadata value; arrays are skipped and returned as None."""
     if vtype == _STRING:
-        return fh.read(_read(fh, "<Q")).decode("utf-8", "replace")
+        return _read_bytes(fh, _read(fh, "<Q")).decode("utf-8", "replace")
     if vtype == _ARRAY:
-        etype, count = _read(fh, "<I"), _read(fh, "<Q")
+        etype, count = _read(fh, "<I"), _count(fh)
         if etype in _SCALARS:
             fh.seek(struct.calcsize(_SCALARS[etype]) * count, os.SEEK_CUR)
         else:
@@ -200,13 +220,13 @@ def gguf_metadata(path: Path) -> dict[str, Any]:
             if version < 2:
                 raise ValueError(f"GGUF version {version} is too old")
             _read(fh, "<Q")  # tensor count
-            for _ in range(_read(fh, "<Q")):
-                key = fh.read(_read(fh, "<Q")).decode("utf-8", "replace")
+            for _ in range(_count(fh)):
+                key = _read_bytes(fh, _read(fh, "<Q")).decode("utf-8", "replace")
                 value = _read_value(fh, _read(fh, "<I"))
                 if value is not None:
                     meta[key] = value
     except (OSError, EOFError, ValueError, struct.error) as exc:
-        raise ModelLoadError(f"{path} has a corrupt GGUF header: {exc}") from exc
+        raise ModelLoadError(f"{path} is corrupt: bad GGUF header ({exc})") from exc
     return meta
 
 

@@ -1,0 +1,82 @@
+"""A real `companion serve` process on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def companion_bin() -> str:
+    return str(Path(sys.executable).with_name("companion"))
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, "COMPANION_DATA_DIR": str(tmp_path / "data"), "COMPANION_MODEL_SIZE": "tiny"}
+    proc = subprocess.Popen(
+        [companion_bin(), "serve", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail(f"server did not start: {proc.communicate()[0]}")
+    yield url
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    # uvicorn shuts down cleanly, then re-raises the signal it caught
+    assert proc.returncode in (0, -signal.SIGTERM), out
+    assert "Application shutdown complete" in out
+
+
+def test_curl_example_against_a_real_server(server: str) -> None:
+    resp = httpx.post(f"{server}/api/v1/chat", json={"message": "test"}, timeout=120)
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["response"].strip() and body["model"].startswith("SmolLM2")
+
+
+def test_client_disconnect_stops_generation_and_marks_interrupted(server: str) -> None:
+    payload = {"message": "Tell me a very long story about the sea.", "stream": True, "max_tokens": 400, "user_id": "eve"}
+    with httpx.Client(timeout=60) as client, client.stream("POST", f"{server}/api/v1/chat", json=payload) as resp:
+        assert resp.status_code == 200
+        for n, _line in enumerate(resp.iter_lines()):
+            if n > 6:
+                break  # leave after a few tokens: the connection closes here
+    session = httpx.get(f"{server}/api/v1/sessions", params={"user_id": "eve"}).json()[0]["id"]
+    deadline = time.time() + 20
+    statuses: list[str] = []
+    while time.time() < deadline:
+        messages = httpx.get(f"{server}/api/v1/sessions/{session}/messages").json()["messages"]
+        statuses = [m["status"] for m in messages]
+        if statuses and statuses[0] != "pending":
+            break
+        time.sleep(0.2)
+    assert statuses[0] == "interrupted"
+    reply = [m for m in messages if m["role"] == "assistant"]
+    assert not reply or reply[0]["token_count"] is None or reply[0]["token_count"] < 400
+    stats = httpx.get(f"{server}/api/v1/stats").json()
+    assert stats["interrupted"] == 1
