@@ -17,6 +17,8 @@ from companion import __version__
 from companion.config import Settings
 from companion.errors import CompanionError, Overloaded
 from companion.runtime import Runtime, open_runtime
+from companion.server.openai_api import openai_error
+from companion.server.openai_api import router as openai_router
 from companion.server.routes import router
 
 log = logging.getLogger("companion.server")
@@ -43,6 +45,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(router)
+    app.include_router(openai_router)
     app.add_exception_handler(CompanionError, _companion_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     return app
@@ -55,15 +58,22 @@ def error_body(code: str, message: str, field: str | None = None) -> dict[str, A
     return {"error": body}
 
 
-async def _companion_error(_request: Request, exc: Exception) -> JSONResponse:
+def _is_openai(request: Request) -> bool:
+    return request.url.path.startswith("/v1/")
+
+
+async def _companion_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, CompanionError)
     headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Overloaded) else None
-    return JSONResponse(
-        {"error": exc.to_dict()}, status_code=exc.status_code, headers=headers
-    )
+    if _is_openai(request):
+        kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        resp = openai_error(exc.status_code, exc.message, kind, exc.field, exc.code)
+        resp.headers.update(headers or {})
+        return resp
+    return JSONResponse({"error": exc.to_dict()}, status_code=exc.status_code, headers=headers)
 
 
-async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
@@ -73,6 +83,8 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
         message, field = "request body is not valid JSON", None
     else:
         message = f"{field or 'body'}: {first.get('msg')}"
+    if _is_openai(request):
+        return openai_error(422, message, "invalid_request_error", field, "invalid_input")
     body = error_body("invalid_input", message, field)
     body["detail"] = json.loads(json.dumps(errors, default=str))
     return JSONResponse(body, status_code=422)
