@@ -9,6 +9,8 @@ from typing import Any
 
 import psutil
 
+from companion.metrics import Metrics
+
 WINDOW = 1000  # recent requests kept for averages and percentiles
 
 
@@ -27,6 +29,7 @@ class PerformanceStats:
     """Thread-safe counters and recent timings of chat requests."""
 
     def __init__(self) -> None:
+        self.metrics = Metrics()
         self._lock = threading.Lock()
         self._started = time.time()
         self._response_ms: deque[float] = deque(maxlen=WINDOW)
@@ -44,6 +47,10 @@ class PerformanceStats:
         self, *, response_ms: float, ttft_ms: float, tokens_per_s: float, prompt: int, completion: int
     ) -> None:
         """Count one answered request and its timings."""
+        self.metrics.chat_latency.observe(response_ms / 1000)
+        self.metrics.ttft.observe(ttft_ms / 1000)
+        self.metrics.prompt_tokens.inc(prompt)
+        self.metrics.generated_tokens.inc(completion)
         with self._lock:
             self.requests += 1
             self._response_ms.append(response_ms)
@@ -55,6 +62,7 @@ class PerformanceStats:
 
     def record_error(self, *, interrupted: bool = False) -> None:
         """Count a request that failed or was cut off."""
+        self.metrics.chat_errors.labels("interrupted" if interrupted else "failed").inc()
         with self._lock:
             self.requests += 1
             if interrupted:
@@ -62,7 +70,9 @@ class PerformanceStats:
             else:
                 self.errors += 1
 
-    def record_cache(self, hit: bool) -> None:
+    def record_cache(self, hit: bool, layer: str = "exact") -> None:
+        """Count one cache lookup; `layer` is the layer that answered (or was asked last)."""
+        self.metrics.cache_requests.labels(layer, "hit" if hit else "miss").inc()
         with self._lock:
             self.cache_lookups += 1
             self.cache_hits += int(hit)

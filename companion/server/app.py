@@ -19,6 +19,8 @@ from companion.errors import CompanionError, Overloaded
 from companion.runtime import Runtime, open_runtime
 from companion.server.openai_api import openai_error
 from companion.server.openai_api import router as openai_router
+from companion.server.observe import TimingMiddleware
+from companion.server.observe import router as observe_router
 from companion.server.routes import router
 
 log = logging.getLogger("companion.server")
@@ -31,6 +33,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = runtime is None
         app.state.runtime = runtime or await asyncio.to_thread(open_runtime, settings)
+        companion = app.state.runtime.companion
+        companion.stats.metrics.watch_engine(lambda: companion.engine.stats())
         log.info("serving %s on http://%s:%d", app.state.runtime.model_info.name, settings.host, settings.port)
         try:
             yield
@@ -46,6 +50,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(openai_router)
+    app.include_router(observe_router)
+    app.add_middleware(TimingMiddleware)
     app.add_exception_handler(CompanionError, _companion_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     return app

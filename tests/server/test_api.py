@@ -122,3 +122,26 @@ def test_forced_reload_swaps_the_model_and_unknown_size_is_refused(client: TestC
     assert bad.status_code == 422 and "tiny, base, small, medium, large" in bad.json()["error"]["message"]
     absent = client.post("/api/v1/models/reload", json={"size": "large"})
     assert absent.status_code == 503 and absent.json()["error"]["code"] == "model_not_installed"
+
+
+def test_metrics_parse_and_count_what_happened(client: TestClient) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    client.post("/api/v1/chat", json={"message": "hi", "max_tokens": 4})
+    client.post("/api/v1/chat", json={"message": ""})
+    resp = client.get("/metrics")
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(resp.text)}
+    requests = {
+        (s.labels["route"], s.labels["status"]): s.value
+        for s in families["companion_http_requests"].samples if s.name.endswith("_total")
+    }
+    assert requests[("/api/v1/chat", "200")] == 1 and requests[("/api/v1/chat", "422")] == 1
+    generated = families["companion_generated_tokens"].samples[0].value
+    assert 0 < generated <= 4
+    ttft = {s.name: s.value for s in families["companion_time_to_first_token_seconds"].samples}
+    assert ttft["companion_time_to_first_token_seconds_count"] == 1
+    for name in ("companion_queue_depth", "companion_active_sequences", "companion_kv_cache_usage_ratio",
+                 "companion_model_load_seconds", "process_resident_memory_bytes"):
+        assert name in families
+    assert families["companion_model_load_seconds"].samples[0].value > 0
