@@ -12,12 +12,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# the page tests drive Debian's Chromium (Playwright's own browser download is not used)
+/usr/bin/chromium:
+	apt-get update -qq && apt-get install -y -qq chromium
+
+install: $(STAMP) /usr/bin/chromium
 
 run: $(STAMP)
 	$(BIN)/companion serve
 
-test: $(STAMP)
+test: $(STAMP) /usr/bin/chromium
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

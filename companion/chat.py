@@ -74,7 +74,9 @@ class Companion:
         text = self._validate(message)
         opts = options_from(self.settings, **options)
         engine = self.engine
-        session = await asyncio.to_thread(self.store.create_session, user_id, session_id)
+        session = await asyncio.to_thread(
+            self.store.create_session, user_id, session_id, _title(text)
+        )
         history = await asyncio.to_thread(
             self.store.recent_messages, session.id, self.settings.history_messages
         )
@@ -179,3 +181,9 @@ class Companion:
             user_message_id, status, "".join(pieces) or None, model=model, timings={}
         )
         log.warning("exchange %d ended %s after %d pieces", user_message_id, status, len(pieces))
+
+
+def _title(message: str, limit: int = 60) -> str:
+    """A session's title: its first message, cut at a word near `limit` characters."""
+    line = " ".join(message.split())
+    return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0] + "…"

@@ -7,11 +7,13 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from companion import __version__
 from companion.config import Settings
@@ -24,6 +26,8 @@ from companion.server.observe import router as observe_router
 from companion.server.routes import router
 
 log = logging.getLogger("companion.server")
+
+STATIC = Path(__file__).parent / "static"
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
@@ -52,9 +56,16 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(openai_router)
     app.include_router(observe_router)
     app.add_middleware(TimingMiddleware)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_api_route("/", _index, include_in_schema=False)
     app.add_exception_handler(CompanionError, _companion_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     return app
+
+
+async def _index() -> FileResponse:
+    """The chat page (no build step: plain HTML, CSS and JS)."""
+    return FileResponse(STATIC / "index.html")
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
