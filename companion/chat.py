@@ -9,11 +9,16 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
+from companion.cache import Probe, ResponseCache
+from companion.cache.base import CacheEntry, CacheHit
 from companion.config import Settings
-from companion.context import build_context
-from companion.domain import ChatResult, GenerationOptions, Usage
-from companion.errors import DeadlineExceeded, InputError, PayloadTooLarge
+from companion.context import BuiltContext, build_context
+from companion.domain import ChatResult, GenerationOptions, Message, Usage
+from companion.embed.base import Embedder, Vector
+from companion.errors import DeadlineExceeded, InputError, Overloaded, PayloadTooLarge
 from companion.llm.base import Engine, GenerationDone, GenerationRequest
+from companion.persona.prompt import system_prompt
+from companion.personal import Personal, TurnNotes
 from companion.stats import PerformanceStats
 from companion.storage import Store
 
@@ -37,13 +42,35 @@ def options_from(settings: Settings, **overrides: Any) -> GenerationOptions:
     return replace(base, **changes)
 
 
+def session_prefix(
+    engine: Engine, system: str, history: list[Message], budget_tokens: int
+) -> list[int]:
+    """The tokens every next turn of a session starts with: persona, then the history that fits."""
+    head = [{"role": "system", "content": system}]
+    turns = [{"role": m.role, "content": m.text} for m in history]
+    for start in range(len(turns) + 1):
+        if start < len(turns) and turns[start]["role"] == "assistant":
+            continue
+        text = engine.render_chat(head + turns[start:], add_generation_prompt=False)
+        tokens = engine.tokenize(text)
+        if len(tokens) <= budget_tokens:
+            return tokens
+    return engine.tokenize(engine.render_chat(head, add_generation_prompt=False))
+
+
 class Companion:
     """Builds the context, generates, stores the exchange and keeps the figures."""
 
-    def __init__(self, settings: Settings, store: Store, engine: Engine) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, engine: Engine, *, personal: Personal | None = None,
+        cache: ResponseCache | None = None, embedder: Embedder | None = None,
+    ) -> None:
+        self.cache = cache  # None: caching off
+        self.embedder = embedder  # one vector per message, shared by cache and memory
         self.settings = settings
         self.store = store
         self.engine = engine
+        self.personal = personal  # persona, memories, session summary (None: the plain prompt)
         self.stats = PerformanceStats()
 
     def swap_engine(self, engine: Engine) -> Engine:
@@ -52,18 +79,24 @@ class Companion:
         return old
 
     async def chat(
-        self, user_id: str | None, message: str, session_id: str | None = None, **options: Any
+        self, user_id: str | None, message: str, session_id: str | None = None, *,
+        use_cache: bool = True, **options: Any,
     ) -> ChatResult:
         """One complete reply (the streamed turn, collected)."""
-        async for event in self.chat_stream(user_id, message, session_id, **options):
+        stream = self.chat_stream(user_id, message, session_id, use_cache=use_cache, **options)
+        async for event in stream:
             if isinstance(event, ChatResult):
                 return event
         raise AssertionError("chat_stream ended without a result")
 
     async def chat_stream(
-        self, user_id: str | None, message: str, session_id: str | None = None, **options: Any
+        self, user_id: str | None, message: str, session_id: str | None = None, *,
+        use_cache: bool = True, **options: Any,
     ) -> AsyncIterator[str | ChatResult]:
         """Text pieces as they are generated, then the ChatResult.
+
+        A cache hit (unless `use_cache` is False) yields the cached reply as one piece; the
+        exchange is still stored, marked cached.
 
         The user message is stored before generating; the reply after. If the stream is closed
         early, fails or passes its deadline, the user message (and any partial reply) is marked
@@ -72,7 +105,6 @@ class Companion:
         started = time.perf_counter()
         user_id = user_id or DEFAULT_USER
         text = self._validate(message)
-        opts = options_from(self.settings, **options)
         engine = self.engine
         session = await asyncio.to_thread(
             self.store.create_session, user_id, session_id, _title(text)
@@ -80,16 +112,34 @@ class Companion:
         history = await asyncio.to_thread(
             self.store.recent_messages, session.id, self.settings.history_messages
         )
+        vector = await self._embed(text)  # once per request: the cache and the memory share it
+        notes = None
+        if self.personal is not None:
+            notes = await asyncio.to_thread(
+                self.personal.prepare, user_id, session.id, text, vector
+            )
+            self.stats.metrics.memory_recall.observe(notes.timings["memory_total_ms"] / 1000)
+            options = {**notes.sampling, **{k: v for k, v in options.items() if v is not None}}
+        opts = options_from(self.settings, **options)
         ctx_start = time.perf_counter()
         budget = engine.info.context_length - opts.max_tokens
         built = build_context(
             engine,
-            system_prompt=self.settings.system_prompt,
+            system_prompt=notes.system_prompt if notes else self.settings.system_prompt,
             history=history,
             message=text,
             budget_tokens=budget,
+            memories=notes.lines if notes else (),
+            summary=notes.summary if notes else None,
+            personal=notes.personal if notes else False,
         )
         context_ms = (time.perf_counter() - ctx_start) * 1000
+        probe, hit = await self._lookup(user_id, text, opts, built, vector, use_cache)
+        if hit is not None:
+            yield hit.entry.response
+            timings = {"context_ms": round(context_ms, 2), **(notes.timings if notes else {})}
+            yield await self._serve_cached(user_id, session.id, text, hit, notes, timings, started)
+            return
         user_msg = await asyncio.to_thread(
             self.store.add_message, session.id, "user", text, status="pending",
             token_count=engine.count_tokens(text),
@@ -119,6 +169,7 @@ class Companion:
                 self._fail(user_msg.id, status, pieces, engine.info.name)
         timings = {
             "context_ms": round(context_ms, 2),
+            **(notes.timings if notes else {}),
             **done.timings,
             "total_ms": round((time.perf_counter() - started) * 1000, 2),
         }
@@ -127,6 +178,16 @@ class Companion:
             user_tokens=user_msg.token_count, reply_tokens=done.completion_tokens,
             model=engine.info.name, cached=False, timings=timings,
         )
+        if probe is not None and done.text.strip() and done.finish_reason in ("stop", "length"):
+            await asyncio.to_thread(
+                self.cache.store, probe, done.text, model=engine.info.name,  # type: ignore[union-attr]
+                prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens,
+                finish_reason=done.finish_reason,
+            )
+        if self.personal is not None and notes is not None:
+            await asyncio.to_thread(
+                self.personal.after_turn, user_id, session.id, text, user_msg.id, notes
+            )
         self.stats.record_request(
             response_ms=timings["total_ms"],
             ttft_ms=timings.get("time_to_first_token_ms", 0.0),
@@ -149,7 +210,49 @@ class Companion:
             timings=timings,
             finish_reason=done.finish_reason,
             message_id=reply.id,
+            extra={
+                "context": built.messages,  # the prompt as sent, for tests and debugging
+                "memory_ids": [r.memory.id for r in notes.memories[: built.memories_used]]
+                if notes else [],
+                "memories_used": [
+                    {"id": r.memory.id, "text": r.memory.text, "score": round(r.score, 4),
+                     "reasons": r.reasons}
+                    for r in notes.memories[: built.memories_used]
+                ] if notes else [],
+            },
         )
+
+    async def open_session(self, user_id: str | None, session_id: str | None = None) -> dict[str, Any]:
+        """Prefill a session's context so far (persona, history) into the engine's KV cache.
+
+        Called when a chat page opens or a session resumes, so the first reply starts at once.
+        A busy engine skips it (prefilled: false); the session is created if it is new.
+        """
+        user_id = user_id or DEFAULT_USER
+        engine = self.engine
+        session = await asyncio.to_thread(self.store.create_session, user_id, session_id)
+        history = await asyncio.to_thread(
+            self.store.recent_messages, session.id, self.settings.history_messages
+        )
+        system = await asyncio.to_thread(self._system_prompt, user_id)
+        budget = engine.info.context_length - self.settings.max_tokens
+        tokens = session_prefix(engine, system, history, budget)
+        result: dict[str, Any] = {"session_id": session.id, "user_id": user_id,
+                                  "prefix_tokens": len(tokens), "prefilled": False}
+        try:
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                done = await engine.prefill(tokens, session.id)
+        except (Overloaded, TimeoutError):
+            return result
+        return {**result, "prefilled": True, "reused_tokens": int(done.timings["reused_tokens"]),
+                "prefill_ms": done.timings["generation_ms"]}
+
+    def _system_prompt(self, user_id: str) -> str:
+        """The system prompt this user's next turn will start with."""
+        if self.personal is None:
+            return self.settings.system_prompt
+        persona, relationship = self.personal.personas.active(user_id)
+        return system_prompt(persona, relationship)
 
     def get_performance_stats(self) -> dict[str, Any]:
         """The spec's figures plus the engine's and the loaded model's."""
@@ -161,7 +264,76 @@ class Companion:
             "model_load_time": info.load_time_s,
             "model_rss_mb": info.rss_added_mb,
             "engine": self.engine.stats(),
+            "memory": self.personal.stats() if self.personal is not None else {},
+            "cache": self.cache.stats() if self.cache is not None else {"enabled": False},
         }
+
+    async def _embed(self, text: str) -> Vector | None:
+        """The message's vector (memoised by text in the embedder), or None without one."""
+        if self.embedder is None:
+            return None
+        return await asyncio.to_thread(self.embedder.embed_one, text)
+
+    async def _lookup(
+        self, user_id: str, text: str, opts: GenerationOptions, built: BuiltContext,
+        vector: Vector | None, use_cache: bool,
+    ) -> tuple[Probe | None, CacheHit | None]:
+        """Ask the cache; the probe (None when caching is off or bypassed) keys the store later."""
+        if self.cache is None or not self.settings.enable_caching:
+            return None, None
+        if not use_cache:
+            self.cache.count_bypass()
+            return None, None
+        info = self.engine.info
+        probe = self.cache.probe(
+            user_id, built.messages[:-1], text, options=opts, model_name=info.name,
+            model_path=info.path, history_used=built.history_used, personal=built.personal,
+        )
+        if vector is not None:
+            probe = replace(probe, vector=vector)
+        hit, probe = await asyncio.to_thread(self.cache.lookup, probe)
+        last_layer = "semantic" if self.cache.semantic is not None else "exact"
+        self.stats.record_cache(hit is not None, hit.layer if hit else last_layer)
+        return probe, hit
+
+    async def _serve_cached(
+        self, user_id: str, session_id: str, text: str, hit: CacheHit, notes: TurnNotes | None,
+        timings: dict[str, float], started: float,
+    ) -> ChatResult:
+        """Store the exchange as a cached one, let the memory learn from it, count it."""
+        entry = hit.entry
+        total_ms = round((time.perf_counter() - started) * 1000, 2)
+        timings = {**timings, "cache_similarity": round(hit.similarity, 4),
+                   "time_to_first_token_ms": total_ms, "generation_ms": 0.0,
+                   "tokens_per_second": 0.0, "total_ms": total_ms}
+        reply = await asyncio.to_thread(
+            self._store_cached, user_id, session_id, text, entry, notes, timings
+        )
+        self.stats.record_request(response_ms=total_ms, ttft_ms=total_ms, tokens_per_s=0.0,
+                                  prompt=0, completion=0)
+        return ChatResult(
+            response=entry.response, session_id=session_id, user_id=user_id, cached=True,
+            model=entry.model, usage=Usage(0, entry.completion_tokens), timings=timings,
+            finish_reason=entry.finish_reason, message_id=reply.id,
+            extra={"cache_layer": hit.layer, "cache_similarity": hit.similarity,
+                   "cache_scope": entry.scope, "cache_key": entry.key},
+        )
+
+    def _store_cached(
+        self, user_id: str, session_id: str, text: str, entry: CacheEntry,
+        notes: TurnNotes | None, timings: dict[str, float],
+    ) -> Message:
+        """Store a cached exchange and let the memory learn from it (one thread hop)."""
+        user_msg = self.store.add_message(
+            session_id, "user", text, status="pending", token_count=self.engine.count_tokens(text)
+        )
+        reply = self.store.complete_exchange(
+            user_msg.id, entry.response, user_tokens=user_msg.token_count,
+            reply_tokens=entry.completion_tokens, model=entry.model, cached=True, timings=timings,
+        )
+        if self.personal is not None and notes is not None:
+            self.personal.after_turn(user_id, session_id, text, user_msg.id, notes)
+        return reply
 
     def _validate(self, message: str) -> str:
         if not isinstance(message, str) or not message.strip():

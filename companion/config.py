@@ -107,10 +107,26 @@ class Settings(BaseSettings):
     stop: list[str] = Field(default_factory=list)
     seed: int | None = None
 
+    # Engine: continuous batching and the KV cache (llm/batched.py)
+    engine_parallel: int = Field(default=8, ge=1, le=128, description="sequences decoded together")
+    engine_max_queue: int = Field(default=64, ge=0, description="waiting requests; more get 429")
+    engine_kv_tokens: int | None = Field(
+        default=None, ge=512, description="KV cells for all sequences; None = context x parallel"
+    )
+    engine_batch_tokens: int = Field(
+        default=256, ge=16, le=8192, description="tokens per decode step (prompt chunk budget)"
+    )
+    engine_cached_sessions: int = Field(
+        default=64, ge=0, le=200, description="idle sessions kept in the KV cache (LRU)"
+    )
+
     # Cache
     enable_caching: bool = True
     cache_ttl_hours: float = Field(default=24, gt=0)
     cleanup_interval: int = Field(default=3600, ge=10, description="seconds between cleanups")
+    cache_max_entries: int = Field(default=50_000, ge=1, description="rows kept; LRU eviction")
+    cache_lru_entries: int = Field(default=10_000, ge=0, description="entries held in process")
+    semantic_cache: bool = Field(default=True, description="also answer verified paraphrases")
 
     # Conversation
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
@@ -118,11 +134,24 @@ class Settings(BaseSettings):
     max_message_chars: int = Field(default=8000, ge=1)
     request_timeout_s: float = Field(default=300, gt=0)
 
+    # Long-term memory (the spec's "Memory Cleanup Strategy"; cleanup runs every cleanup_interval)
+    memory_enabled: bool = True
+    memory_top_k: int = Field(default=5, ge=0, le=50, description="memories per prompt")
+    memory_days_old: float = Field(default=90, gt=0)
+    memory_min_importance: float = Field(default=0.3, ge=0.0, le=1.0)
+    memory_max_per_user: int = Field(default=1000, ge=1)
+
     # Storage and server
     data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=13443, ge=1, le=65535)
+
+    # Access and limits (companion/auth.py, companion/limits.py)
+    auth: bool = Field(default=False, description="require API keys; off is allowed on loopback only")
+    rate_limit_per_minute: int = Field(default=120, ge=1, description="chat requests per user")
+    max_concurrent_per_user: int = Field(default=4, ge=1, description="chat requests in flight")
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, description="larger bodies get 413")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("data_dir", "models_dir", "model_path", mode="after")

@@ -1,20 +1,63 @@
-"""The prompt of one turn: persona first, then history, then the new message, inside the budget."""
+"""The prompt of one turn, prefix-stable (ARCHITECTURE decision 3): persona first, then the
+history, then this turn's notes (recalled memories, session summary), then the new message.
+
+When it does not all fit the budget, parts go in this order (first dropped first):
+1. history older than the last exchange, oldest first;
+2. the session summary;
+3. recalled memories, lowest ranked first;
+4. the last exchange.
+The persona and the new message always stay (PayloadTooLarge if even they do not fit).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from companion.domain import Message
 from companion.errors import PayloadTooLarge
 from companion.llm.base import Engine
 
+NOTES_HEADER = "Notes for this reply (from memory, not said by the user now; use only if relevant)."
+KEEP_LAST = 2  # the last exchange outlives memories and summary
+
 
 @dataclass(frozen=True)
 class BuiltContext:
+    """The prompt and what went into it."""
+
     messages: list[dict[str, str]]
     prompt_tokens: list[int]
     history_used: int
     history_dropped: int
+    memories_used: int = 0
+    summary_used: bool = False
+    personal: bool = False  # memories or a user's own persona shaped it (the cache's scope)
+
+
+def render_notes(memories: Sequence[str], summary: str | None) -> str | None:
+    """The notes message: summary and memory lines, or None when there are none."""
+    parts = [NOTES_HEADER]
+    if summary:
+        parts.append(f"Earlier in this conversation: {summary}")
+    if memories:
+        parts.append("What you remember about the user:")
+        parts.extend(f"- {line}" for line in memories)
+    return "\n".join(parts) if len(parts) > 1 else None
+
+
+def _layouts(turns: list[dict[str, str]], n_notes: int, summary: bool
+             ) -> Iterator[tuple[int, int, bool]]:
+    """(history start, memories kept, summary kept), best first, in the stated drop order."""
+    last = max(0, len(turns) - KEEP_LAST)
+    for start in range(last + 1):
+        yield start, n_notes, summary
+    if summary:
+        yield last, n_notes, False
+    for kept in range(n_notes - 1, -1, -1):
+        yield last, kept, False
+    for start in range(last + 1, len(turns) + 1):
+        yield start, 0, False
 
 
 def build_context(
@@ -24,23 +67,29 @@ def build_context(
     history: list[Message],
     message: str,
     budget_tokens: int,
+    memories: Sequence[str] = (),
+    summary: str | None = None,
+    personal: bool = False,
 ) -> BuiltContext:
-    """Keep the newest history that fits `budget_tokens`, measured on the rendered prompt.
+    """Fit persona, history, notes and the new message into `budget_tokens` (rendered prompt).
 
-    The system text and the new message always stay; the oldest turns go first. A trimmed
-    history never starts with an assistant turn, so the model never sees an answer without its
-    question.
+    A trimmed history never starts with an assistant turn, so the model never sees an answer
+    without its question. `personal` is passed through, and set when memories go in.
     """
     turns = [{"role": m.role, "content": m.text} for m in history]
     head = [{"role": "system", "content": system_prompt}]
     tail = [{"role": "user", "content": message}]
-    for start in range(len(turns) + 1):
+    tokens: list[int] = []
+    for start, kept, with_summary in _layouts(turns, len(memories), bool(summary)):
         if start < len(turns) and turns[start]["role"] == "assistant":
             continue
-        messages = head + turns[start:] + tail
+        notes = render_notes(memories[:kept], summary if with_summary else None)
+        middle = [{"role": "system", "content": notes}] if notes else []
+        messages = head + turns[start:] + middle + tail
         tokens = engine.tokenize(engine.render_chat(messages))
         if len(tokens) <= budget_tokens:
-            return BuiltContext(messages, tokens, len(turns) - start, start)
+            return BuiltContext(messages, tokens, len(turns) - start, start, kept, with_summary,
+                                personal or kept > 0)
     raise PayloadTooLarge(
         f"message is too long for the context: {len(tokens)} prompt tokens, "
         f"{budget_tokens} allowed (context_length - max_tokens)",

@@ -95,4 +95,5 @@ class ChatResult:
             "timings": self.timings,
             "finish_reason": self.finish_reason,
             "message_id": self.message_id,
+            "memories_used": self.extra.get("memories_used", []),
         }

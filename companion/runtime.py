@@ -7,13 +7,15 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from companion.cache import open_cache
 from companion.chat import Companion
 from companion.config import Settings
+from companion.embed import load_embedder
 from companion.llm.base import ModelInfo
-from companion.llm.engine import LlamaEngine
+from companion.llm.batched import BatchedEngine, open_engine
 from companion.llm.hardware import Hardware, Offload, Selection, detect_hardware, plan_offload, select_model
-from companion.llm.llama_cpp import load_model
 from companion.llm.registry import Registry
+from companion.personal import open_personal
 from companion.storage import Store, open_store
 
 log = logging.getLogger("companion.runtime")
@@ -44,16 +46,10 @@ def plan_model(
     return ModelPlan(selection, offload)
 
 
-def start_engine(settings: Settings, plan: ModelPlan) -> LlamaEngine:
-    """Load the planned model into a new engine."""
-    loaded = load_model(
-        plan.selection.path,
-        size=plan.selection.size,
-        context_length=settings.context_length,
-        n_gpu_layers=plan.offload.n_gpu_layers,
-        n_threads=settings.n_threads,
-    )
-    return LlamaEngine(loaded)
+def start_engine(settings: Settings, plan: ModelPlan) -> BatchedEngine:
+    """Load the planned model into a new engine (continuous batching, per-session KV)."""
+    sel = plan.selection
+    return open_engine(settings, sel.path, sel.size, plan.offload.n_gpu_layers)
 
 
 @dataclass
@@ -85,6 +81,10 @@ class Runtime:
 
     def close(self) -> None:
         self.companion.engine.close()
+        if self.companion.personal is not None:
+            self.companion.personal.close()
+        if self.companion.cache is not None:
+            self.companion.cache.close()
         self.store.close()
 
 
@@ -99,11 +99,20 @@ def open_runtime(settings: Settings) -> Runtime:
         stale = store.mark_unfinished_interrupted()
         if stale:
             log.warning("%d exchanges left unfinished by the last run marked interrupted", stale)
+        wants_vectors = settings.memory_enabled or (settings.enable_caching and settings.semantic_cache)
+        embedder = load_embedder() if wants_vectors else None
+        personal = open_personal(settings, store, embedder)
+        cache = open_cache(settings, store, embedder) if settings.enable_caching else None
         engine = start_engine(settings, plan)
     except BaseException:
         store.close()
         raise
     log.info("model choice: %s; offload: %s", plan.selection.reason, plan.offload.reason)
-    return Runtime(settings, store, registry, hardware, plan, Companion(settings, store, engine))
+    if personal.memory is not None:
+        personal.memory.start_schedule(settings.cleanup_interval)
+    if cache is not None:
+        cache.start()  # cleanup_expired_cache() every cleanup_interval
+    companion = Companion(settings, store, engine, personal=personal, cache=cache, embedder=embedder)
+    return Runtime(settings, store, registry, hardware, plan, companion)
 
 

@@ -14,8 +14,8 @@ import psutil
 from companion.bench import persona_chat_openers
 from companion.chat import Companion
 from companion.config import SIZES, Settings
-from companion.llm.engine import LlamaEngine
-from companion.llm.llama_cpp import default_threads, load_model
+from companion.llm.batched import open_engine
+from companion.llm.llama_cpp import default_threads
 from companion.llm.registry import Registry
 from companion.storage import open_store
 
@@ -43,9 +43,7 @@ def bench_ours(settings: Settings, size: str, path: Path, texts: list[str]) -> d
     import llama_cpp  # noqa: F401  (the library's own footprint is not the model's)
 
     before = rss_mb()
-    loaded = load_model(path, size=size, context_length=settings.context_length,
-                        n_threads=settings.n_threads)
-    engine = LlamaEngine(loaded)
+    engine = open_engine(settings, path, size)
     with tempfile.TemporaryDirectory() as tmp:
         store = open_store(f"sqlite:///{tmp}/bench.db")
         companion = Companion(settings, store, engine)
@@ -60,7 +58,7 @@ def bench_ours(settings: Settings, size: str, path: Path, texts: list[str]) -> d
             engine.close()
             store.close()
     return {
-        "load_s": loaded.info.load_time_s,
+        "load_s": engine.info.load_time_s,
         "tokens_per_s": tokens / seconds if seconds else 0.0,
         "rss_mb": rss_mb() - before,
         "process_rss_mb": rss_mb(),

@@ -74,6 +74,8 @@ def main() -> None:
     cli(prog_name="companion")
 
 
-from companion.cli import bench, chat, config, models, serve  # noqa: E402  (registers commands)
+from companion.cli import bench, cache, chat, config, keys, memory, models, persona, serve  # noqa: E402
 
-__all__ = ["bench", "chat", "cli", "config", "main", "models", "serve"]
+__all__ = [
+    "bench", "cache", "chat", "cli", "config", "main", "memory", "models", "persona", "serve",
+]

@@ -12,6 +12,9 @@ from companion.cli import Ctx, cli, setup_logging
 
 # suite name -> module with run(settings, size) -> (figures, notes); size = workload scale
 SUITES = {
+    "cache": "companion.bench.cache",
+    "engine": "companion.bench.engine",
+    "memory": "companion.bench.memory",
     "models": "companion.bench.models",
 }
 

@@ -8,6 +8,7 @@ import uvicorn
 from companion.cli import Ctx, cli, setup_logging
 from companion.runtime import open_runtime
 from companion.server.app import create_app
+from companion.server.security import check_bind
 
 
 @cli.command()
@@ -21,6 +22,7 @@ def serve(obj: Ctx, host: str | None, port: int | None) -> None:
     """
     settings = obj.settings(host=host, port=port)
     setup_logging(settings.log_level)
+    check_bind(settings)
     runtime = open_runtime(settings)  # model and database errors surface here, as one line
     click.echo(
         f"companion: {runtime.model_info.name} ({runtime.plan.selection.reason}); "

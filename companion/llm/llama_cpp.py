@@ -1,4 +1,10 @@
-"""Loading a GGUF with llama-cpp-python: checks, timing, memory, and the GGUF's chat template."""
+"""Loading a GGUF with llama-cpp-python's low-level API: one model, one multi-sequence context.
+
+The context is built by hand (not through `llama_cpp.Llama`) because batching needs settings
+`Llama` does not pass on: several sequences (`n_seq_max`), one KV buffer they all share
+(`kv_unified`, so a session's cache can grow to any length and a shared prefix is stored
+once), and flash attention (on CPU it skips the cells of other sequences).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -23,13 +30,35 @@ FALLBACK_TEMPLATE = (
 )
 
 
+CPU_UBATCH = 63  # below GGML_FA_TILE_Q: see _context_params
+
+
+@dataclass(frozen=True)
+class ContextPlan:
+    """How the llama.cpp context is shaped: KV cells, sequences, batch and threads."""
+
+    kv_tokens: int  # KV cells shared by every sequence (active and cached sessions)
+    n_seq_max: int = 1  # sequence ids: decoding slots plus cached sessions and prefixes
+    n_batch: int = 512  # most tokens one llama_decode may carry
+    n_threads: int | None = None
+    flash_attn: bool = True
+
+
 @dataclass
 class LoadedModel:
-    """A llama.cpp model and context, with the chat formatter its GGUF asks for."""
+    """A llama.cpp model and its context, with the chat formatters its GGUF asks for."""
 
-    llama: object  # llama_cpp.Llama (typed loosely: the library ships no stubs)
-    formatter: object  # llama_cpp.llama_chat_format.Jinja2ChatFormatter
+    model: Any  # llama_cpp._internals.LlamaModel (the library ships no stubs)
+    context: Any  # llama_cpp._internals.LlamaContext
+    formatter: Any  # Jinja2ChatFormatter that ends with the assistant header
+    prefix_formatter: Any  # the same template without it (a conversation so far)
     info: ModelInfo
+    plan: ContextPlan
+
+    def close(self) -> None:
+        """Free the context, then the model."""
+        self.context.close()
+        self.model.close()
 
 
 def load_model(
@@ -38,44 +67,37 @@ def load_model(
     size: str,
     context_length: int,
     n_gpu_layers: int = 0,
-    n_threads: int | None = None,
-    n_seq_max: int = 1,
+    plan: ContextPlan | None = None,
 ) -> LoadedModel:
-    """Load `path` and record the load time and the resident memory the load added."""
-    path = check_gguf(path)
-    import llama_cpp
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    """Load `path` and record the load time and the resident memory the load added.
 
+    `context_length` is the longest conversation one sequence may hold (checked against the
+    model's trained limit); `plan` sizes the shared context (default: one sequence).
+    """
+    path = check_gguf(path)
+    plan = plan or ContextPlan(kv_tokens=context_length)
+    from llama_cpp import _internals, _logger
+
+    _logger.set_verbose(False)
     proc = psutil.Process()
     rss_before = proc.memory_info().rss
     started = time.perf_counter()
-    try:
-        llama = llama_cpp.Llama(
-            model_path=str(path),
-            n_ctx=context_length,
-            n_batch=512,
-            n_gpu_layers=n_gpu_layers,
-            n_threads=n_threads or default_threads(),
-            n_seq_max=n_seq_max,
-            verbose=False,
-        )
-    except (ValueError, RuntimeError, OSError) as exc:
-        raise ModelLoadError(f"cannot load model {path.name}: the file is corrupt or unsupported ({exc})") from exc
-    load_s = time.perf_counter() - started
-    limit = int(llama._model.n_ctx_train())
+    model = _open_model(path, n_gpu_layers)
+    limit = int(model.n_ctx_train())
     if context_length > limit:
-        llama.close()
+        model.close()
         raise ConfigError(
             f"context_length {context_length} exceeds the model's limit {limit} ({path.name})",
             field="context_length",
         )
-    template = llama.metadata.get("tokenizer.chat_template") or FALLBACK_TEMPLATE
-    vocab = llama._model
-    formatter = Jinja2ChatFormatter(
-        template=template,
-        eos_token=vocab.token_get_text(vocab.token_eos()),
-        bos_token=vocab.token_get_text(vocab.token_bos()) if vocab.token_bos() != -1 else "",
-    )
+    try:
+        params = _context_params(plan, n_gpu_layers)
+        context = _internals.LlamaContext(model=model, params=params, verbose=False)
+    except ValueError as exc:
+        model.close()
+        raise ModelLoadError(f"cannot create a context for {path.name}: {exc}") from exc
+    load_s = time.perf_counter() - started
+    formatter, prefix_formatter = _formatters(model)
     info = ModelInfo(
         name=path.stem,
         size=size,
@@ -88,10 +110,69 @@ def load_model(
         file_size_mb=round(path.stat().st_size / 2**20, 1),
     )
     log.info(
-        "model loaded: %s (%s) in %.3f s, +%.1f MB RSS, ctx %d/%d, gpu layers %d",
-        info.name, size, load_s, info.rss_added_mb, context_length, limit, n_gpu_layers,
+        "model loaded: %s (%s) in %.3f s, +%.1f MB RSS, ctx %d/%d, kv %d cells, %d sequences",
+        info.name, size, load_s, info.rss_added_mb, context_length, limit, plan.kv_tokens,
+        plan.n_seq_max,
     )
-    return LoadedModel(llama=llama, formatter=formatter, info=info)
+    return LoadedModel(model, context, formatter, prefix_formatter, info, plan)
+
+
+def _open_model(path: Path, n_gpu_layers: int) -> Any:
+    """The llama_model of `path`, or ModelLoadError."""
+    import llama_cpp
+    from llama_cpp import _internals
+
+    params = llama_cpp.llama_model_default_params()
+    params.n_gpu_layers = n_gpu_layers
+    try:
+        return _internals.LlamaModel(path_model=str(path), params=params, verbose=False)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise ModelLoadError(
+            f"cannot load model {path.name}: the file is corrupt or unsupported ({exc})"
+        ) from exc
+
+
+def _context_params(plan: ContextPlan, n_gpu_layers: int) -> Any:
+    """llama_context_params for one unified KV buffer shared by `plan.n_seq_max` sequences.
+
+    On CPU the physical batch stays under ggml's flash-attention tile (64 query rows): the
+    per-row kernel then gives every sequence the same numbers whatever else is in the batch
+    or wherever its cells lie, so a greedy reply does not depend on the load (the tiled
+    kernel groups keys by cell position and rounds differently). It costs some prompt speed.
+    """
+    import llama_cpp
+
+    threads = plan.n_threads or default_threads()
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = plan.kv_tokens
+    params.n_batch = plan.n_batch
+    params.n_ubatch = plan.n_batch if n_gpu_layers else min(plan.n_batch, CPU_UBATCH)
+    params.n_seq_max = plan.n_seq_max
+    params.n_outputs_max = max(plan.n_batch, plan.n_seq_max)  # llama.cpp reserves n_seq_max rows
+    params.kv_unified = True
+    params.n_threads = threads
+    params.n_threads_batch = threads
+    params.flash_attn_type = (
+        llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        if plan.flash_attn
+        else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    )
+    return params
+
+
+def _formatters(model: Any) -> tuple[Any, Any]:
+    """Chat formatters from the GGUF's template: with and without the assistant header."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = model.metadata().get("tokenizer.chat_template") or FALLBACK_TEMPLATE
+    eos = model.token_get_text(model.token_eos())
+    bos = model.token_get_text(model.token_bos()) if model.token_bos() != -1 else ""
+    return (
+        Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos),
+        Jinja2ChatFormatter(
+            template=template, eos_token=eos, bos_token=bos, add_generation_prompt=False
+        ),
+    )
 
 
 def default_threads() -> int:

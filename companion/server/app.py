@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -21,9 +21,11 @@ from companion.errors import CompanionError, Overloaded
 from companion.runtime import Runtime, open_runtime
 from companion.server.openai_api import openai_error
 from companion.server.openai_api import router as openai_router
+from companion.limits import UserLimits
 from companion.server.observe import TimingMiddleware
 from companion.server.observe import router as observe_router
 from companion.server.routes import router
+from companion.server.security import BodyLimit, authenticate
 
 log = logging.getLogger("companion.server")
 
@@ -37,6 +39,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = runtime is None
         app.state.runtime = runtime or await asyncio.to_thread(open_runtime, settings)
+        app.state.limits = UserLimits(settings.rate_limit_per_minute, settings.max_concurrent_per_user)
         companion = app.state.runtime.companion
         companion.stats.metrics.watch_engine(lambda: companion.engine.stats())
         log.info("serving %s on http://%s:%d", app.state.runtime.model_info.name, settings.host, settings.port)
@@ -52,9 +55,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         description="A self-hosted AI companion: local LLM, memory, personality.",
         lifespan=lifespan,
     )
-    app.include_router(router)
-    app.include_router(openai_router)
-    app.include_router(observe_router)
+    secured = [Depends(authenticate)]
+    app.include_router(router, dependencies=secured)
+    app.include_router(openai_router, dependencies=secured)
+    app.include_router(observe_router, dependencies=secured)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(TimingMiddleware)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_api_route("/", _index, include_in_schema=False)

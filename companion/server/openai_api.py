@@ -4,6 +4,8 @@ memory, persona and cache apply; companion keeps the conversation itself."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import hashlib
 import json
 import time
@@ -17,8 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
 
 from companion.domain import ChatResult
-from companion.errors import CompanionError, InputError
-from companion.server.routes import runtime_of
+from companion.errors import CompanionError, InputError, ModelError
+from companion.server.routes import admitted_chat, runtime_of
+from companion.server.security import own_user
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -83,13 +86,13 @@ async def chat_completions(
     x_session_id: str | None = Header(default=None),
 ) -> Any:
     """Chat completions; the last user message is the new turn."""
-    user = body.user or x_companion_user or "default"
+    user = own_user(request, body.user or x_companion_user) or "default"
     last = body.messages[-1]
     if last.role != "user" or not last.text().strip():
         raise InputError("the last message must be a non-empty user message", field="messages")
     session = x_session_id or conversation_session(user, body.messages)
     companion = runtime_of(request).companion
-    stream = companion.chat_stream(user, last.text(), session, **_options(body))
+    stream = admitted_chat(request, user, last.text(), session, **_options(body))
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if not body.stream:
         result = None
@@ -147,6 +150,43 @@ async def _chunks(
     finally:
         await stream.aclose()  # type: ignore[attr-defined]
     yield "[DONE]"
+
+
+class OAEmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    input: str | list[str] = Field(description="a text or a list of up to 256 texts")
+    model: str = "companion-embed"
+    encoding_format: Literal["float", "base64"] = "float"
+
+
+@router.post("/embeddings")
+async def embeddings(body: OAEmbeddingRequest, request: Request) -> dict[str, Any]:
+    """Sentence embeddings from the model companion's cache and memory use."""
+    embedder = runtime_of(request).companion.embedder
+    if embedder is None:
+        raise ModelError("no embedding model is loaded (caching and memory are off)")
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    if not texts or len(texts) > 256 or any(not t.strip() for t in texts):
+        raise InputError("input must be 1 to 256 non-empty texts", field="input")
+    vectors = await asyncio.to_thread(embedder.embed, texts)
+    tokens = sum(len(t.split()) for t in texts)
+    return {
+        "object": "list",
+        "model": embedder.name,
+        "data": [
+            {"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
+            for i, v in enumerate(vectors)
+        ],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def _encode(vector: Any, fmt: str) -> list[float] | str:
+    """Floats, or (as the OpenAI SDK asks by default) base64 of little-endian float32."""
+    if fmt == "base64":
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+    return [float(x) for x in vector]
 
 
 @router.get("/models")

@@ -10,13 +10,17 @@ from typing import Any
 from fastapi import APIRouter, Request
 from sse_starlette.sse import EventSourceResponse
 
+from companion.chat import DEFAULT_USER
 from companion.domain import ChatResult, Message, Session
+from companion.limits import UserLimits
 from companion.errors import CompanionError, NotFound
 from companion.runtime import Runtime
+from companion.server.security import own_user, require_admin
 from companion.server.schemas import (
     ChatRequest,
     ChatResponse,
     ErrorResponse,
+    OpenSessionRequest,
     ReloadRequest,
     SessionBody,
     SessionMessages,
@@ -45,8 +49,10 @@ async def healthz(request: Request) -> dict[str, Any]:
 async def chat(body: ChatRequest, request: Request) -> Any:
     """One turn. With `"stream": true` the reply comes as Server-Sent Events:
     `token` events (`{"text": ...}`), then one `done` event with the full result."""
-    companion = runtime_of(request).companion
-    stream = companion.chat_stream(body.user_id, body.message, body.session_id, **body.options())
+    user = own_user(request, body.user_id)
+    stream = admitted_chat(
+        request, user, body.message, body.session_id, use_cache=body.cache, **body.options()
+    )
     if not body.stream:
         result = None
         async for event in stream:
@@ -56,6 +62,26 @@ async def chat(body: ChatRequest, request: Request) -> Any:
         return result.to_dict()
     first = await anext(stream)  # errors before the first token become plain HTTP errors
     return EventSourceResponse(_sse(first, stream), ping=15)
+
+
+def admitted_chat(
+    request: Request, user_id: str | None, message: str, session_id: str | None, **options: Any
+) -> AsyncIterator[str | ChatResult]:
+    """The chat stream inside the user's rate and concurrency limits (429 when over them)."""
+    limits: UserLimits = request.app.state.limits
+    key = user_id or DEFAULT_USER
+    limits.acquire(key)
+    stream = runtime_of(request).companion.chat_stream(user_id, message, session_id, **options)
+
+    async def held() -> AsyncIterator[str | ChatResult]:
+        try:
+            async for event in stream:
+                yield event
+        finally:
+            limits.release(key)
+            await stream.aclose()  # type: ignore[attr-defined]
+
+    return held()
 
 
 async def _sse(
@@ -80,13 +106,32 @@ def _sse_event(event: str | ChatResult) -> dict[str, str]:
 
 @router.get("/api/v1/stats", tags=["meta"])
 async def stats(request: Request) -> dict[str, Any]:
-    """get_performance_stats(): response times, cache, memory, tokens/s, model load."""
+    """get_performance_stats(): response times, cache, memory, tokens/s, model load (admin)."""
+    require_admin(request)
     return runtime_of(request).companion.get_performance_stats()
 
 
+@router.post("/api/v1/cache/cleanup", tags=["cache"])
+async def cache_cleanup(request: Request) -> dict[str, Any]:
+    """cleanup_expired_cache() now: drop expired entries; returns how many (admin)."""
+    require_admin(request)
+    cache = runtime_of(request).companion.cache
+    removed = await asyncio.to_thread(cache.cleanup_expired_cache) if cache else 0
+    return {"removed": removed}
+
+
+@router.delete("/api/v1/cache", tags=["cache"])
+async def cache_clear(request: Request, scope: str | None = None) -> dict[str, Any]:
+    """Drop every cached reply, or one scope's (`shared`, `user:<id>`)."""
+    cache = runtime_of(request).companion.cache
+    removed = await asyncio.to_thread(cache.clear, scope) if cache else 0
+    return {"removed": removed}
+
+
 @router.get("/api/v1/sessions", response_model=list[SessionBody], tags=["chat"])
-async def sessions(request: Request, user_id: str = "default", limit: int = 50) -> Any:
+async def sessions(request: Request, user_id: str | None = None, limit: int = 50) -> Any:
     """A user's sessions, newest first."""
+    user_id = own_user(request, user_id) or DEFAULT_USER
     store = runtime_of(request).store
     found = await asyncio.to_thread(store.list_sessions, user_id, max(1, min(limit, 500)))
     return [_session(s) for s in found]
@@ -106,8 +151,18 @@ async def session_messages(
     session = await asyncio.to_thread(store.get_session, session_id)
     if session is None:
         raise NotFound(f"no session {session_id!r}", field="session_id")
+    own_user(request, session.user_id)
     msgs = await asyncio.to_thread(store.list_messages, session_id, limit, max(0, offset))
     return {"session_id": session.id, "user_id": session.user_id, "messages": [_message(m) for m in msgs]}
+
+
+@router.post("/api/v1/sessions/{session_id}/open", responses=ERRORS, tags=["chat"])
+async def open_session(
+    session_id: str, request: Request, body: OpenSessionRequest | None = None
+) -> dict[str, Any]:
+    """Prefill the session's context (persona, history) so its first reply starts at once."""
+    user_id = own_user(request, body.user_id if body is not None else None)
+    return await runtime_of(request).companion.open_session(user_id, session_id)
 
 
 @router.get("/api/v1/models", tags=["models"])
@@ -126,6 +181,7 @@ async def models(request: Request) -> dict[str, Any]:
 @router.post("/api/v1/models/reload", responses=ERRORS, tags=["models"])
 async def reload_model(body: ReloadRequest, request: Request) -> dict[str, Any]:
     """Force a reload, optionally of another size; requests in flight finish on the old model."""
+    require_admin(request)
     info = await asyncio.to_thread(runtime_of(request).reload_model, body.size)
     return {"loaded": info.to_dict()}
 
@@ -152,3 +208,9 @@ def _message(m: Message) -> dict[str, Any]:
         "timings": m.timings,
         "created_at": m.created_at.isoformat(),
     }
+
+
+# Memory, persona and user-data routes live in their own module; served under this router.
+from companion.server.personal_routes import router as personal_router  # noqa: E402
+
+router.include_router(personal_router)

@@ -18,6 +18,7 @@ class ChatRequest(BaseModel):
     user_id: str | None = Field(default=None, pattern=ID_PATTERN)
     session_id: str | None = Field(default=None, pattern=ID_PATTERN)
     stream: bool = False
+    cache: bool = Field(default=True, description="false: neither read nor write the cache")
     max_tokens: int | None = Field(default=None, ge=1, le=8192)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
@@ -48,6 +49,7 @@ class ChatResponse(BaseModel):
     timings: dict[str, float]
     finish_reason: str
     message_id: int | None
+    memories_used: list[dict[str, Any]] = []
 
 
 class MessageBody(BaseModel):
@@ -82,6 +84,14 @@ class ReloadRequest(BaseModel):
     size: str | None = Field(default=None, description="tiny|base|small|medium|large; none = configured")
 
 
+class OpenSessionRequest(BaseModel):
+    """POST /api/v1/sessions/{session_id}/open: whose session (default user when absent)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str | None = Field(default=None, pattern=ID_PATTERN)
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str
@@ -90,3 +100,55 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+# Memory and persona (issue 5)
+
+
+class MemoryCreate(BaseModel):
+    """POST /api/v1/users/{user_id}/memories: store a fact as given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=1000)
+    importance: float = Field(default=0.9, ge=0.0, le=1.0)
+    topics: list[str] = Field(default_factory=list, max_length=16)
+
+
+class MemoryEdit(BaseModel):
+    """PATCH /api/v1/users/{user_id}/memories/{id}: change what is given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = Field(default=None, min_length=1, max_length=1000)
+    importance: float | None = Field(default=None, ge=0.0, le=1.0)
+    topics: list[str] | None = Field(default=None, max_length=16)
+
+
+class PersonaBody(BaseModel):
+    """A persona: name, description, traits 0..1, speaking style, example lines."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    name: str | None = Field(default=None, min_length=1, max_length=255)
+    description: str | None = Field(default=None, max_length=4000)
+    traits: dict[str, float] | None = None
+    speaking_style: str | None = Field(default=None, max_length=1000)
+    example_lines: list[str] | None = Field(default=None, max_length=8)
+    greeting: str | None = Field(default=None, max_length=1000)
+    scenario: str | None = Field(default=None, max_length=2000)
+    system_prompt: str | None = Field(default=None, max_length=4000)
+    tags: list[str] | None = Field(default=None, max_length=16)
+
+    def fields(self) -> dict[str, Any]:
+        """The fields that were given."""
+        return self.model_dump(exclude_none=True)
+
+
+class PersonaSelect(BaseModel):
+    """PUT /api/v1/users/{user_id}/persona."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    persona_id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")

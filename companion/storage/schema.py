@@ -95,3 +95,136 @@ messages = sa.Table(
     # Never reuse a deleted id on SQLite (ignored by other dialects).
     sqlite_autoincrement=True,
 )
+
+# Response cache (issue 4): one row per cached reply; scope "shared" or "user:<id>".
+response_cache = sa.Table(
+    "response_cache",
+    metadata,
+    sa.Column("key", sa.String(96), primary_key=True),
+    sa.Column("partition", sa.String(96), nullable=False),
+    sa.Column("scope", sa.String(80), nullable=False),
+    sa.Column("message", sa.Text(), nullable=False),
+    sa.Column("response", sa.Text(), nullable=False),
+    sa.Column("model", sa.String(255), nullable=False),
+    sa.Column("prompt_tokens", sa.Integer(), nullable=False),
+    sa.Column("completion_tokens", sa.Integer(), nullable=False),
+    sa.Column("finish_reason", sa.String(16), nullable=False),
+    sa.Column("embedding", sa.LargeBinary(), nullable=True),
+    sa.Column("size_bytes", sa.Integer(), nullable=False),
+    sa.Column("hits", sa.Integer(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("last_used_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_response_cache_partition", "partition"),
+    sa.Index("ix_response_cache_scope", "scope"),
+    sa.Index("ix_response_cache_expires_at", "expires_at"),
+    sa.Index("ix_response_cache_last_used_at", "last_used_at"),
+)
+
+# Long-term memory (issue 5). The full-text and vector indexes live in process (memory/index.py).
+memories = sa.Table(
+    "memories",
+    metadata,
+    sa.Column("id", MessageId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "user_id",
+        sa.String(ID_LENGTH),
+        sa.ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("slot", sa.String(128), nullable=True),
+    sa.Column("subject", sa.String(ID_LENGTH), nullable=True),
+    sa.Column("text", sa.Text(), nullable=False),
+    sa.Column("topics", sa.String(255), nullable=False),
+    sa.Column("importance", sa.Float(), nullable=False),
+    sa.Column("use_count", sa.Integer(), nullable=False),
+    sa.Column("source_ids", sa.JSON(), nullable=False),
+    sa.Column("embedding", sa.LargeBinary(), nullable=True),
+    sa.Column("embedding_model", sa.String(255), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("last_used_at", UTCDateTime(), nullable=True),
+    sa.Index("ix_memories_user_id_slot", "user_id", "slot"),
+    sa.Index("ix_memories_user_id_importance", "user_id", "importance"),
+    sqlite_autoincrement=True,
+)
+
+memory_history = sa.Table(
+    "memory_history",
+    metadata,
+    sa.Column("id", MessageId, primary_key=True, autoincrement=True),
+    sa.Column("memory_id", sa.Integer(), nullable=False),
+    sa.Column(
+        "user_id",
+        sa.String(ID_LENGTH),
+        sa.ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("event", sa.String(8), nullable=False),
+    sa.Column("old_text", sa.Text(), nullable=True),
+    sa.Column("new_text", sa.Text(), nullable=True),
+    sa.Column("old_importance", sa.Float(), nullable=True),
+    sa.Column("new_importance", sa.Float(), nullable=True),
+    sa.Column("message_id", sa.Integer(), nullable=True),
+    sa.Column("reason", sa.String(255), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_memory_history_user_id_memory_id", "user_id", "memory_id"),
+)
+
+session_summaries = sa.Table(
+    "session_summaries",
+    metadata,
+    sa.Column(
+        "session_id",
+        sa.String(ID_LENGTH),
+        sa.ForeignKey("sessions.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("summary", sa.Text(), nullable=False),
+    sa.Column("upto_message_id", sa.Integer(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+personas = sa.Table(
+    "personas",
+    metadata,
+    sa.Column("id", sa.String(ID_LENGTH), primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("data", sa.JSON(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# Per user and persona: which persona is active, and how the relationship stands.
+relationships = sa.Table(
+    "relationships",
+    metadata,
+    sa.Column(
+        "user_id",
+        sa.String(ID_LENGTH),
+        sa.ForeignKey("users.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("persona_id", sa.String(ID_LENGTH), primary_key=True),
+    sa.Column("familiarity", sa.Float(), nullable=False),
+    sa.Column("affinity", sa.Float(), nullable=False),
+    sa.Column("interactions", sa.Integer(), nullable=False),
+    sa.Column("active", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# API keys (companion/auth.py): bearer keys bound to a user, stored only as hashes.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(24), primary_key=True),
+    sa.Column("user_id", sa.String(ID_LENGTH), sa.ForeignKey("users.id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("admin", sa.Boolean, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("last_used_at", UTCDateTime, nullable=True),
+    sa.Column("revoked_at", UTCDateTime, nullable=True),
+)

@@ -180,6 +180,14 @@ class Store:
         with self._read_guard, self._engine.connect() as conn:
             yield conn
 
+    def writing(self) -> AbstractContextManager[Connection]:
+        """One write transaction under the store's writer lock (for memory and persona tables)."""
+        return self._write()
+
+    def reading(self) -> AbstractContextManager[Connection]:
+        """A read connection (for memory and persona tables)."""
+        return self._read()
+
     # users and sessions
 
     def _insert_if_absent(self, insert: sa.Insert) -> bool:

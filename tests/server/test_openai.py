@@ -58,3 +58,18 @@ def test_errors_come_in_openai_shape(server: str) -> None:
             model="companion", messages=[{"role": "assistant", "content": "hi"}], max_tokens=4
         )
     assert last.value.status_code == 422
+
+
+def test_embeddings_are_unit_vectors_that_rank_paraphrases_first(server: str) -> None:
+    client = client_for(server)
+    out = client.embeddings.create(
+        model="companion-embed",
+        input=["How do I bake bread?", "What is the way to make bread?", "The stock market fell today."],
+    )
+    vectors = [d.embedding for d in out.data]
+    assert len(vectors) == 3 and len(vectors[0]) == 384
+    dot = lambda a, b: sum(x * y for x, y in zip(a, b, strict=True))  # noqa: E731
+    assert abs(dot(vectors[0], vectors[0]) - 1) < 1e-3
+    assert dot(vectors[0], vectors[1]) > dot(vectors[0], vectors[2]) + 0.2
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.embeddings.create(model="companion-embed", input=[])

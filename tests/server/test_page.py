@@ -61,3 +61,33 @@ def test_keyboard_and_phone_width(page: Page) -> None:
     page.keyboard.press("ArrowRight")
     expect(page.get_by_role("tab", name="Persona")).to_have_attribute("aria-selected", "true")
     page.screenshot(path=str(ARTIFACTS / "page-phone.png"), full_page=True)
+
+
+def test_a_memory_appears_is_used_and_can_be_deleted(page: Page) -> None:
+    box = page.get_by_label("Message", exact=True)
+    box.fill("I live in Lisbon and I love sailing.")
+    box.press("Enter")
+    expect(page.locator("#messages li.assistant .meta")).to_have_count(1, timeout=60_000)
+    memories = page.locator("#memory-list li", has_text="Lisbon")
+    expect(memories.first).to_be_visible(timeout=10_000)
+    box.fill("Where do I live?")
+    box.press("Enter")
+    expect(page.locator("#messages li.assistant .meta")).to_have_count(2, timeout=60_000)
+    expect(page.locator("#used-memories li", has_text="Lisbon").first).to_be_visible()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "page-memory.png"), full_page=True)
+    count = memories.count()
+    memories.first.get_by_role("button", name="Delete").click()
+    expect(page.locator("#memory-list li", has_text="Lisbon")).to_have_count(count - 1)
+
+
+def test_persona_panel_saves_and_selects_a_persona(page: Page) -> None:
+    page.get_by_role("tab", name="Persona").click()
+    page.get_by_role("button", name="New persona").click()
+    form = page.locator("#persona-form")
+    form.get_by_label("Name").fill("Captain Ada")
+    form.get_by_label("Description").fill("A cheerful sea captain who loves stories.")
+    form.get_by_label("warmth").fill("0.9")
+    form.get_by_role("button", name="Save persona").click()
+    expect(page.locator("#persona-status")).to_have_text("Saved Captain Ada.")
+    expect(page.get_by_label("Persona", exact=True)).to_have_value("captain-ada")

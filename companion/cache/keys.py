@@ -1,0 +1,143 @@
+"""Cache keys: versioned content hashes of canonical JSON, and the scope a reply may serve.
+
+A key covers everything that shapes a reply: the model file, the persona (system prompt), the
+generation options, the scope (shared or one user's), the fingerprint of the context the reply
+came from, and the message normalised only in ways that cannot change its meaning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from companion.domain import GenerationOptions
+
+# Bump when the key layout changes: old rows then simply stop matching and expire.
+KEY_VERSION = 1
+SAMPLE_BYTES = 1 << 20  # head and tail bytes hashed for a model file's identity
+
+# Messages that point at something said before ("as I said", "tell me more", "what about it")
+# depend on a conversation even when no history reached the prompt: never shared.
+_REFERS_BACK = re.compile(
+    r"\b(you|i|we) (just )?(said|told|mentioned|asked|talked|discussed|wrote)\b"
+    r"|\bdid (i|we|you) (just )?(say|tell|mention|ask|talk|write)\b"
+    r"|\b(earlier|previous(ly)?|last time|again|the same one)\b"
+    r"|\b(tell me more|more about (it|that|this|them)|go on|continue|keep going|and then)\b"
+    r"|\b(what about|how about) (it|that|this|them|him|her)\b"
+    r"|\b(remember|recall|forgot|forget)\b"
+    r"|\b(that|this|it|those|these|they|them|he|she|him|her)\s*[?.!]*$"
+    r"|^(and|but|so|also|then|why|yes|no|ok(ay)?|sure|really)\b[\s?!.]*$",
+    re.IGNORECASE,
+)
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no whitespace: equal values, equal text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def content_hash(kind: str, value: Any) -> str:
+    """`v<version>:<kind>:<sha256 of the canonical JSON>`."""
+    digest = hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
+    return f"v{KEY_VERSION}:{kind}:{digest}"
+
+
+def normalise_message(text: str) -> str:
+    """Collapse whitespace and fold case; punctuation stays ("in C++?" is not "in C?")."""
+    return " ".join(text.split()).casefold()
+
+
+def refers_to_earlier(message: str) -> bool:
+    """True when the message points back at earlier turns (its reply is never shared)."""
+    return bool(_REFERS_BACK.search(message.strip()))
+
+
+@lru_cache(maxsize=32)
+def _file_identity(path: str, size: int, mtime_ns: int) -> str:
+    """Hash of the file's size and its first and last MiB (a whole GGUF takes too long)."""
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as fh:
+        digest.update(fh.read(SAMPLE_BYTES))
+        if size > 2 * SAMPLE_BYTES:
+            fh.seek(-SAMPLE_BYTES, 2)
+            digest.update(fh.read(SAMPLE_BYTES))
+    return digest.hexdigest()
+
+
+def model_identity(name: str, path: str) -> str:
+    """A model file's identity: name plus a content sample hash (stable across restarts)."""
+    file = Path(path)
+    if not file.is_file():
+        return f"{name}:{path}"
+    stat = file.stat()
+    return f"{name}:{_file_identity(str(file), stat.st_size, stat.st_mtime_ns)}"
+
+
+def persona_version(system_prompt: str) -> str:
+    """The persona's version: a hash of the system prompt it renders to."""
+    return content_hash("persona", system_prompt)
+
+
+def context_fingerprint(messages: list[dict[str, str]]) -> str:
+    """Hash of the prompt messages that came before the new message (persona, history, notes)."""
+    return content_hash("context", messages)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Who a cached reply may serve: everyone (shared) or one user in one context."""
+
+    kind: Literal["shared", "user"]
+    user_id: str | None
+    fingerprint: str
+
+    @property
+    def label(self) -> str:
+        """`shared` or `user:<id>` (the table's scope column)."""
+        return "shared" if self.kind == "shared" else f"user:{self.user_id}"
+
+
+def decide_scope(
+    user_id: str, context: list[dict[str, str]], message: str, *, history_used: int, personal: bool
+) -> Scope:
+    """Shared only when nothing personal shaped the reply; otherwise the user's own scope.
+
+    `context` is the prompt before the new message; `personal` is set by the context builder
+    when recalled memories or a user's own persona went into it.
+    """
+    fingerprint = context_fingerprint(context)
+    if history_used == 0 and not personal and not refers_to_earlier(message):
+        return Scope("shared", None, fingerprint)
+    return Scope("user", user_id, fingerprint)
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """The partition (everything but the message) and the exact key within it."""
+
+    partition: str
+    key: str
+    scope: Scope
+
+
+def make_key(
+    *, model: str, persona: str, options: GenerationOptions, scope: Scope, message: str
+) -> CacheKey:
+    """Build the partition and exact key for one request."""
+    partition = content_hash(
+        "partition",
+        {
+            "model": model,
+            "persona": persona,
+            "options": asdict(options),
+            "scope": scope.label,
+            "context": scope.fingerprint,
+        },
+    )
+    key = content_hash("entry", {"partition": partition, "message": normalise_message(message)})
+    return CacheKey(partition, key, scope)

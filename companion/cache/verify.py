@@ -1,0 +1,250 @@
+"""The check on a semantic candidate: near neighbours must also agree on the details.
+
+A bi-encoder puts "Is it safe to fly today?" next to "Is it not safe to fly today?" and
+"What is my name?" next to "What is your name?". Before a neighbour's reply is served, both
+messages must agree on numbers, negation, named entities, person and question word, and every
+token of each must find a close token in the other (a BERTScore-style alignment on the same
+model's token vectors).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from companion.embed.base import TokenEncoder
+
+NUMBER_WORDS = frozenset(
+    [
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
+        "twenty",
+        "thirty",
+        "forty",
+        "fifty",
+        "sixty",
+        "seventy",
+        "eighty",
+        "ninety",
+        "hundred",
+        "thousand",
+        "million",
+        "billion",
+        "trillion",
+        "first",
+        "second",
+        "third",
+        "fourth",
+        "fifth",
+        "half",
+        "quarter",
+        "dozen",
+        "once",
+        "twice",
+    ]
+)
+NEGATIONS = frozenset(
+    [
+        "not",
+        "no",
+        "never",
+        "none",
+        "nobody",
+        "nothing",
+        "neither",
+        "nor",
+        "without",
+        "cannot",
+        "nowhere",
+    ]
+)
+PERSONS = {
+    **dict.fromkeys(["i", "me", "my", "mine", "myself"], "1s"),
+    **dict.fromkeys(["we", "us", "our", "ours", "ourselves"], "1p"),
+    **dict.fromkeys(["you", "your", "yours", "yourself", "yourselves", "u", "ur"], "2"),
+}
+# What/how/which questions are often paraphrases of each other; these ask for different things.
+QUESTION_WORDS = {
+    "who": "who",
+    "whom": "who",
+    "whose": "who",
+    "when": "when",
+    "where": "where",
+    "why": "why",
+}
+# Words whose swap keeps a sentence's shape and flips its meaning (soft/hard yolk).
+_ANTONYM_PAIRS = (
+    "soft hard|before after|best worst|love hate|happy sad|hot cold|up down|buy sell|open close|"
+    "create delete|add remove|start stop|more less|increase decrease|fast slow|big small|"
+    "cheap expensive|beginner expert|early late|first last|left right|north south|east west|"
+    "minimum maximum|true false|win lose|good bad|new old|young old|long short|high low|"
+    "light dark|easy difficult|with without|above below|inside outside|import export|"
+    "enable disable|lend borrow|push pull|over under|always never|everyone nobody|most least|"
+    "strong weak|rich poor|wet dry|full empty|safe dangerous|legal illegal|possible impossible|"
+    "men women|male female|boy girl|day night|summer winter|spring autumn|morning evening|"
+    "yesterday tomorrow|past future|upload download|input output|positive negative|"
+    "like dislike|agree disagree|accept reject|win loss|gain lose|sunrise sunset|odd even"
+)
+ANTONYMS: dict[str, frozenset[str]] = {}
+for _pair in _ANTONYM_PAIRS.split("|"):
+    _x, _y = _pair.split()
+    ANTONYMS[_x] = ANTONYMS.get(_x, frozenset()) | {_y}
+    ANTONYMS[_y] = ANTONYMS.get(_y, frozenset()) | {_x}
+SENTENCE_START = frozenset({"", ".", "!", "?", ":", ";", '"', "(", "'"})
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[+#]+|(?:['.-][A-Za-z0-9]+)*)|\d[\d,]*(?:\.\d+)?%?")
+_PUNCT_BEFORE = re.compile(r"([.!?:;\"('])\s*$")
+
+
+@dataclass(frozen=True)
+class Details:
+    """What two messages must share before one's reply may answer the other."""
+
+    numbers: frozenset[str]
+    negated: bool
+    entities: frozenset[str]
+    persons: tuple[str, ...]  # in order: "Do you like me?" is not "Do I like you?"
+    questions: frozenset[str]
+    words: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The verifier's answer and, when it says no, why."""
+
+    ok: bool
+    reason: str
+    alignment: float = 1.0
+
+
+def _is_entity(word: str, before: str) -> bool:
+    """Capitalised mid-sentence, an acronym, or a name with digits or +/# in it (C++, GPT4)."""
+    if any(c in word for c in "+#") or (any(c.isdigit() for c in word) and word[0].isalpha()):
+        return True
+    if sum(c.isupper() for c in word) >= 2:
+        return True
+    return word[0].isupper() and before not in SENTENCE_START and word.lower() not in PERSONS
+
+
+def details(text: str) -> Details:
+    """Extract numbers, negation parity, entities, grammatical persons and question words."""
+    spaced = re.sub(r"n't\b", " not", text.replace("’", "'"))
+    numbers, entities, questions, words = set(), set(), set(), set()
+    persons: list[str] = []
+    negations = 0
+    for match in _WORD.finditer(spaced):
+        word, lower = match.group(), match.group().lower().rstrip("'.")
+        words.add(lower)
+        before_m = _PUNCT_BEFORE.search(spaced[: match.start()])
+        before = before_m.group(1) if before_m else ("" if match.start() == 0 else " ")
+        if word[0].isdigit():
+            numbers.add(word.replace(",", "").rstrip("."))
+        elif lower in NUMBER_WORDS:
+            numbers.add(lower)
+        elif lower in NEGATIONS:
+            negations += 1
+        elif lower in PERSONS:
+            persons.append(PERSONS[lower])
+        elif lower in QUESTION_WORDS:
+            questions.add(QUESTION_WORDS[lower])
+        elif _is_entity(word, before):
+            entities.add(lower)
+    return Details(
+        frozenset(numbers),
+        negations % 2 == 1,
+        frozenset(entities),
+        _dedupe(persons),
+        frozenset(questions),
+        frozenset(words),
+    )
+
+
+def _dedupe(items: list[str]) -> tuple[str, ...]:
+    """The items in order, runs of the same item collapsed (my ... me -> 1s)."""
+    return tuple(x for i, x in enumerate(items) if i == 0 or items[i - 1] != x)
+
+
+def _antonym_swap(a: Details, b: Details) -> bool:
+    """One side has a word whose opposite only the other side has."""
+    only_a, only_b = a.words - b.words, b.words - a.words
+    return any(ANTONYMS.get(w, frozenset()) & only_b for w in only_a)
+
+
+def _entities_agree(a: Details, b: Details, text_a: str, text_b: str) -> bool:
+    """Each side's entities appear in the other's text (so 'paris' matches 'Paris')."""
+    low_a, low_b = text_a.lower(), text_b.lower()
+    return all(e in low_b for e in a.entities) and all(e in low_a for e in b.entities)
+
+
+def _order(entities: frozenset[str], text: str) -> list[str]:
+    """The entities in the order they first appear in the text."""
+    low = text.lower()
+    return sorted(entities, key=lambda e: low.find(e))
+
+
+def rule_check(query: str, candidate: str) -> Verdict:
+    """The symbolic checks alone (no model)."""
+    a, b = details(query), details(candidate)
+    if a.numbers != b.numbers:
+        return Verdict(False, "numbers differ")
+    if a.negated != b.negated:
+        return Verdict(False, "negation differs")
+    if a.persons != b.persons:
+        return Verdict(False, "person differs")
+    if a.questions != b.questions:
+        return Verdict(False, "question word differs")
+    if _antonym_swap(a, b):
+        return Verdict(False, "opposite words")
+    if not _entities_agree(a, b, query, candidate):
+        return Verdict(False, "named entities differ")
+    both = a.entities | b.entities
+    if _order(both, query) != _order(both, candidate):
+        return Verdict(False, "named entities in another order")
+    return Verdict(True, "")
+
+
+def alignment(states_a: np.ndarray, states_b: np.ndarray) -> float:
+    """min over both sides of the mean best cosine of each token to the other side's tokens."""
+    if not len(states_a) or not len(states_b):
+        return 0.0  # no token vectors: never verified
+    sims = states_a @ states_b.T
+    return float(min(sims.max(axis=1).mean(), sims.max(axis=0).mean()))
+
+
+class Verifier:
+    """Rules first (cheap), then token alignment on the embedding model's token vectors."""
+
+    def __init__(self, encoder: TokenEncoder | None, min_alignment: float) -> None:
+        """Without an encoder only the rules run."""
+        self.encoder = encoder
+        self.min_alignment = min_alignment
+
+    def check(self, query: str, candidate: str) -> Verdict:
+        """Whether `candidate`'s reply may answer `query`."""
+        verdict = rule_check(query, candidate)
+        if not verdict.ok or self.encoder is None:
+            return verdict
+        states_a, states_b = self.encoder.token_states([query, candidate])
+        score = alignment(states_a, states_b)
+        if score < self.min_alignment:
+            return Verdict(False, "token alignment too low", score)
+        return Verdict(True, "", score)

@@ -1,0 +1,377 @@
+"""The batched engine: one thread owns the llama.cpp context and decodes every request together.
+
+Each step builds one llama_batch: the next token of every generating sequence, then chunks of
+waiting prompts up to the step's token budget (so a long prompt never freezes the streams
+already running), and calls llama_decode once. Requests join between steps and leave when
+done; each has its own sampler chain, stop strings and token stream. A session's sequence
+stays in the KV cache after its turn (see kvcache.py), so its next turn decodes only what is
+new. Tokens travel back to the caller's event loop through an asyncio.Queue; a consumer that
+stops reading marks its request cancelled and its sequence is freed at the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+
+from companion.config import Settings
+from companion.domain import GenerationOptions
+from companion.errors import (
+    CompanionError,
+    ConfigError,
+    GenerationError,
+    Overloaded,
+    PayloadTooLarge,
+)
+from companion.llm.base import GenerationDone, GenerationRequest, ModelInfo
+from companion.llm.jobs import EngineFigures, Job
+from companion.llm.kvcache import MAX_PREFIXES, Plan, SequencePool
+from companion.llm.llama_cpp import ContextPlan, LoadedModel, load_model
+from companion.llm.sampling import Detokenizer, Sampler, StopText
+
+log = logging.getLogger("companion.llm.batched")
+
+_anonymous = itertools.count()
+
+
+def context_plan(settings: Settings) -> ContextPlan:
+    """The context the engine settings ask for: KV cells, sequence ids, step budget, threads."""
+    parallel = settings.engine_parallel
+    n_seq = min(parallel + settings.engine_cached_sessions + MAX_PREFIXES, 256)
+    return ContextPlan(
+        kv_tokens=settings.engine_kv_tokens or settings.context_length * parallel,
+        n_seq_max=max(n_seq, parallel + 1),
+        n_batch=max(settings.engine_batch_tokens, parallel + 1),
+        n_threads=settings.n_threads,
+    )
+
+
+def open_engine(settings: Settings, path: Path, size: str, n_gpu_layers: int = 0) -> BatchedEngine:
+    """Load `path` into a BatchedEngine shaped by the engine settings."""
+    loaded = load_model(
+        path, size=size, context_length=settings.context_length, n_gpu_layers=n_gpu_layers,
+        plan=context_plan(settings),
+    )
+    return BatchedEngine(loaded, parallel=settings.engine_parallel, max_queue=settings.engine_max_queue)
+
+
+class BatchedEngine:
+    """Continuous batching over one llama.cpp context shared by `parallel` decoding sequences."""
+
+    def __init__(self, model: LoadedModel, *, parallel: int = 8, max_queue: int = 64) -> None:
+        if model.plan.n_batch <= parallel:
+            raise ConfigError(
+                f"engine_batch_tokens ({model.plan.n_batch}) must exceed engine_parallel ({parallel})",
+                field="engine_batch_tokens",
+            )
+        self._model = model
+        self._ctx: Any = model.context.ctx
+        self._mem: Any = model.context.memory
+        self._vocab: Any = model.model.vocab
+        self._n_vocab = int(model.model.n_vocab())
+        self.parallel = parallel
+        self.max_queue = max_queue
+        self._budget = model.plan.n_batch
+        self._pool = SequencePool(model.plan.n_seq_max, model.plan.kv_tokens)
+        self._batch: Any = llama_cpp.llama_batch_init(self._budget, 0, 1)
+        self._waiting: deque[Job] = deque()
+        self._active: list[Job] = []
+        self._wake = threading.Condition()
+        self._closing = False
+        self.figures = EngineFigures()
+        self._thread = threading.Thread(target=self._run, name="companion-engine", daemon=True)
+        self._thread.start()
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._model.info
+
+    @property
+    def vocab(self) -> Any:
+        """The llama_vocab pointer (read-only use: detokenizing, end-of-generation checks)."""
+        return self._vocab
+
+    def render_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """The prompt text for `messages` from the GGUF's chat template (with the reply header)."""
+        formatter = self._model.formatter if add_generation_prompt else self._model.prefix_formatter
+        return str(formatter(messages=messages).prompt)
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of a rendered prompt (special tokens parsed, no extra BOS)."""
+        return list(self._model.model.tokenize(text.encode("utf-8"), False, True))
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of plain text (special-token strings count as text)."""
+        return len(self._model.model.tokenize(text.encode("utf-8"), False, False))
+
+    def stats(self) -> dict[str, float]:
+        return self.figures.snapshot()
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[str | GenerationDone]:
+        """Stream text pieces, then one GenerationDone. Closing the stream cancels the run."""
+        job = self._submit(request, prefill_only=False)
+        try:
+            while True:
+                item = await job.out.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if isinstance(item, GenerationDone):
+                    return
+        finally:
+            request.cancelled = True
+
+    async def prefill(self, prompt_tokens: list[int], session_key: str) -> GenerationDone:
+        """Put a session's prompt so far into the KV cache before its next message arrives."""
+        request = GenerationRequest(prompt_tokens, GenerationOptions(max_tokens=1), session_key)
+        job = self._submit(request, prefill_only=True)
+        try:
+            item = await job.out.get()
+        finally:
+            request.cancelled = True
+        if isinstance(item, BaseException):
+            raise item
+        assert isinstance(item, GenerationDone)
+        return item
+
+    def close(self) -> None:
+        """Finish the requests already accepted, stop the thread and free the model."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join()
+        llama_cpp.llama_batch_free(self._batch)
+        self._model.close()
+
+    # --- the caller's side ---------------------------------------------------------------
+
+    def _submit(self, request: GenerationRequest, *, prefill_only: bool) -> Job:
+        """Queue a request, or raise Overloaded when the waiting queue is full."""
+        need = len(request.prompt_tokens) + (0 if prefill_only else request.options.max_tokens)
+        if not request.prompt_tokens:
+            raise GenerationError("empty prompt")
+        if need > min(self._pool.kv_tokens, self.info.context_length):
+            raise PayloadTooLarge(
+                f"prompt of {len(request.prompt_tokens)} tokens plus max_tokens "
+                f"{request.options.max_tokens} exceeds the context ({self.info.context_length})"
+            )
+        key = request.session_key or f"~anonymous-{next(_anonymous)}"
+        job = Job(request, key, asyncio.get_running_loop(), asyncio.Queue(), prefill_only)
+        with self._wake:
+            if self._closing:
+                raise GenerationError("the engine is closed")
+            free_slots = max(0, self.parallel - len(self._active))  # not yet admitted, not waiting
+            if len(self._waiting) >= self.max_queue + free_slots:
+                raise Overloaded(
+                    f"{len(self._waiting)} requests are waiting (engine_max_queue); retry shortly",
+                    retry_after_s=2,
+                )
+            self._waiting.append(job)
+            self._wake.notify()
+        return job
+
+    # --- the engine thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not (self._waiting or self._active or self._closing):
+                    self._wake.wait()
+                if self._closing and not (self._waiting or self._active):
+                    return
+            try:
+                self._admit()
+                self._reap()
+                if self._active:
+                    self._step()
+            except Exception as exc:  # the worker loop: the error goes back to every caller
+                log.exception("decode step failed")
+                self._fail_all(exc)
+            self._publish()
+
+    def _admit(self) -> None:
+        """Start waiting requests while decoding slots and KV cells allow (in arrival order)."""
+        with self._wake:
+            waiting = list(self._waiting)
+        for job in waiting:
+            if not job.cancelled and len(self._active) >= self.parallel:
+                break
+            if job.cancelled:
+                self._dequeue(job)
+                self._finish(job, "cancelled", started=False)
+                continue
+            max_new = 0 if job.prefill_only else job.request.options.max_tokens
+            plan = self._pool.acquire(job.key, job.request.prompt_tokens, max_new)
+            if plan is None:
+                if not self._active:
+                    self._dequeue(job)
+                    self._reject(job, GenerationError("the KV cache cannot hold this request"))
+                continue
+            self._dequeue(job)
+            self._start(job, plan)
+
+    def _dequeue(self, job: Job) -> None:
+        with self._wake:
+            self._waiting.remove(job)
+
+    def _start(self, job: Job, plan: Plan) -> None:
+        """Apply the cache plan and make `job` active (a failure here reaches it via _fail_all)."""
+        job.seq, job.admitted = plan.seq, time.perf_counter()
+        self._active.append(job)
+        for seq in plan.evicted:
+            llama_cpp.llama_memory_seq_rm(self._mem, seq, -1, -1)
+        keep = plan.keep
+        if plan.copy_from is None:
+            if not llama_cpp.llama_memory_seq_rm(self._mem, plan.seq, keep, -1):
+                llama_cpp.llama_memory_seq_rm(self._mem, plan.seq, -1, -1)
+                self._pool.entries[plan.seq].trim(0)
+                keep = 0
+        else:
+            llama_cpp.llama_memory_seq_rm(self._mem, plan.seq, -1, -1)
+            llama_cpp.llama_memory_seq_cp(self._mem, plan.copy_from, plan.seq, 0, keep)
+        if plan.pin is not None:
+            llama_cpp.llama_memory_seq_rm(self._mem, plan.pin, -1, -1)
+            llama_cpp.llama_memory_seq_cp(self._mem, plan.copy_from, plan.pin, 0, keep)
+        prompt = job.request.prompt_tokens
+        job.pos, job.reused, job.pending = keep, keep, list(prompt[keep:])
+        if not job.prefill_only:
+            job.sampler = Sampler(job.request.options, self._n_vocab)
+            job.detok = Detokenizer(self._vocab)
+            job.text = StopText(job.request.options.stop)
+
+    def _reap(self) -> None:
+        """End the active requests whose callers left; their slots are free for this step."""
+        for job in [j for j in self._active if j.cancelled]:
+            self._finish(job, "cancelled")
+
+    def _step(self) -> None:
+        """One llama_decode over every active sequence; then sample and deliver."""
+        parts = self._fill_batch()
+        rc = llama_cpp.llama_decode(self._ctx, self._batch)
+        while rc == 1:  # no KV slot: drop a cached session and try again
+            seq = self._pool.evict_one()
+            if seq is None:
+                raise GenerationError("the KV cache is full")
+            llama_cpp.llama_memory_seq_rm(self._mem, seq, -1, -1)
+            rc = llama_cpp.llama_decode(self._ctx, self._batch)
+        if rc != 0:
+            raise GenerationError(f"llama_decode failed with status {rc}")
+        prompt_tokens, generated = 0, 0
+        for job, tokens, out_index, is_prompt in parts:
+            job.pos += len(tokens)
+            prompt_tokens += len(tokens) if is_prompt else 0
+            self._pool.entries[job.seq].append(tokens)
+            if out_index >= 0:
+                generated += self._sample(job, out_index)
+            elif job.prefill_only and not job.pending:
+                self._finish(job, "prefilled")
+        self.figures.step(prompt_tokens, generated, len(parts), int(self._batch.n_tokens))
+
+    def _fill_batch(self) -> list[tuple[Job, list[int], int, bool]]:
+        """Decode tokens first (one per generating sequence), then prompt chunks in the budget.
+
+        Returns (job, tokens added, batch index of its logits or -1, whether they are prompt)
+        for every job in the batch.
+        """
+        batch, n = self._batch, 0
+        parts: list[tuple[Job, list[int], int, bool]] = []
+        for job in self._active:
+            if job.next_token is not None:
+                _put(batch, n, job.next_token, job.pos, job.seq, True)
+                parts.append((job, [job.next_token], n, False))
+                job.next_token = None
+                n += 1
+        waiting = [j for j in self._active if j.pending]
+        waiting.sort(key=lambda j: (j.prefill_only, j.admitted))  # replies before predictions
+        for job in waiting:
+            take = min(len(job.pending), self._budget - n)
+            if take <= 0:
+                break
+            chunk, job.pending = job.pending[:take], job.pending[take:]
+            wants = not job.pending and not job.prefill_only
+            for i, token in enumerate(chunk):
+                _put(batch, n + i, token, job.pos + i, job.seq, wants and i == take - 1)
+            parts.append((job, chunk, n + take - 1 if wants else -1, True))
+            n += take
+        batch.n_tokens = n
+        return parts
+
+    def _sample(self, job: Job, index: int) -> int:
+        """Sample `job`'s next token from batch position `index`; deliver its text. 1 if kept."""
+        assert job.sampler is not None and job.detok is not None and job.text is not None
+        token = job.sampler.sample(self._ctx, index)
+        if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+            self._finish(job, "stop")
+            return 0
+        job.generated += 1
+        job.first_at = job.first_at or time.perf_counter()
+        piece = job.text.add(job.detok.piece(token))
+        if piece:
+            job.send(piece)
+        if job.text.stopped:
+            self._finish(job, "stop")
+        elif job.generated >= job.request.options.max_tokens:
+            self._finish(job, "length")
+        else:
+            job.next_token = token
+        return 1
+
+    def _finish(self, job: Job, finish: str, *, started: bool = True) -> None:
+        """Send the rest of the text and the GenerationDone; keep the sequence for the session."""
+        if job.text is not None and job.detok is not None:
+            tail = job.text.finish(job.detok.flush())
+            if tail and finish != "cancelled":
+                job.send(tail)
+        job.free()
+        if started:
+            self._active.remove(job)
+            self._pool.release(job.seq)
+        done = job.done(finish)
+        self.figures.finished(done, job.prefill_only)
+        job.send(done)
+
+    def _reject(self, job: Job, error: CompanionError) -> None:
+        self.figures.failed()
+        job.free()
+        job.send(error)
+
+    def _fail_all(self, exc: Exception) -> None:
+        """After a failed step: every active request gets the error; their sequences are cleared."""
+        error = exc if isinstance(exc, CompanionError) else GenerationError(f"generation failed: {exc}")
+        for job in list(self._active):
+            self._active.remove(job)
+            llama_cpp.llama_memory_seq_rm(self._mem, job.seq, -1, -1)
+            self._pool.release(job.seq, keep=False)
+            self._reject(job, error)
+
+    def _publish(self) -> None:
+        """Refresh the gauges stats() reads from other threads."""
+        with self._wake:
+            depth = len(self._waiting)
+        gauges = {
+            "active_sequences": float(len(self._active)),
+            "queue_depth": float(depth),
+            "kv_used_ratio": round(self._pool.used_cells() / self._pool.kv_tokens, 4),
+            "kv_sequences": float(len(self._pool.entries)),
+        }
+        if not self._active:
+            gauges.update(batch_size=0.0, batch_sequences=0.0)
+        self.figures.publish(gauges, self._pool.counters)
+
+
+def _put(batch: Any, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
+    """Write one token into slot `i` of a llama_batch."""
+    batch.token[i] = token
+    batch.pos[i] = pos
+    batch.n_seq_id[i] = 1
+    batch.seq_id[i][0] = seq
+    batch.logits[i] = logits

@@ -1,0 +1,226 @@
+"""Which KV-cache sequence holds which tokens: session reuse, shared prefixes, LRU eviction.
+
+Bookkeeping only; the caller (the engine thread) applies the plan with llama_memory_seq_rm /
+seq_cp. Every sequence id is one of three things: free, a session's conversation (kept after
+its turn so the next turn only processes new tokens), or a pinned prefix (a persona/system
+prompt that many sessions start with, computed once and copied into new sessions).
+
+Cells are counted exactly: tokens computed together form a run with an origin id, a copy
+shares the source's runs, and a KV cell is freed only when no sequence refers to it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+
+MIN_SHARED_PREFIX = 16  # shorter common prefixes are not worth pinning
+MAX_PREFIXES = 4  # pinned prefixes kept (personas in use)
+
+
+@dataclass
+class Entry:
+    """One sequence id's content."""
+
+    seq: int
+    key: str | None  # session key, or None for a pinned prefix
+    tokens: list[int] = field(default_factory=list)
+    runs: list[tuple[int, int, int]] = field(default_factory=list)  # (origin, start, end)
+    busy: bool = False
+    used_at: float = 0.0
+    origin: int = -1  # origin id of the tokens this entry computes now
+    reserve: int = 0  # cells a running request may still add
+
+    def trim(self, n: int) -> None:
+        """Keep the first `n` tokens."""
+        del self.tokens[n:]
+        self.runs = _clip(self.runs, n)
+
+    def append(self, tokens: list[int]) -> None:
+        """Record `tokens` as computed into this sequence at the next positions."""
+        start = len(self.tokens)
+        self.tokens.extend(tokens)
+        self.reserve = max(0, self.reserve - len(tokens))
+        if self.runs and self.runs[-1][0] == self.origin and self.runs[-1][2] == start:
+            self.runs[-1] = (self.origin, self.runs[-1][1], len(self.tokens))
+        else:
+            self.runs.append((self.origin, start, len(self.tokens)))
+
+    def share(self, donor: Entry, tokens: list[int]) -> None:
+        """Take the donor's cells for `tokens` (a prefix of the donor's tokens)."""
+        self.tokens = list(tokens)
+        self.runs = _clip(donor.runs, len(tokens))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a request starts: its sequence and the cached tokens it keeps.
+
+    The engine applies it in order: seq_rm(s, -1, -1) for each of `evicted`; then
+    seq_rm(seq, keep, -1) when `copy_from` is None, else seq_rm(seq, -1, -1) and
+    seq_cp(copy_from, seq, 0, keep); then seq_cp(copy_from, pin, 0, keep) when `pin` is set.
+    """
+
+    seq: int
+    keep: int
+    copy_from: int | None = None
+    pin: int | None = None
+    evicted: tuple[int, ...] = ()
+
+
+class SequencePool:
+    """Sequence ids and their cached tokens; the engine thread is its only user."""
+
+    def __init__(self, n_seq: int, kv_tokens: int, max_prefixes: int = MAX_PREFIXES) -> None:
+        self.kv_tokens = kv_tokens
+        self.max_prefixes = max_prefixes
+        self.entries: dict[int, Entry] = {}
+        self.free: list[int] = list(range(n_seq - 1, -1, -1))
+        self._origins = itertools.count()
+        self.counters = {"hits": 0, "misses": 0, "evictions": 0, "reused_tokens": 0,
+                         "prefix_shares": 0}  # fmt: skip
+
+    def acquire(self, key: str, prompt: list[int], max_new: int) -> Plan | None:
+        """Plan a sequence for `prompt` plus `max_new` generated tokens, or None if none fits."""
+        own = self._session(key)
+        if own is not None and own.busy:
+            return None
+        donor, shared = self._best_donor(prompt, exclude=own)
+        mine = _lcp(own.tokens, prompt) if own is not None else 0
+        use_own = own is not None and mine >= shared
+        keep = min(mine if use_own else shared, max(len(prompt) - 1, 0))
+        need = len(prompt) - keep + max_new
+        protect = {e.seq for e in (own, donor) if e is not None}
+        evicted = self._make_room(need, protect, need_id=own is None)
+        if evicted is None:
+            return None
+        entry = own if own is not None else self._new_entry(key)
+        entry.busy, entry.used_at, entry.origin = True, time.monotonic(), next(self._origins)
+        entry.reserve = need
+        self.counters["hits" if use_own and keep > 0 else "misses"] += 1
+        self.counters["reused_tokens"] += keep
+        if use_own or donor is None or keep == 0:
+            entry.trim(keep)
+            return Plan(entry.seq, keep, evicted=evicted)
+        entry.share(donor, prompt[:keep])
+        self.counters["prefix_shares"] += 1
+        donor.used_at = time.monotonic()
+        pin, dropped = self._pin(donor, prompt[:keep])
+        return Plan(entry.seq, keep, donor.seq, pin, evicted + dropped)
+
+    def release(self, seq: int, keep: bool = True) -> None:
+        """The request on `seq` ended; keep its tokens for the session's next turn, or drop them."""
+        entry = self.entries[seq]
+        entry.busy, entry.used_at, entry.reserve = False, time.monotonic(), 0
+        if not keep:
+            self._drop(entry)
+
+    def used_cells(self) -> int:
+        """KV cells referenced by any sequence (shared runs counted once)."""
+        spans: dict[int, list[tuple[int, int]]] = {}
+        for entry in self.entries.values():
+            for origin, start, end in entry.runs:
+                spans.setdefault(origin, []).append((start, end))
+        return sum(_union_length(v) for v in spans.values())
+
+    def reserved_cells(self) -> int:
+        """Cells the running requests may still add."""
+        return sum(e.reserve for e in self.entries.values() if e.busy)
+
+    def evict_one(self) -> int | None:
+        """Drop the least recently used idle sequence (sessions before prefixes); its id."""
+        idle = [e for e in self.entries.values() if not e.busy]
+        if not idle:
+            return None
+        victim = min(idle, key=lambda e: (e.key is None, e.used_at))
+        self._drop(victim)
+        self.counters["evictions"] += 1
+        return victim.seq
+
+    def sessions(self) -> int:
+        """Sequences held for sessions (running or cached)."""
+        return sum(1 for e in self.entries.values() if e.key is not None)
+
+    def _session(self, key: str) -> Entry | None:
+        return next((e for e in self.entries.values() if e.key == key), None)
+
+    def _best_donor(self, prompt: list[int], exclude: Entry | None) -> tuple[Entry | None, int]:
+        """The resident sequence sharing the longest prefix with `prompt` (prefixes win ties)."""
+        best, best_n = None, 0
+        for entry in self.entries.values():
+            if entry is exclude:
+                continue
+            n = _lcp(entry.tokens, prompt)
+            if n > best_n or (n == best_n and n > 0 and entry.key is None):
+                best, best_n = entry, n
+        return best, best_n
+
+    def _make_room(self, need: int, protect: set[int], need_id: bool) -> tuple[int, ...] | None:
+        """Evict idle sequences (LRU) until `need` cells (and an id) are free; None if they can't be."""
+        evicted: list[int] = []
+        while self.used_cells() + self.reserved_cells() + need > self.kv_tokens or (
+            need_id and not self.free
+        ):
+            idle = [e for e in self.entries.values() if not e.busy and e.seq not in protect]
+            if not idle:
+                return None
+            victim = min(idle, key=lambda e: (e.key is None, e.used_at))
+            self._drop(victim)
+            self.counters["evictions"] += 1
+            evicted.append(victim.seq)
+        return tuple(evicted)
+
+    def _new_entry(self, key: str | None) -> Entry:
+        entry = Entry(self.free.pop(), key)
+        self.entries[entry.seq] = entry
+        return entry
+
+    def _pin(self, donor: Entry, prefix: list[int]) -> tuple[int | None, tuple[int, ...]]:
+        """Keep a shared prefix under its own id, so it outlives the sessions that share it.
+
+        Returns the new prefix's id (or None) and the id of a prefix dropped to make room.
+        """
+        if donor.key is None or len(prefix) < MIN_SHARED_PREFIX:
+            return None, ()
+        if any(e.key is None and e.tokens == prefix for e in self.entries.values()):
+            return None, ()
+        dropped: tuple[int, ...] = ()
+        prefixes = [e for e in self.entries.values() if e.key is None and not e.busy]
+        if len(prefixes) >= self.max_prefixes:
+            oldest = min(prefixes, key=lambda e: e.used_at)
+            self._drop(oldest)
+            dropped = (oldest.seq,)
+        if not self.free:
+            return None, dropped
+        pin = self._new_entry(None)
+        pin.share(donor, prefix)
+        pin.used_at = time.monotonic()
+        return pin.seq, dropped
+
+    def _drop(self, entry: Entry) -> None:
+        del self.entries[entry.seq]
+        self.free.append(entry.seq)
+
+
+def _clip(runs: list[tuple[int, int, int]], n: int) -> list[tuple[int, int, int]]:
+    """The runs that cover positions below `n`."""
+    return [(o, s, min(e, n)) for o, s, e in runs if s < n]
+
+
+def _lcp(a: list[int], b: list[int]) -> int:
+    """Length of the longest common prefix."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def _union_length(spans: list[tuple[int, int]]) -> int:
+    total, reach = 0, -1
+    for start, end in sorted(spans):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total

@@ -1,0 +1,137 @@
+"""Memory records and the MemoryStore protocol: what a memory is, what recall returns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from companion.embed.base import Vector
+
+# explicit: "remember that ..."; profile: name, age, home, work, family, pets;
+# preference: likes and dislikes; plan; feeling; event: other first-person statements.
+Kind = Literal["explicit", "profile", "preference", "plan", "feeling", "event"]
+Event = Literal["ADD", "UPDATE", "DELETE", "NONE"]
+
+# Starting importance per kind: explicit requests and personal facts high, chatter low.
+BASE_IMPORTANCE: dict[str, float] = {
+    "explicit": 1.0,
+    "profile": 0.8,
+    "preference": 0.6,
+    "plan": 0.55,
+    "feeling": 0.4,
+    "event": 0.25,  # under min_importance: an episode fades after days_old unless recalled
+}
+REPEAT_BOOST = 0.1  # the same fact said again
+RECALL_BOOST = 0.02  # a memory that was chosen for a prompt
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A fact extracted from one user turn, before reconciliation."""
+
+    text: str
+    kind: Kind
+    topics: tuple[str, ...] = ()
+    slot: str | None = None  # one value per slot: a new value UPDATEs the old one
+    subject: str | None = None  # who it is about; None = the user
+    importance: float = 0.5
+    forget: bool = False  # "forget that ...": DELETE what matches
+
+
+@dataclass(frozen=True)
+class Memory:
+    """One stored memory of one user."""
+
+    id: int
+    user_id: str
+    kind: str
+    slot: str | None
+    subject: str | None
+    text: str
+    topics: tuple[str, ...]
+    importance: float
+    use_count: int
+    source_ids: tuple[int, ...]
+    created_at: datetime
+    updated_at: datetime
+    last_used_at: datetime | None
+    embedding: Vector | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (no embedding)."""
+        return {
+            "id": self.id,
+            "user_id": self.user_id,
+            "kind": self.kind,
+            "slot": self.slot,
+            "subject": self.subject,
+            "text": self.text,
+            "topics": list(self.topics),
+            "importance": round(self.importance, 3),
+            "use_count": self.use_count,
+            "source_ids": list(self.source_ids),
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+            "last_used_at": self.last_used_at.isoformat() if self.last_used_at else None,
+        }
+
+
+@dataclass(frozen=True)
+class Recalled:
+    """A memory chosen for a prompt, with its score and the parts that made it up."""
+
+    memory: Memory
+    score: float
+    reasons: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The memory plus `score` and `reasons`."""
+        return {**self.memory.to_dict(), "score": round(self.score, 4), "reasons": self.reasons}
+
+
+@dataclass(frozen=True)
+class Change:
+    """One reconciliation outcome, as written to memory_history."""
+
+    event: Event
+    memory_id: int
+    old_text: str | None
+    new_text: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class CleanupReport:
+    """What one cleanup pass removed."""
+
+    expired: int
+    over_limit: int
+    users: int
+
+    def to_dict(self) -> dict[str, int]:
+        """Counts by reason."""
+        return {"expired": self.expired, "over_limit": self.over_limit, "users": self.users}
+
+
+class MemoryStore(Protocol):
+    """Long-term memory as the chat service uses it."""
+
+    def observe(self, user_id: str, text: str, message_id: int | None) -> list[Change]:
+        """Extract facts from a user turn and reconcile them with what is stored."""
+        ...
+
+    def recall(
+        self, user_id: str, query: str, vector: Vector | None = None, k: int | None = None
+    ) -> list[Recalled]:
+        """The best `k` memories of `user_id` for `query`, with reasons."""
+        ...
+
+    def mark_used(self, user_id: str, ids: Sequence[int]) -> None:
+        """Memories that went into a prompt."""
+        ...
+
+    def cleanup(self, user_id: str | None = None) -> CleanupReport:
+        """Apply the expiry and per-user limit policy."""
+        ...

@@ -1,0 +1,161 @@
+"""Personas and relationships in SQL: create, edit, select per user, and track the relationship."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from companion.errors import InputError, NotFound
+from companion.persona.card import from_card, load_card
+from companion.persona.model import (
+    DEFAULT_ID,
+    Persona,
+    Relationship,
+    default_persona,
+    edited,
+    interacted,
+    persona_from,
+)
+from companion.storage import Store
+from companion.storage.schema import personas, relationships
+
+
+def _now() -> datetime:
+    """The clock of persona rows."""
+    return datetime.now(UTC)
+
+
+class PersonaStore:
+    """The personas, which one each user talks to, and how each relationship stands."""
+
+    def __init__(self, store: Store, system_prompt: str) -> None:
+        """`system_prompt` is what the built-in default persona says."""
+        self.store = store
+        self.default = default_persona(system_prompt)
+
+    def all(self) -> list[Persona]:
+        """The default persona, then the stored ones by name."""
+        with self.store.reading() as conn:
+            rows = conn.execute(sa.select(personas.c.data).order_by(personas.c.name)).scalars()
+            return [self.default, *(persona_from(dict(r)) for r in rows)]
+
+    def get(self, persona_id: str) -> Persona:
+        """One persona (NotFound when absent)."""
+        if persona_id == DEFAULT_ID:
+            return self.default
+        with self.store.reading() as conn:
+            data = conn.execute(sa.select(personas.c.data).where(personas.c.id == persona_id)
+                                ).scalar_one_or_none()
+        if data is None:
+            raise NotFound(f"no persona {persona_id!r}", field="persona_id")
+        return persona_from(dict(data))
+
+    def create(self, persona: Persona) -> Persona:
+        """Store a new persona (InputError if the id is taken)."""
+        if persona.id == DEFAULT_ID:
+            raise InputError("'default' is the built-in persona; choose another id", field="id")
+        now = _now()
+        try:
+            with self.store.writing() as conn:
+                conn.execute(sa.insert(personas).values(
+                    id=persona.id, name=persona.name, data=persona.to_dict(), created_at=now,
+                    updated_at=now))
+        except IntegrityError as exc:
+            raise InputError(f"persona {persona.id!r} exists already", field="id") from exc
+        return persona
+
+    def update(self, persona_id: str, changes: dict[str, Any]) -> Persona:
+        """Apply `changes` to a stored persona (the default follows the system_prompt setting)."""
+        if persona_id == DEFAULT_ID:
+            raise InputError("the default persona is the system_prompt setting; create a new "
+                             "persona to change traits", field="persona_id")
+        new = edited(self.get(persona_id), changes)
+        with self.store.writing() as conn:
+            conn.execute(sa.update(personas).where(personas.c.id == persona_id).values(
+                name=new.name, data=new.to_dict(), updated_at=_now()))
+        return new
+
+    def delete(self, persona_id: str) -> None:
+        """Remove a stored persona; users who had it selected go back to the default."""
+        self.get(persona_id)
+        with self.store.writing() as conn:
+            conn.execute(sa.delete(personas).where(personas.c.id == persona_id))
+            conn.execute(sa.delete(relationships)
+                         .where(relationships.c.persona_id == persona_id))
+
+    def import_card(self, raw: bytes, persona_id: str | None = None) -> Persona:
+        """Create a persona from a Character Card V2 file (JSON or PNG)."""
+        return self.create(from_card(load_card(raw), persona_id))
+
+    # users
+
+    def select(self, user_id: str, persona_id: str) -> Relationship:
+        """Make `persona_id` the one `user_id` talks to; its relationship carries on."""
+        self.get(persona_id)
+        self.store.ensure_user(user_id)
+        with self.store.writing() as conn:
+            conn.execute(sa.update(relationships).where(relationships.c.user_id == user_id)
+                         .values(active=False))
+            rel = self._relationship(conn, user_id, persona_id)
+            self._save(conn, rel, active=True)
+        return rel
+
+    def active(self, user_id: str) -> tuple[Persona, Relationship]:
+        """The persona a user talks to (default when none chosen) and their relationship."""
+        query = sa.select(relationships).where(relationships.c.user_id == user_id,
+                                               relationships.c.active.is_(True))
+        with self.store.reading() as conn:
+            row = conn.execute(query).mappings().first()
+        if row is None:
+            return self.default, Relationship(user_id, DEFAULT_ID)
+        rel = Relationship(user_id, row["persona_id"], float(row["familiarity"]),
+                           float(row["affinity"]), int(row["interactions"]))
+        try:
+            return self.get(rel.persona_id), rel
+        except NotFound:
+            return self.default, Relationship(user_id, DEFAULT_ID)
+
+    def interacted(self, user_id: str, persona_id: str, feedback: float = 0.0) -> Relationship:
+        """Record one exchange (and any feedback in it); returns the new state."""
+        with self.store.writing() as conn:
+            rel = interacted(self._relationship(conn, user_id, persona_id), feedback)
+            self._save(conn, rel, active=None)
+        return rel
+
+    def relationships(self, user_id: str) -> list[dict[str, Any]]:
+        """Every relationship of a user (for export)."""
+        with self.store.reading() as conn:
+            rows = conn.execute(sa.select(relationships)
+                                .where(relationships.c.user_id == user_id)).mappings().all()
+        return [{**dict(r), "updated_at": r["updated_at"].isoformat()} for r in rows]
+
+    @staticmethod
+    def _relationship(conn: Connection, user_id: str, persona_id: str) -> Relationship:
+        """The stored relationship, or a fresh one."""
+        row = conn.execute(sa.select(relationships).where(
+            relationships.c.user_id == user_id, relationships.c.persona_id == persona_id)
+        ).mappings().first()
+        if row is None:
+            return Relationship(user_id, persona_id)
+        return Relationship(user_id, persona_id, float(row["familiarity"]),
+                            float(row["affinity"]), int(row["interactions"]))
+
+    @staticmethod
+    def _save(conn: Connection, rel: Relationship, active: bool | None) -> None:
+        """Upsert a relationship row (`active` None keeps the flag as it is)."""
+        values = {"familiarity": rel.familiarity, "affinity": rel.affinity,
+                  "interactions": rel.interactions, "updated_at": _now()}
+        if active is not None:
+            values["active"] = active
+        done = conn.execute(sa.update(relationships).where(
+            relationships.c.user_id == rel.user_id,
+            relationships.c.persona_id == rel.persona_id).values(**values))
+        if done.rowcount == 0:
+            conn.execute(sa.insert(relationships).values(
+                user_id=rel.user_id, persona_id=rel.persona_id, active=bool(active), **{
+                    k: v for k, v in values.items() if k != "active"}))
+

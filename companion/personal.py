@@ -1,0 +1,114 @@
+"""The personal part of one turn: persona and relationship, recalled memories, session summary
+(prepared before generating), then extraction, relationship and summary updates (after)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from companion.config import Settings
+from companion.embed.base import Embedder, Vector
+from companion.memory.base import Change, Memory, Recalled
+from companion.memory.cleanup import CleanupPolicy
+from companion.memory.service import MemoryService
+from companion.memory.summary import SessionSummaries
+from companion.persona.model import Persona, Relationship
+from companion.persona.prompt import feedback, sampling, system_prompt
+from companion.persona.store import PersonaStore
+from companion.storage import Store
+
+QUOTED_KINDS = ("event", "explicit")
+
+
+def memory_line(memory: Memory) -> str:
+    """How one memory reads in the prompt: the fact, or the user's words with their date."""
+    text = memory.text
+    if memory.kind in QUOTED_KINDS:
+        text = f'said on {memory.created_at.date().isoformat()}: "{text}"'
+    return f"{memory.subject}: {text}" if memory.subject else text
+
+
+@dataclass(frozen=True)
+class TurnNotes:
+    """What one turn's prompt gets from the personal side."""
+
+    persona: Persona
+    relationship: Relationship
+    system_prompt: str
+    memories: list[Recalled]
+    summary: str | None
+    sampling: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def lines(self) -> list[str]:
+        """The memory lines, best first."""
+        return [memory_line(r.memory) for r in self.memories]
+
+    @property
+    def personal(self) -> bool:
+        """Memories or a user's own persona shaped the prompt (never a shared cache entry)."""
+        return bool(self.memories) or not self.persona.is_default
+
+
+class Personal:
+    """Prepares and records the personal side of each turn."""
+
+    def __init__(self, settings: Settings, store: Store, memory: MemoryService | None,
+                 personas: PersonaStore) -> None:
+        """`memory` None turns long-term memory off (persona and summary still work)."""
+        self.settings = settings
+        self.memory = memory
+        self.personas = personas
+        self.summaries = SessionSummaries(store)
+
+    def prepare(self, user_id: str, session_id: str, text: str,
+                vector: Vector | None = None) -> TurnNotes:
+        """Persona, relationship, the top memories for `text` and the session summary."""
+        started = time.perf_counter()
+        persona, rel = self.personas.active(user_id)
+        recalled = (self.memory.recall(user_id, text, vector, self.settings.memory_top_k)
+                    if self.memory is not None else [])
+        recalled_at = time.perf_counter()
+        summary = self.summaries.get(session_id)
+        return TurnNotes(
+            persona=persona, relationship=rel, system_prompt=system_prompt(persona, rel),
+            memories=recalled, summary=summary,
+            sampling=sampling(persona, self.settings.temperature, self.settings.max_tokens),
+            timings={
+                "memory_recall_ms": round((recalled_at - started) * 1000, 2),
+                "memory_total_ms": round((time.perf_counter() - started) * 1000, 2),
+            },
+        )
+
+    def after_turn(self, user_id: str, session_id: str, text: str, message_id: int,
+                   notes: TurnNotes) -> list[Change]:
+        """Learn from the user's turn, mark recalled memories used, advance the relationship
+        and the session summary."""
+        changes: list[Change] = []
+        if self.memory is not None:
+            self.memory.mark_used(user_id, [r.memory.id for r in notes.memories])
+            changes = self.memory.observe(user_id, text, message_id)
+        self.personas.interacted(user_id, notes.persona.id, feedback(text))
+        self.summaries.advance(session_id, self.settings.history_messages)
+        return changes
+
+    def stats(self) -> dict[str, int]:
+        """The memory counters (empty when memory is off)."""
+        return self.memory.stats() if self.memory is not None else {}
+
+    def close(self) -> None:
+        """Stop the cleanup schedule and free the memory index."""
+        if self.memory is not None:
+            self.memory.close()
+
+
+def open_personal(settings: Settings, store: Store, embedder: Embedder | None) -> Personal:
+    """The personal side as the settings ask: memory on (needs the embedder) or off."""
+    memory = None
+    if settings.memory_enabled and embedder is not None:
+        policy = CleanupPolicy(settings.memory_days_old, settings.memory_min_importance,
+                               settings.memory_max_per_user)
+        memory = MemoryService(store, embedder, top_k=settings.memory_top_k, policy=policy)
+    return Personal(settings, store, memory, PersonaStore(store, settings.system_prompt))

@@ -1,0 +1,204 @@
+"""HTTP routes for memories, personas and a user's data: parse, call, format."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from companion.errors import InputError, NotFound
+from companion.memory.service import MemoryService
+from companion.persona.card import to_card, write_png_card
+from companion.persona.model import persona_from
+from companion.persona.prompt import system_prompt
+from companion.personal import Personal
+from companion.server.schemas import (
+    ID_PATTERN,
+    MemoryCreate,
+    MemoryEdit,
+    PersonaBody,
+    PersonaSelect,
+)
+from companion.userdata import delete_user, export_user
+
+router = APIRouter()
+USER = "/api/v1/users/{user_id}"
+MAX_CARD_BYTES = 4 << 20
+
+
+def _personal(request: Request) -> Personal:
+    """The runtime's personal side."""
+    personal = request.app.state.runtime.companion.personal
+    if not isinstance(personal, Personal):
+        raise NotFound("memory and personas are not enabled in this runtime")
+    return personal
+
+
+def _memory(request: Request) -> MemoryService:
+    """The memory service (404 when memory_enabled is off)."""
+    memory = _personal(request).memory
+    if memory is None:
+        raise NotFound("long-term memory is off (memory_enabled = false)")
+    return memory
+
+
+def _user(user_id: str) -> str:
+    """A user id as the chat route accepts it."""
+    if not re.match(ID_PATTERN, user_id):
+        raise InputError("user_id must be 1-64 of A-Z a-z 0-9 _ . : @ -", field="user_id")
+    return user_id
+
+
+@router.get(USER + "/memories", tags=["memory"])
+async def list_memories(user_id: str, request: Request, limit: int = 50, offset: int = 0,
+                        topic: str | None = None) -> dict[str, Any]:
+    """A user's memories, most important first (or one topic's)."""
+    memory = _memory(request)
+    found = await asyncio.to_thread(memory.memories, _user(user_id), max(1, min(limit, 1000)),
+                                    max(0, offset), topic)
+    return {"user_id": user_id, "memories": [m.to_dict() for m in found]}
+
+
+@router.get(USER + "/memories/search", tags=["memory"])
+async def search_memories(user_id: str, q: str, request: Request, k: int = 5) -> dict[str, Any]:
+    """What recall would choose for `q`, each with its score and reasons."""
+    memory = _memory(request)
+    found = await asyncio.to_thread(memory.recall, _user(user_id), q, None, max(1, min(k, 50)))
+    return {"user_id": user_id, "query": q, "memories": [r.to_dict() for r in found]}
+
+
+@router.post(USER + "/memories", status_code=201, tags=["memory"])
+async def add_memory(user_id: str, body: MemoryCreate, request: Request) -> dict[str, Any]:
+    """Store a memory as given."""
+    memory = _memory(request)
+    made = await asyncio.to_thread(memory.add, _user(user_id), body.text,
+                                   importance=body.importance, topics=body.topics)
+    return dict(made.to_dict())
+
+
+@router.patch(USER + "/memories/{memory_id}", tags=["memory"])
+async def edit_memory(user_id: str, memory_id: int, body: MemoryEdit,
+                      request: Request) -> dict[str, Any]:
+    """Change a memory's text, importance or topics."""
+    memory = _memory(request)
+    changed = await asyncio.to_thread(memory.edit, _user(user_id), memory_id, text=body.text,
+                                      importance=body.importance, topics=body.topics)
+    return dict(changed.to_dict())
+
+
+@router.delete(USER + "/memories/{memory_id}", status_code=204, tags=["memory"])
+async def delete_memory(user_id: str, memory_id: int, request: Request) -> Response:
+    """Delete one memory."""
+    await asyncio.to_thread(_memory(request).delete, _user(user_id), memory_id)
+    return Response(status_code=204)
+
+
+@router.get(USER + "/memories/history", tags=["memory"])
+async def memory_history(user_id: str, request: Request,
+                         memory_id: int | None = None) -> dict[str, Any]:
+    """Every ADD / UPDATE / DELETE / NONE of a user's memories."""
+    rows = await asyncio.to_thread(_memory(request).history, _user(user_id), memory_id)
+    return {"user_id": user_id, "history": rows}
+
+
+@router.post("/api/v1/memories/cleanup", tags=["memory"])
+async def cleanup(request: Request, user_id: str | None = None) -> dict[str, int]:
+    """Run the cleanup policy now (one user or all)."""
+    report = await asyncio.to_thread(_memory(request).cleanup, user_id)
+    return report.to_dict()
+
+
+@router.get(USER + "/export", tags=["users"])
+async def export(user_id: str, request: Request) -> dict[str, Any]:
+    """Everything stored about a user, as JSON."""
+    rt = request.app.state.runtime
+    return await asyncio.to_thread(export_user, rt.store, _personal(request), _user(user_id))
+
+
+@router.delete(USER, tags=["users"])
+async def forget_user(user_id: str, request: Request) -> dict[str, Any]:
+    """Delete everything stored about a user: sessions, messages, memories, cache entries."""
+    rt = request.app.state.runtime
+    counts = await asyncio.to_thread(delete_user, rt.store, _personal(request), _user(user_id))
+    if rt.companion.cache is not None:  # its in-process layers too, not only the rows
+        await asyncio.to_thread(rt.companion.cache.clear, f"user:{user_id}")
+    return {"user_id": user_id, "deleted": True, **counts}
+
+
+# personas
+
+
+@router.get("/api/v1/personas", tags=["persona"])
+async def list_personas(request: Request) -> dict[str, Any]:
+    """Every persona (the default first)."""
+    found = await asyncio.to_thread(_personal(request).personas.all)
+    return {"personas": [p.to_dict() for p in found]}
+
+
+@router.post("/api/v1/personas", status_code=201, tags=["persona"])
+async def create_persona(body: PersonaBody, request: Request) -> dict[str, Any]:
+    """Create a persona."""
+    made = await asyncio.to_thread(_personal(request).personas.create, persona_from(body.fields()))
+    return made.to_dict()
+
+
+@router.post("/api/v1/personas/import", status_code=201, tags=["persona"])
+async def import_persona(request: Request, id: str | None = None) -> dict[str, Any]:
+    """Create a persona from a Character Card V2 (request body: the JSON or the PNG file)."""
+    raw = await request.body()
+    if len(raw) > MAX_CARD_BYTES:
+        raise InputError("card file is over 4 MiB", field="card")
+    made = await asyncio.to_thread(_personal(request).personas.import_card, raw, id)
+    return made.to_dict()
+
+
+@router.get("/api/v1/personas/{persona_id}", tags=["persona"])
+async def get_persona(persona_id: str, request: Request) -> dict[str, Any]:
+    """One persona and the system prompt it writes."""
+    persona = await asyncio.to_thread(_personal(request).personas.get, persona_id)
+    return {**persona.to_dict(), "rendered_prompt": system_prompt(persona)}
+
+
+@router.patch("/api/v1/personas/{persona_id}", tags=["persona"])
+async def edit_persona(persona_id: str, body: PersonaBody, request: Request) -> dict[str, Any]:
+    """Change a persona (traits merge with the ones it has)."""
+    changed = await asyncio.to_thread(_personal(request).personas.update, persona_id,
+                                      body.fields())
+    return changed.to_dict()
+
+
+@router.delete("/api/v1/personas/{persona_id}", status_code=204, tags=["persona"])
+async def delete_persona(persona_id: str, request: Request) -> Response:
+    """Delete a persona; its users go back to the default."""
+    await asyncio.to_thread(_personal(request).personas.delete, persona_id)
+    return Response(status_code=204)
+
+
+@router.get("/api/v1/personas/{persona_id}/card", tags=["persona"])
+async def export_card(persona_id: str, request: Request, format: str = "json") -> Response:
+    """The persona as a Character Card V2: `format=json` or `format=png` (a `chara` chunk)."""
+    persona = await asyncio.to_thread(_personal(request).personas.get, persona_id)
+    card = to_card(persona)
+    if format == "png":
+        return Response(write_png_card(card), media_type="image/png")
+    if format != "json":
+        raise InputError("format must be json or png", field="format")
+    return Response(json.dumps(card, ensure_ascii=False), media_type="application/json")
+
+
+@router.get(USER + "/persona", tags=["persona"])
+async def user_persona(user_id: str, request: Request) -> dict[str, Any]:
+    """The persona a user talks to and their relationship."""
+    persona, rel = await asyncio.to_thread(_personal(request).personas.active, _user(user_id))
+    return {"persona": persona.to_dict(), "relationship": rel.to_dict()}
+
+
+@router.put(USER + "/persona", tags=["persona"])
+async def select_persona(user_id: str, body: PersonaSelect, request: Request) -> dict[str, Any]:
+    """Choose the persona a user talks to."""
+    rel = await asyncio.to_thread(_personal(request).personas.select, _user(user_id),
+                                  body.persona_id)
+    return {"persona_id": body.persona_id, "relationship": rel.to_dict()}

@@ -1,0 +1,82 @@
+"""The semantic layer with the real embedding model: verified paraphrases hit, near misses never."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from companion.cache import ResponseCache
+from companion.cache.pairs import NEAR_MISSES
+from companion.cache.semantic import PartitionIndex
+from companion.cache.verify import Verifier, details, rule_check
+from companion.embed import MemoEmbedder
+from tests.cache.test_exact import keep, probe
+
+
+def test_a_paraphrase_hits_the_semantic_layer(cache: ResponseCache) -> None:
+    keep(cache, "How do I bake sourdough bread?", "Start with a starter.")
+    hit, asked = cache.lookup(probe("how can i bake sourdough bread"))
+    assert hit is not None and hit.layer == "semantic" and 0.9 < hit.similarity < 1.0
+    assert hit.entry.response == "Start with a starter."
+    assert asked.vector is not None and asked.vector.shape == (384,)
+    assert cache.stats()["semantic_hits"] == 1
+
+
+def test_near_misses_never_hit(cache: ResponseCache) -> None:
+    for first, _ in NEAR_MISSES:
+        keep(cache, first, f"reply to {first}")
+    for _, second in NEAR_MISSES:
+        hit, _ = cache.lookup(probe(second))
+        assert hit is None or hit.entry.message == second, (second, hit)
+
+
+def test_semantic_search_stays_inside_the_partition(cache: ResponseCache) -> None:
+    keep(cache, "How do I bake sourdough bread?", "alice's reply", user="alice")
+    # alice's entry is shared (no history), so keep a personal one for bob and ask as carol
+    cache.store(
+        probe("How do I bake sourdough bread?", "bob", history_used=2),
+        "bob's reply",
+        model="m",
+        prompt_tokens=1,
+        completion_tokens=1,
+        finish_reason="stop",
+    )
+    hit, _ = cache.lookup(probe("how can i bake sourdough bread", "carol", history_used=2))
+    assert hit is None
+
+
+def test_rules_catch_details() -> None:
+    assert details("Give me 3 tips, not 5").numbers == frozenset({"3", "5"})
+    assert details("I can't swim").negated
+    assert "c++" in details("How do I learn C++?").entities
+    assert not rule_check("Is Python faster than Java?", "Is Java faster than Python?").ok
+    assert not rule_check("soft yolk please", "hard yolk please").ok
+    assert rule_check("How can I fall asleep faster?", "How do I fall asleep more quickly?").ok
+
+
+def test_verifier_alignment_uses_token_vectors(embedder: MemoEmbedder) -> None:
+    verifier = Verifier(embedder, 0.86)
+    assert verifier.check(
+        "Can you recommend a good book to read?", "Could you recommend a good book to read?"
+    ).ok
+    verdict = verifier.check("What is the boiling point of water?", "Tell me about the sea.")
+    assert not verdict.ok
+
+
+def test_partition_index_switches_to_hnsw_and_keeps_finding() -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((300, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = PartitionIndex(384, ann_min=200)
+    for i, v in enumerate(vectors):
+        index.add(f"k{i}", f"m{i}", v)
+    for _ in range(200):
+        if index._ann is not None:
+            break
+        import time
+
+        time.sleep(0.05)
+    assert index._ann is not None
+    found = index.search(vectors[123], 3, 0.9)
+    assert found and found[0].key == "k123"
+    index.remove("k123")
+    assert all(n.key != "k123" for n in index.search(vectors[123], 3, 0.9))

@@ -1,0 +1,171 @@
+"""The batched engine with the real tiny model: separate streams, same greedy text under load,
+chunked prompts, cancellation, admission control and KV reuse across turns."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from companion.errors import Overloaded
+from companion.llm.base import GenerationDone
+from companion.llm.batched import BatchedEngine
+from companion.llm.sampling import Detokenizer, StopText
+from tests.engine.conftest import chat_prompt, collect, greedy, make_engine
+
+ASKS = ["Name three fruits.", "How do I bake bread?", "Tell me about the moon.",
+        "What is a good hobby for winter?", "Why is the sky blue?"]  # fmt: skip
+LONG_ASK = "Write a long story about a dragon who learns to fly over the sea."
+
+
+@pytest.fixture(scope="module")
+def alone() -> Iterator[BatchedEngine]:
+    """A second engine that only ever runs one request (the reference for greedy text)."""
+    eng = make_engine(parallel=1, max_queue=8)
+    yield eng
+    eng.close()
+
+
+async def wait_for(engine: BatchedEngine, key: str, value: float, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while engine.stats()[key] != value:
+        assert time.monotonic() < deadline, f"{key} never became {value}: {engine.stats()}"
+        await asyncio.sleep(0.01)
+
+
+async def test_concurrent_streams_are_complete_separate_and_equal_to_alone(
+    engine: BatchedEngine, alone: BatchedEngine
+) -> None:
+    prompts = [chat_prompt(engine, ask) for ask in ASKS]
+    reference = [(await collect(alone, greedy(p)))[1].text for p in prompts]
+    results = await asyncio.gather(*(collect(engine, greedy(p)) for p in prompts))
+    for (pieces, done), expected in zip(results, reference, strict=True):
+        assert "".join(pieces) == done.text == expected
+        assert done.finish_reason in ("stop", "length") and 0 < done.completion_tokens <= 24
+        assert done.prompt_tokens > 20
+    assert len({done.text for _, done in results}) == len(ASKS)
+
+
+async def test_long_prompt_is_chunked_between_decode_steps(engine: BatchedEngine) -> None:
+    running = engine.generate(greedy(chat_prompt(engine, LONG_ASK), max_tokens=80))
+    times: list[float] = []
+    for _ in range(2):
+        times.append(time.perf_counter()) if isinstance(await anext(running), str) else None
+    long_prompt = chat_prompt(engine, "Please remember this list. " + "apple pear plum fig. " * 60)
+    assert len(long_prompt) > 5 * 64  # the step budget of the test engine
+    newcomer = asyncio.create_task(collect(engine, greedy(long_prompt, max_tokens=4)))
+    joined = time.perf_counter()
+    while not newcomer.done():
+        event = await anext(running)
+        assert isinstance(event, str), "the running stream ended before the newcomer started"
+        times.append(time.perf_counter())
+    _, done = await newcomer
+    first = joined + done.timings["time_to_first_token_ms"] / 1000
+    await running.aclose()
+    assert sum(1 for t in times if joined < t < first) >= 3  # the stream kept going meanwhile
+    await wait_for(engine, "active_sequences", 0)
+
+
+async def test_closing_a_stream_frees_its_sequence_at_once(engine: BatchedEngine) -> None:
+    await wait_for(engine, "active_sequences", 0)
+    before = engine.stats()["cancelled"]
+    stream = engine.generate(greedy(chat_prompt(engine, LONG_ASK), max_tokens=300))
+    await anext(stream)
+    await wait_for(engine, "active_sequences", 1)
+    await stream.aclose()
+    await wait_for(engine, "active_sequences", 0, timeout=2)
+    assert engine.stats()["cancelled"] == before + 1
+    _, done = await collect(engine, greedy(chat_prompt(engine, "Hi!"), max_tokens=4))
+    assert done.completion_tokens > 0
+
+
+async def test_a_full_queue_is_refused_with_overloaded(engine: BatchedEngine) -> None:
+    prompt = chat_prompt(engine, LONG_ASK)
+    hogs = [asyncio.create_task(collect(engine, greedy(prompt, max_tokens=400))) for _ in range(6)]
+    await wait_for(engine, "queue_depth", 2)
+    assert engine.stats()["active_sequences"] == 4
+    with pytest.raises(Overloaded) as refused:
+        await anext(engine.generate(greedy(prompt)))
+    assert refused.value.retry_after_s >= 1
+    for task in hogs:
+        task.cancel()
+    await asyncio.gather(*hogs, return_exceptions=True)
+    await wait_for(engine, "active_sequences", 0, timeout=2)
+    await wait_for(engine, "queue_depth", 0, timeout=2)
+
+
+async def test_resumed_session_reuses_its_cache_and_matches_a_cold_start(
+    engine: BatchedEngine, alone: BatchedEngine
+) -> None:
+    first_ask = "I have a dog called Rex."
+    turn1 = chat_prompt(engine, first_ask)
+    _, one = await collect(engine, greedy(turn1, key="resume"))
+    turn2 = chat_prompt(engine, first_ask, one.text, "What is my dog called?")
+    hits = engine.stats()["kv_hits"]
+    _, warm = await collect(engine, greedy(turn2, key="resume"))
+    assert warm.timings["reused_tokens"] >= len(turn1)
+    assert engine.stats()["kv_hits"] == hits + 1
+    _, cold = await collect(alone, greedy(turn2, key="cold"))
+    assert cold.timings["reused_tokens"] < len(turn1)
+    assert warm.text == cold.text
+
+
+async def test_prefill_caches_a_prefix_for_the_first_reply(engine: BatchedEngine) -> None:
+    prefix = engine.tokenize(engine.render_chat(
+        [{"role": "system", "content": "You are Kit, a patient tutor of chess."}],
+        add_generation_prompt=False,
+    ))
+    done = await engine.prefill(prefix, "tutor")
+    assert done.finish_reason == "prefilled" and done.completion_tokens == 0
+    prompt = engine.tokenize(engine.render_chat([
+        {"role": "system", "content": "You are Kit, a patient tutor of chess."},
+        {"role": "user", "content": "How does the knight move?"},
+    ]))
+    _, reply = await collect(engine, greedy(prompt, max_tokens=4, key="tutor"))
+    assert reply.timings["reused_tokens"] == len(prefix)
+
+
+async def test_stats_report_the_engine_figures(engine: BatchedEngine) -> None:
+    await collect(engine, greedy(chat_prompt(engine, "Hello there!"), max_tokens=8))
+    stats = engine.stats()
+    for key in ("active_sequences", "queue_depth", "batch_size", "kv_used_ratio",
+                "prompt_tokens_per_s", "generated_tokens_per_s", "ttft_p50_ms", "ttft_p95_ms",
+                "kv_hits", "kv_misses", "kv_evictions", "kv_reused_tokens"):  # fmt: skip
+        assert key in stats, key
+    assert 0 < stats["kv_used_ratio"] < 1 and stats["generated_tokens_per_s"] > 0
+    assert stats["ttft_p95_ms"] >= stats["ttft_p50_ms"] > 0
+
+
+async def test_stop_string_ends_the_reply_and_is_never_sent(engine: BatchedEngine) -> None:
+    prompt = chat_prompt(engine, "Count from 1 to 10, separated by commas.")
+    _, free = await collect(engine, greedy(prompt, max_tokens=30))
+    stop = free.text[len(free.text) // 2 :][:3]
+    pieces, cut = await collect(engine, greedy(prompt, max_tokens=30, stop=(stop,)))
+    assert cut.finish_reason == "stop" and stop not in "".join(pieces)
+    assert cut.text == free.text[: free.text.index(stop)]
+
+
+def test_stop_text_holds_back_a_possible_stop_start() -> None:
+    text = StopText(("END",))
+    assert text.add("Hello E") == "Hello "
+    assert text.add("N") == ""
+    assert text.add("D and more") == "" and text.stopped and text.text == "Hello "
+    other = StopText(("END",))
+    assert other.add("Hello E") == "Hello " and other.add("gg") == "Egg"
+    assert other.finish() == ""
+
+
+def test_detokenizer_joins_characters_split_across_tokens(engine: BatchedEngine) -> None:
+    sample = "Café ☕ and 日本語 with 😀!"
+    tokens = engine.tokenize(sample)
+    detok = Detokenizer(engine.vocab)
+    pieces = [detok.piece(t) for t in tokens]
+    assert "".join(pieces) + detok.flush() == sample
+    assert "" in pieces  # some token ended mid-character and waited for the next one
+    assert all("\ufffd" not in p for p in pieces)
+
+
+def test_done_event_type() -> None:
+    assert GenerationDone("", 1, 0, "stop").timings == {}

@@ -1,0 +1,31 @@
+"""Memory fixtures: a real SQLite store in tmp_path and the real embedding model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from companion.embed import Embedder, load_embedder
+from companion.memory import CleanupPolicy, MemoryService
+from companion.storage import Store, open_store
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    return load_embedder()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = open_store(f"sqlite:///{tmp_path / 'memory.db'}")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def memory(store: Store, embedder: Embedder) -> Iterator[MemoryService]:
+    service = MemoryService(store, embedder, top_k=5, policy=CleanupPolicy(90, 0.3, 1000))
+    yield service
+    service.close()
