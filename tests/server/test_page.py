@@ -90,4 +90,4 @@ def test_persona_panel_saves_and_selects_a_persona(page: Page) -> None:
     form.get_by_label("warmth").fill("0.9")
     form.get_by_role("button", name="Save persona").click()
     expect(page.locator("#persona-status")).to_have_text("Saved Captain Ada.")
-    expect(page.get_by_label("Persona", exact=True)).to_have_value("captain-ada")
+    expect(page.locator("#persona-select")).to_have_value("captain-ada")

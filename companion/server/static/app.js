@@ -112,7 +112,7 @@ function finishReply(li, result) {
   li.append(metaLine(`${result.usage.completion_tokens} tokens · ${Math.round(t.total_ms || 0)} ms` +
     (result.cached ? " · cached" : "")));
   state.session = result.session_id;
-  showUsedMemories(result.memories || []);
+  showUsedMemories(result.memories_used || []);
 }
 
 async function loadSessions() {
