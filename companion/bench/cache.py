@@ -6,7 +6,8 @@ with the real model and a fresh SQLite file:
 - identical: popular questions (GPTCache's "origin" lines, Zipf-distributed) in new sessions;
 - similar: the paraphrase ("similar") of a popular question already asked;
 - context: turns of Synthetic-Persona-Chat conversations, continuing their session;
-- creative: one-off Persona-Chat lines, never repeated.
+- creative: Persona-Chat lines as they occur (chit-chat; a few, like "What do you do for a
+  living?", recur verbatim).
 """
 
 from __future__ import annotations
