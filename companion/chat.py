@@ -222,7 +222,9 @@ class Companion:
             },
         )
 
-    async def open_session(self, user_id: str | None, session_id: str | None = None) -> dict[str, Any]:
+    async def open_session(
+        self, user_id: str | None, session_id: str | None = None
+    ) -> dict[str, Any]:
         """Prefill a session's context so far (persona, history) into the engine's KV cache.
 
         Called when a chat page opens or a session resumes, so the first reply starts at once.

@@ -67,8 +67,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(command: list[str], ready_path: str, port: int, env: dict[str, str] | None = None
-          ) -> Iterator[str]:
+def serve(
+    command: list[str], ready_path: str, port: int, env: dict[str, str] | None = None
+) -> Iterator[str]:
     """Run a server until the block ends; yields its base URL once `ready_path` answers 200.
 
     The child sees no COMPANION_* variable but those in `env`; its output goes to a file
@@ -77,8 +78,13 @@ def serve(command: list[str], ready_path: str, port: int, env: dict[str, str] | 
     url = f"http://127.0.0.1:{port}"
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("COMPANION_")}
     with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(command, env={**inherited, **(env or {})}, stdout=log,
-                                stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            command,
+            env={**inherited, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
             _wait_ready(proc, url + ready_path, log)
             yield url
@@ -117,8 +123,9 @@ def lcp_server_command(model: Path, port: int, threads: int, n_ctx: int) -> list
             "--n_threads_batch", str(threads), "--interrupt_requests", "False"]  # fmt: skip
 
 
-def llama_server_command(model: Path, port: int, threads: int, slots: int, n_ctx: int
-                         ) -> list[str] | None:
+def llama_server_command(
+    model: Path, port: int, threads: int, slots: int, n_ctx: int
+) -> list[str] | None:
     """llama.cpp's own server when a `llama-server` binary is on PATH, else None."""
     binary = shutil.which("llama-server")
     if binary is None:
@@ -128,7 +135,9 @@ def llama_server_command(model: Path, port: int, threads: int, slots: int, n_ctx
             "--kv-unified", "--no-webui"]  # fmt: skip
 
 
-async def run_load(url: str, bodies: list[dict[str, Any]], companion_api: bool) -> tuple[list[Stream], float]:
+async def run_load(
+    url: str, bodies: list[dict[str, Any]], companion_api: bool
+) -> tuple[list[Stream], float]:
     """Send every body at once; the streams and the wall time until the last one ended."""
     async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(600.0)) as client:
         started = time.perf_counter()

@@ -58,10 +58,15 @@ def context_plan(settings: Settings) -> ContextPlan:
 def open_engine(settings: Settings, path: Path, size: str, n_gpu_layers: int = 0) -> BatchedEngine:
     """Load `path` into a BatchedEngine shaped by the engine settings."""
     loaded = load_model(
-        path, size=size, context_length=settings.context_length, n_gpu_layers=n_gpu_layers,
+        path,
+        size=size,
+        context_length=settings.context_length,
+        n_gpu_layers=n_gpu_layers,
         plan=context_plan(settings),
     )
-    return BatchedEngine(loaded, parallel=settings.engine_parallel, max_queue=settings.engine_max_queue)
+    return BatchedEngine(
+        loaded, parallel=settings.engine_parallel, max_queue=settings.engine_max_queue
+    )
 
 
 class BatchedEngine:
@@ -70,7 +75,8 @@ class BatchedEngine:
     def __init__(self, model: LoadedModel, *, parallel: int = 8, max_queue: int = 64) -> None:
         if model.plan.n_batch <= parallel:
             raise ConfigError(
-                f"engine_batch_tokens ({model.plan.n_batch}) must exceed engine_parallel ({parallel})",
+                f"engine_batch_tokens ({model.plan.n_batch}) must exceed "
+                f"engine_parallel ({parallel})",
                 field="engine_batch_tokens",
             )
         self._model = model
@@ -100,7 +106,9 @@ class BatchedEngine:
         """The llama_vocab pointer (read-only use: detokenizing, end-of-generation checks)."""
         return self._vocab
 
-    def render_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+    def render_chat(
+        self, messages: list[dict[str, str]], add_generation_prompt: bool = True
+    ) -> str:
         """The prompt text for `messages` from the GGUF's chat template (with the reply header)."""
         formatter = self._model.formatter if add_generation_prompt else self._model.prefix_formatter
         return str(formatter(messages=messages).prompt)
@@ -346,7 +354,9 @@ class BatchedEngine:
 
     def _fail_all(self, exc: Exception) -> None:
         """After a failed step: every active request gets the error; their sequences are cleared."""
-        error = exc if isinstance(exc, CompanionError) else GenerationError(f"generation failed: {exc}")
+        error = (
+            exc if isinstance(exc, CompanionError) else GenerationError(f"generation failed: {exc}")
+        )
         for job in list(self._active):
             self._active.remove(job)
             llama_cpp.llama_memory_seq_rm(self._mem, job.seq, -1, -1)

@@ -134,7 +134,9 @@ class EngineFigures:
             out = {k: float(v) for k, v in {**self.totals, **self.gauges}.items()}
             out.update({f"kv_{k}": float(v) for k, v in self.kv_counters.items()})
         span = max(now - steps[0][0], 1.0) if steps else 1.0
-        out["batch_sequences_avg"] = round(sum(s[3] for s in steps) / len(steps), 2) if steps else 0.0
+        out["batch_sequences_avg"] = (
+            round(sum(s[3] for s in steps) / len(steps), 2) if steps else 0.0
+        )
         out["prompt_tokens_per_s"] = round(sum(s[1] for s in steps) / span, 2)
         out["generated_tokens_per_s"] = round(sum(s[2] for s in steps) / span, 2)
         out["ttft_p50_ms"] = round(percentile(ttft, 50), 2)

@@ -157,7 +157,7 @@ class SequencePool:
         return best, best_n
 
     def _make_room(self, need: int, protect: set[int], need_id: bool) -> tuple[int, ...] | None:
-        """Evict idle sequences (LRU) until `need` cells (and an id) are free; None if they can't be."""
+        """Evict idle sequences (LRU) until `need` cells and an id are free; None if impossible."""
         evicted: list[int] = []
         while self.used_cells() + self.reserved_cells() + need > self.kv_tokens or (
             need_id and not self.free

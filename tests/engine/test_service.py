@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,8 +22,15 @@ from tests.conftest import make_settings
 def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
     """One decoding slot and no waiting room, so a second request is refused at once."""
     data: Path = tmp_path_factory.mktemp("svc") / "data"
-    settings = make_settings(data, engine_parallel=1, engine_max_queue=0, n_threads=1,
-                             memory_enabled=False, enable_caching=False, context_length=1024)
+    settings = make_settings(
+        data,
+        engine_parallel=1,
+        engine_max_queue=0,
+        n_threads=1,
+        memory_enabled=False,
+        enable_caching=False,
+        context_length=1024,
+    )
     rt = open_runtime(settings)
     yield rt
     rt.close()
@@ -69,6 +77,10 @@ def test_full_engine_answers_429_with_retry_after(small: Runtime) -> None:
         assert resp.status_code == 429, resp.text
         assert int(resp.headers["Retry-After"]) >= 1
         assert resp.json()["error"]["code"] == "overloaded"
+        deadline = time.monotonic() + 5
+        while small.companion.engine.stats()["active_sequences"]:  # the slot frees at once
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         opened = client.post("/api/v1/sessions/http-session/open", json={"user_id": "quinn"})
         assert opened.status_code == 200 and opened.json()["prefilled"] is True
         stats = client.get("/api/v1/stats").json()["engine"]
