@@ -32,6 +32,40 @@ FALLBACK_TEMPLATE = (
 
 CPU_UBATCH = 63  # below GGML_FA_TILE_Q: see _context_params
 
+native_log = logging.getLogger("companion.llama_cpp")
+# ggml's log levels (ggml.h): NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5. llama-cpp-python's
+# own callback still uses an older numbering and so prints every warning as an error.
+_NATIVE_LEVELS = {0: logging.CRITICAL, 1: logging.DEBUG, 2: logging.DEBUG, 3: logging.INFO,
+                  4: logging.ERROR}
+_native_callback: Any = None  # kept referenced: llama.cpp holds the pointer
+
+
+def route_native_logs() -> None:
+    """Send llama.cpp's own log lines to the `companion.llama_cpp` logger.
+
+    Warnings go at INFO: llama.cpp warns about things that are expected here, such as a unified
+    KV buffer larger than the trained context (each sequence is still held to context_length).
+    """
+    global _native_callback
+    if _native_callback is not None:
+        return
+    import ctypes
+
+    import llama_cpp
+    from llama_cpp import _logger  # noqa: F401  (it installs its callback on import; ours replaces it)
+
+    last = [logging.DEBUG]
+
+    @llama_cpp.llama_log_callback
+    def callback(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
+        lvl = last[0] if level == 5 else _NATIVE_LEVELS.get(level, logging.DEBUG)
+        last[0] = lvl
+        if native_log.isEnabledFor(lvl):
+            native_log.log(lvl, "%s", text.decode("utf-8", "replace").rstrip())
+
+    _native_callback = callback
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+
 
 @dataclass(frozen=True)
 class ContextPlan:
@@ -76,9 +110,9 @@ def load_model(
     """
     path = check_gguf(path)
     plan = plan or ContextPlan(kv_tokens=context_length)
-    from llama_cpp import _internals, _logger
+    from llama_cpp import _internals
 
-    _logger.set_verbose(False)
+    route_native_logs()
     proc = psutil.Process()
     rss_before = proc.memory_info().rss
     started = time.perf_counter()
