@@ -6,6 +6,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install run test lint bench clean
 
+# llama.cpp for any x86-64 with AVX2, not -march=native: a native build on a CPU with Intel AMX
+# puts quantized weights in ggml's AMX buffers, whose matmul segfaulted (llama-cpp-python 0.3.36)
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

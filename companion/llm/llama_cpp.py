@@ -8,6 +8,7 @@ once), and flash attention (on CPU it skips the cells of other sequences).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -157,6 +158,19 @@ def load_model(
     return LoadedModel(model, context, formatter, prefix_formatter, info, plan)
 
 
+@functools.cache
+def cpu_has_amx() -> bool:
+    """Whether the CPU has Intel AMX. A llama.cpp built with -march=native on such a CPU puts
+    quantized weights in the AMX buffer type, whose matmul crashed (SIGSEGV in
+    ggml_backend_amx_mul_mat, llama-cpp-python 0.3.36, Q4_1); the plain CPU buffers are used
+    instead. (`make install` builds llama.cpp without AMX; this guards other builds.)"""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            return any(line.startswith("flags") and "amx_tile" in line for line in f)
+    except OSError:
+        return False
+
+
 def _open_model(path: Path, n_gpu_layers: int) -> Any:
     """The llama_model of `path`, or ModelLoadError."""
     import llama_cpp
@@ -164,6 +178,8 @@ def _open_model(path: Path, n_gpu_layers: int) -> Any:
 
     params = llama_cpp.llama_model_default_params()
     params.n_gpu_layers = n_gpu_layers
+    if cpu_has_amx():
+        params.use_extra_bufts = False  # ggml's AMX matmul (a native build's) segfaults here
     try:
         return _internals.LlamaModel(path_model=str(path), params=params, verbose=False)
     except (ValueError, RuntimeError, OSError) as exc:
