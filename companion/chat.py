@@ -11,12 +11,14 @@ from typing import Any
 
 from companion.cache import Probe, ResponseCache
 from companion.cache.base import CacheEntry, CacheHit
+from companion.cached_turn import CachedTurns
 from companion.config import Settings
 from companion.context import BuiltContext, build_context
 from companion.domain import ChatResult, GenerationOptions, Message, Usage
 from companion.embed.base import Embedder, Vector
 from companion.errors import DeadlineExceeded, InputError, Overloaded, PayloadTooLarge
 from companion.llm.base import Engine, GenerationDone, GenerationRequest
+from companion.llm.routing import ModelRouter, Route
 from companion.persona.prompt import system_prompt
 from companion.personal import Personal, TurnNotes
 from companion.stats import PerformanceStats
@@ -64,7 +66,10 @@ class Companion:
     def __init__(
         self, settings: Settings, store: Store, engine: Engine, *, personal: Personal | None = None,
         cache: ResponseCache | None = None, embedder: Embedder | None = None,
+        router: ModelRouter | None = None,
     ) -> None:
+        self.router = router  # model switching: a small engine beside `engine` (None: off)
+        self.routing_note = "model_routing is off"  # why switching is off, when it is
         self.cache = cache  # None: caching off
         self.embedder = embedder  # one vector per message, shared by cache and memory
         self.settings = settings
@@ -72,11 +77,30 @@ class Companion:
         self.engine = engine
         self.personal = personal  # persona, memories, session summary (None: the plain prompt)
         self.stats = PerformanceStats()
+        self.cached_turns = CachedTurns(self)  # a new conversation's cache hit, the short way
 
     def swap_engine(self, engine: Engine) -> Engine:
         """Serve new requests from `engine`; returns the old one for the caller to close."""
         old, self.engine = self.engine, engine
         return old
+
+    def choose_route(self, text: str, history: list[Message]) -> Route:
+        """The engine for this message: the router's choice, else the one engine."""
+        if self.router is None:
+            return Route(self.engine, "only", (f"one model ({self.routing_note})",))
+        return self.router.choose(self.engine, text, history)
+
+    async def route(
+        self, user_id: str | None, message: str, session_id: str | None = None
+    ) -> Route:
+        """Choose the model for a message ahead of chat_stream (pass it on as `route=`)."""
+        text = self._validate(message)
+        if self.router is None or session_id is None:
+            return self.choose_route(text, [])
+        history = await asyncio.to_thread(
+            self.store.recent_messages, session_id, self.settings.history_messages
+        )
+        return self.choose_route(text, history)
 
     async def chat(
         self, user_id: str | None, message: str, session_id: str | None = None, *,
@@ -91,7 +115,7 @@ class Companion:
 
     async def chat_stream(
         self, user_id: str | None, message: str, session_id: str | None = None, *,
-        use_cache: bool = True, **options: Any,
+        use_cache: bool = True, route: Route | None = None, **options: Any,
     ) -> AsyncIterator[str | ChatResult]:
         """Text pieces as they are generated, then the ChatResult.
 
@@ -105,13 +129,24 @@ class Companion:
         started = time.perf_counter()
         user_id = user_id or DEFAULT_USER
         text = self._validate(message)
-        engine = self.engine
+        if session_id is None:  # a first message: a shared exact hit needs no context work
+            route = route or self.choose_route(text, [])  # a new session has no history
+            result = await self.cached_turns.serve(
+                user_id, text, _title(text), use_cache=use_cache, engine=route.engine,
+                options=options, started=started, route_info=route.to_dict(),
+            )
+            if result is not None:
+                yield result.response
+                yield result
+                return
         session = await asyncio.to_thread(
             self.store.create_session, user_id, session_id, _title(text)
         )
         history = await asyncio.to_thread(
             self.store.recent_messages, session.id, self.settings.history_messages
         )
+        route = route or self.choose_route(text, history)  # model switching (llm/routing.py)
+        engine = route.engine
         vector = await self._embed(text)  # once per request: the cache and the memory share it
         notes = None
         if self.personal is not None:
@@ -134,11 +169,15 @@ class Companion:
             personal=notes.personal if notes else False,
         )
         context_ms = (time.perf_counter() - ctx_start) * 1000
-        probe, hit = await self._lookup(user_id, text, opts, built, vector, use_cache)
+        probe, hit = await self._lookup(user_id, text, opts, built, vector, use_cache, engine)
         if hit is not None:
             yield hit.entry.response
             timings = {"context_ms": round(context_ms, 2), **(notes.timings if notes else {})}
-            yield await self._serve_cached(user_id, session.id, text, hit, notes, timings, started)
+            result = await self._serve_cached(
+                user_id, session.id, text, hit, notes, timings, started
+            )
+            result.extra["route"] = route.to_dict()
+            yield result
             return
         user_msg = await asyncio.to_thread(
             self.store.add_message, session.id, "user", text, status="pending",
@@ -211,6 +250,7 @@ class Companion:
             finish_reason=done.finish_reason,
             message_id=reply.id,
             extra={
+                "route": route.to_dict(),
                 "context": built.messages,  # the prompt as sent, for tests and debugging
                 "memory_ids": [r.memory.id for r in notes.memories[: built.memories_used]]
                 if notes else [],
@@ -241,13 +281,27 @@ class Companion:
         tokens = session_prefix(engine, system, history, budget)
         result: dict[str, Any] = {"session_id": session.id, "user_id": user_id,
                                   "prefix_tokens": len(tokens), "prefilled": False}
-        try:
-            async with asyncio.timeout(self.settings.request_timeout_s):
-                done = await engine.prefill(tokens, session.id)
-        except (Overloaded, TimeoutError):
+        if self.router is not None:  # model switching: the first message may go to either model
+            small = self.router.small
+            small_budget = small.info.context_length - self.settings.max_tokens
+            result["small_model_prefilled"] = await self._prefill(
+                small, session_prefix(small, system, history, small_budget), session.id
+            ) is not None
+        done = await self._prefill(engine, tokens, session.id)
+        if done is None:
             return result
         return {**result, "prefilled": True, "reused_tokens": int(done.timings["reused_tokens"]),
                 "prefill_ms": done.timings["generation_ms"]}
+
+    async def _prefill(
+        self, engine: Engine, tokens: list[int], session_key: str
+    ) -> GenerationDone | None:
+        """Prefill one engine; None when it is busy or too slow."""
+        try:
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                return await engine.prefill(tokens, session_key)
+        except (Overloaded, TimeoutError):
+            return None
 
     def _system_prompt(self, user_id: str) -> str:
         """The system prompt this user's next turn will start with."""
@@ -266,6 +320,8 @@ class Companion:
             "model_load_time": info.load_time_s,
             "model_rss_mb": info.rss_added_mb,
             "engine": self.engine.stats(),
+            "routing": self.router.stats(self.engine) if self.router is not None
+            else {"enabled": False, "reason": self.routing_note},
             "memory": self.personal.stats() if self.personal is not None else {},
             "cache": self.cache.stats() if self.cache is not None else {"enabled": False},
         }
@@ -278,7 +334,7 @@ class Companion:
 
     async def _lookup(
         self, user_id: str, text: str, opts: GenerationOptions, built: BuiltContext,
-        vector: Vector | None, use_cache: bool,
+        vector: Vector | None, use_cache: bool, engine: Engine,
     ) -> tuple[Probe | None, CacheHit | None]:
         """Ask the cache; the probe (None when caching is off or bypassed) keys the store later."""
         if self.cache is None or not self.settings.enable_caching:
@@ -286,7 +342,7 @@ class Companion:
         if not use_cache:
             self.cache.count_bypass()
             return None, None
-        info = self.engine.info
+        info = engine.info  # the routed model: a reply is never served across models
         probe = self.cache.probe(
             user_id, built.messages[:-1], text, options=opts, model_name=info.name,
             model_path=info.path, history_used=built.history_used, personal=built.personal,

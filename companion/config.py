@@ -53,6 +53,13 @@ DEFAULT_SYSTEM_PROMPT = (
     "answer in a friendly, natural voice, and keep replies short unless asked for more."
 )
 
+# Words that ask for reasoning rather than small talk (whole words, case-insensitive).
+DEFAULT_ROUTING_KEYWORDS = (
+    "why", "explain", "analyze", "analyse", "compare", "prove", "derive", "calculate",
+    "step by step", "difference between", "pros and cons", "trade-off", "tradeoff",
+    "evaluate", "debug", "implement", "algorithm", "summarize", "summarise", "plan",
+)
+
 _toml_path: ContextVar[Path | None] = ContextVar("companion_toml_path", default=None)
 
 
@@ -120,6 +127,31 @@ class Settings(BaseSettings):
         default=64, ge=0, le=200, description="idle sessions kept in the KV cache (LRU)"
     )
 
+    # Model switching (companion/llm/routing.py; docs/engine.md "Model switching"): with two
+    # installed models, short simple messages go to the small one and the rest to the large one.
+    model_routing: bool = Field(
+        default=False, description="send each message to a small or a large model"
+    )
+    routing_small_size: ModelSize | None = Field(
+        default=None, description="the small model; None = the smallest installed"
+    )
+    routing_large_size: ModelSize | None = Field(
+        default=None, description="the large model; None = the usual choice (model_size/model_path)"
+    )
+    routing_max_tokens: int = Field(
+        default=32, ge=1, description="longer messages (tokens) go to the large model"
+    )
+    routing_max_questions: int = Field(
+        default=1, ge=1, description="more questions or numbered parts than this go large"
+    )
+    routing_history_tokens: int = Field(
+        default=1500, ge=0, description="longer recent history goes large; 0 = ignore history"
+    )
+    routing_keywords: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_ROUTING_KEYWORDS),
+        description="reasoning words or phrases that send a message to the large model",
+    )
+
     # Cache
     enable_caching: bool = True
     cache_ttl_hours: float = Field(default=24, gt=0)
@@ -140,6 +172,10 @@ class Settings(BaseSettings):
     memory_days_old: float = Field(default=90, gt=0)
     memory_min_importance: float = Field(default=0.3, ge=0.0, le=1.0)
     memory_max_per_user: int = Field(default=1000, ge=1)
+    memory_llm_extraction: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="also extract facts with the model (JSON grammar); auto = base size or larger",
+    )
 
     # Storage and server
     data_dir: Path = Field(default_factory=default_data_dir)

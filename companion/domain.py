@@ -96,4 +96,5 @@ class ChatResult:
             "finish_reason": self.finish_reason,
             "message_id": self.message_id,
             "memories_used": self.extra.get("memories_used", []),
+            "route": self.extra.get("route"),  # model switching: which model and why
         }

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -93,6 +94,7 @@ def _start_server(settings: Settings, data_dir: Path, port: int) -> subprocess.P
         "COMPANION_LOG_LEVEL": "WARNING",
         "COMPANION_MODEL_SIZE": settings.model_size,
     }
+    env.pop("COMPANION_DATABASE_URL", None)  # the fresh SQLite file in data_dir
     if settings.model_path:
         env["COMPANION_MODEL_PATH"] = str(settings.model_path)
     if settings.models_dir or settings.model_path is None:
@@ -114,8 +116,27 @@ def _start_server(settings: Settings, data_dir: Path, port: int) -> subprocess.P
     raise RuntimeError(f"companion serve did not start: {proc.communicate()[1][-2000:]}")
 
 
+def _server_counts(port: int) -> dict[str, int]:
+    """The server's own counters: exact cache hits and stored messages."""
+    stats = httpx.get(f"http://127.0.0.1:{port}/api/v1/stats", timeout=30).json()
+    return {"exact_hits": int(stats["cache"]["exact_hits"]), "requests": int(stats["requests"])}
+
+
+def _stored_cached_replies(db: Path) -> int:
+    """Cached replies in the server's database after it stopped (each one answered was
+    committed before its answer was sent)."""
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute(
+            "SELECT COUNT(*) FROM messages WHERE role = 'assistant' AND cached"
+        ).fetchone()[0])
+
+
 def http_figures(settings: Settings) -> dict[str, Any]:
-    """cached_replies_per_min and uncached_replies_per_min against a real server."""
+    """cached_replies_per_min and uncached_replies_per_min against a real server.
+
+    Only replies that say `"cached": true` count, and the server's own exact-hit counter must
+    have grown by as many during the cached run (checked, and reported as
+    `cached_hits_confirmed`)."""
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         proc = _start_server(settings, Path(tmp), port)
@@ -124,14 +145,27 @@ def http_figures(settings: Settings) -> dict[str, Any]:
                 _load(port, [_body(i, False) for i in range(UNCACHED_REQUESTS)], 4)
             )
             asyncio.run(_load(port, [_body(i, True) for i in range(len(QUESTIONS))], 1))  # fill
+            before = _server_counts(port)
             cached_s, flags = asyncio.run(
                 _load(port, [_body(i, True) for i in range(CACHED_REQUESTS)], CONNECTIONS)
             )
+            after = _server_counts(port)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+        stored = _stored_cached_replies(Path(tmp) / "companion.db")
+    server_hits = after["exact_hits"] - before["exact_hits"]
+    if stored != sum(flags):
+        raise RuntimeError(f"{stored} cached replies stored; {sum(flags)} were answered")
+    if server_hits != sum(flags) or after["requests"] - before["requests"] != len(flags):
+        raise RuntimeError(
+            f"the server counted {server_hits} exact hits in "
+            f"{after['requests'] - before['requests']} requests; the client saw {sum(flags)} "
+            f"cached replies in {len(flags)}"
+        )
     return {
         "cached_replies_per_min": round(sum(flags) / cached_s * 60),
         "cached_reply_share": round(sum(flags) / len(flags), 4),
+        "cached_hits_confirmed": server_hits,
         "uncached_replies_per_min": round(UNCACHED_REQUESTS / uncached_s * 60, 1),
     }

@@ -63,6 +63,23 @@ class ExactCache:
                 self._mark_used(key, now)
         return entry
 
+    def peek(self, key: str) -> CacheEntry | None:
+        """The live entry with this key if the in-process LRU holds it; never reads the table
+        (so it may run on the event loop) and does not count a use (see mark_used)."""
+        now = self.clock()
+        with self._lock:
+            entry = self._lru.get(key)
+            if entry is None or entry.expires_at <= now:
+                return None
+            self._lru.move_to_end(key)
+            return entry
+
+    def mark_used(self, key: str) -> None:
+        """Count one use of an entry found by peek()."""
+        now = self.clock()
+        with self._lock:
+            self._mark_used(key, now)
+
     def new_entry(self, **fields: Any) -> CacheEntry:
         """An entry stamped now, expiring after the TTL."""
         now = self.clock()

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from pathlib import Path
+from stat import S_ISREG
 from typing import Any, Literal
 
 from companion.domain import GenerationOptions
@@ -69,15 +71,34 @@ def _file_identity(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
+_IDENTITY_RECHECK_S = 1.0  # a model file is stat()ed again at most this often
+_identities: dict[tuple[str, str], tuple[float, str]] = {}
+
+
 def model_identity(name: str, path: str) -> str:
-    """A model file's identity: name plus a content sample hash (stable across restarts)."""
-    file = Path(path)
-    if not file.is_file():
-        return f"{name}:{path}"
-    stat = file.stat()
-    return f"{name}:{_file_identity(str(file), stat.st_size, stat.st_mtime_ns)}"
+    """A model file's identity: name plus a content sample hash (stable across restarts).
+
+    The file's size and mtime are looked at again at most once a second (a stat per request
+    was a measurable share of a cached reply)."""
+    now = time.monotonic()
+    known = _identities.get((name, path))
+    if known is not None and now - known[0] < _IDENTITY_RECHECK_S:
+        return known[1]
+    try:
+        stat = os.stat(path)
+    except OSError:
+        stat = None
+    if stat is None or not S_ISREG(stat.st_mode):
+        identity = f"{name}:{path}"
+    else:
+        identity = f"{name}:{_file_identity(path, stat.st_size, stat.st_mtime_ns)}"
+    if len(_identities) > 64:
+        _identities.clear()
+    _identities[(name, path)] = (now, identity)
+    return identity
 
 
+@lru_cache(maxsize=256)
 def persona_version(system_prompt: str) -> str:
     """The persona's version: a hash of the system prompt it renders to."""
     return content_hash("persona", system_prompt)
@@ -129,15 +150,27 @@ def make_key(
     *, model: str, persona: str, options: GenerationOptions, scope: Scope, message: str
 ) -> CacheKey:
     """Build the partition and exact key for one request."""
-    partition = content_hash(
+    # typed: 0 and 0.0 are equal as dict keys but not in the canonical JSON
+    typed = tuple((v, type(v)) for v in vars(options).values())
+    partition = _partition(model, persona, options, typed, scope.label, scope.fingerprint)
+    key = content_hash("entry", {"partition": partition, "message": normalise_message(message)})
+    return CacheKey(partition, key, scope)
+
+
+@lru_cache(maxsize=4096)
+def _partition(
+    model: str, persona: str, options: GenerationOptions, typed: tuple[Any, ...], scope: str,
+    context: str,
+) -> str:
+    """The partition hash (a pure function of its arguments, so remembered; `typed` makes
+    options that compare equal but serialise differently, like 0 and 0.0, distinct)."""
+    return content_hash(
         "partition",
         {
             "model": model,
             "persona": persona,
             "options": asdict(options),
-            "scope": scope.label,
-            "context": scope.fingerprint,
+            "scope": scope,
+            "context": context,
         },
     )
-    key = content_hash("entry", {"partition": partition, "message": normalise_message(message)})
-    return CacheKey(partition, key, scope)

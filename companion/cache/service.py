@@ -133,6 +133,20 @@ class ResponseCache:
                 self._counts[f"{hit.layer}_hits"] += 1
         return hit, probe
 
+    def peek(self, probe: Probe) -> CacheHit | None:
+        """The exact layer's in-process LRU only: no table read, no semantic search, nothing
+        counted. A caller that serves the hit calls count_hit(); one that does not, lookup()."""
+        entry = self.exact.peek(probe.key.key)
+        return None if entry is None else CacheHit(entry, "exact", 1.0)
+
+    def count_hit(self, hit: CacheHit, lookup_ms: float) -> None:
+        """Count a hit found by peek() and served, as lookup() counts its own."""
+        self.exact.mark_used(hit.entry.key)
+        self._lookup.add(lookup_ms)
+        with self._lock:
+            self._counts["lookups"] += 1
+            self._counts[f"{hit.layer}_hits"] += 1
+
     def embed(self, probe: Probe) -> Probe:
         """The probe with its message vector (embedded once per request)."""
         if probe.vector is not None or self.embedder is None:

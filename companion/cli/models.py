@@ -13,7 +13,8 @@ from companion.cli.config import server_url
 from companion.config import config_path, save_setting
 from companion.llm.hardware import detect_hardware, select_model, system_tier
 from companion.llm.registry import Registry, check_size
-from companion.runtime import plan_model
+from companion.llm.routing import RoutingRule
+from companion.runtime import main_plan, plan_routing
 
 
 def registry_of(obj: Ctx) -> Registry:
@@ -49,19 +50,28 @@ def list_models(obj: Ctx, as_json: bool) -> None:
 @models.command("info")
 @click.pass_obj
 def info(obj: Ctx) -> None:
-    """The hardware tier, the model that would be loaded, why, and its GPU offload.
+    """The hardware tier, the model that would be loaded, why, its GPU offload, and switching.
 
     Example: companion --model-size auto models info
     """
     settings = obj.settings()
     hw = detect_hardware()
-    plan = plan_model(settings, Registry(settings.resolved_models_dir), hw)
+    registry = Registry(settings.resolved_models_dir)
+    plan = main_plan(settings, registry, hw)
+    routing = plan_routing(settings, registry, hw, plan)
     click.echo(f"hardware: {hw.describe()}")
     click.echo(f"tier:     {system_tier(hw)}")
     click.echo(f"model:    {plan.selection.size} -> {plan.selection.path}")
     click.echo(f"why:      {plan.selection.reason}")
     click.echo(f"offload:  {plan.offload.device}, n_gpu_layers={plan.offload.n_gpu_layers} "
                f"({plan.offload.reason})")
+    click.echo(f"routing:  {routing.describe()}")
+    if routing.enabled:
+        rule = RoutingRule.from_settings(settings)
+        history = f", history > {rule.history_tokens} tokens" if rule.history_tokens else ""
+        click.echo(f"rule:     large when > {rule.max_tokens} tokens, code, "
+                   f"> {rule.max_questions} questions or parts, a reasoning word{history}; "
+                   f"else small")
 
 
 @models.command("select")

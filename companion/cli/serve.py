@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import click
 import uvicorn
 
@@ -9,13 +11,18 @@ from companion.cli import Ctx, cli, setup_logging
 from companion.runtime import open_runtime
 from companion.server.app import create_app
 from companion.server.security import check_bind
+from companion.server.shutdown import SHUTDOWN_GRACE_S, UVICORN_EXTRA_S
 
 
 @cli.command()
 @click.option("--host", help="Address to bind (default 127.0.0.1).")
 @click.option("--port", type=int, help="Port (default 13443).")
+@click.option(
+    "--shutdown-grace", type=click.FloatRange(0, 600), default=SHUTDOWN_GRACE_S, show_default=True,
+    help="Seconds open replies may run on after SIGTERM before they are interrupted.",
+)
 @click.pass_obj
-def serve(obj: Ctx, host: str | None, port: int | None) -> None:
+def serve(obj: Ctx, host: str | None, port: int | None, shutdown_grace: float) -> None:
     """Serve the HTTP API.
 
     Example: companion serve --port 13443
@@ -29,13 +36,23 @@ def serve(obj: Ctx, host: str | None, port: int | None) -> None:
         f"listening on http://{settings.host}:{settings.port}",
         err=True,
     )
+    # uvicorn handles SIGTERM/SIGINT itself (open streams get --shutdown-grace seconds to
+    # finish, then are interrupted and marked so), then raises the signal again on its way out;
+    # these handlers absorb that, so a clean shutdown closes the runtime and exits 0.
+    stopped: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: stopped.append(signum))
+    app = create_app(settings, runtime)
+    app.state.shutdown_grace_s = shutdown_grace
     try:
         uvicorn.run(
-            create_app(settings, runtime),
+            app,
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level.lower(),
-            timeout_graceful_shutdown=10,
+            timeout_graceful_shutdown=int(shutdown_grace) + UVICORN_EXTRA_S,
         )
     finally:
         runtime.close()
+    if stopped:
+        click.echo(f"companion: stopped by {signal.Signals(stopped[0]).name}", err=True)

@@ -13,15 +13,22 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+import anyio
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sse_starlette.sse import EventSourceResponse
 
 from companion.domain import ChatResult
 from companion.errors import CompanionError, InputError, ModelError
 from companion.server.routes import admitted_chat, runtime_of
 from companion.server.security import own_user
+from companion.server.shutdown import (
+    INTERRUPTED_MESSAGE,
+    Interrupted,
+    event_source,
+    grace_of,
+    until_shutdown,
+)
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -92,7 +99,8 @@ async def chat_completions(
         raise InputError("the last message must be a non-empty user message", field="messages")
     session = x_session_id or conversation_session(user, body.messages)
     companion = runtime_of(request).companion
-    stream = admitted_chat(request, user, last.text(), session, **_options(body))
+    route = await companion.route(user, last.text(), session)  # model switching: chosen up front
+    stream = admitted_chat(request, user, last.text(), session, route=route, **_options(body))
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if not body.stream:
         result = None
@@ -102,7 +110,11 @@ async def chat_completions(
         assert result is not None
         return _completion(cid, created, result)
     first = await anext(stream)
-    return EventSourceResponse(_chunks(cid, created, first, stream, companion.engine.info.name))
+    shutdown = anyio.Event()  # set on SIGTERM: the reply gets a grace period, then is interrupted
+    grace = grace_of(request)
+    watched = until_shutdown(stream, shutdown, grace)
+    chunks = _chunks(cid, created, first, watched, route.model)
+    return event_source(chunks, shutdown, grace)
 
 
 def _completion(cid: str, created: int, r: ChatResult) -> dict[str, Any]:
@@ -133,7 +145,8 @@ def _chunk(cid: str, created: int, model: str, delta: dict[str, Any], finish: st
 
 
 async def _chunks(
-    cid: str, created: int, first: str | ChatResult, stream: AsyncIterator[str | ChatResult], model: str
+    cid: str, created: int, first: str | ChatResult,
+    stream: AsyncIterator[str | ChatResult | Interrupted], model: str,
 ) -> AsyncIterator[str]:
     """OpenAI stream chunks, ending with data: [DONE]."""
     yield _chunk(cid, created, model, {"role": "assistant", "content": ""}, None)
@@ -145,6 +158,11 @@ async def _chunks(
                 break
             yield _chunk(cid, created, model, {"content": event}, None)
             event = await anext(stream)
+            if isinstance(event, Interrupted):
+                error = {"message": INTERRUPTED_MESSAGE, "type": "server_error", "param": None,
+                         "code": "interrupted"}
+                yield json.dumps({"error": error})
+                break
     except CompanionError as exc:
         yield json.dumps({"error": {"message": exc.message, "type": exc.code, "param": exc.field, "code": exc.code}})
     finally:

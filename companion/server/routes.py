@@ -7,8 +7,8 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request
-from sse_starlette.sse import EventSourceResponse
 
 from companion.chat import DEFAULT_USER
 from companion.domain import ChatResult, Message, Session
@@ -16,6 +16,13 @@ from companion.limits import UserLimits
 from companion.errors import CompanionError, NotFound
 from companion.runtime import Runtime
 from companion.server.security import own_user, require_admin
+from companion.server.shutdown import (
+    INTERRUPTED_MESSAGE,
+    Interrupted,
+    event_source,
+    grace_of,
+    until_shutdown,
+)
 from companion.server.schemas import (
     ChatRequest,
     ChatResponse,
@@ -61,7 +68,9 @@ async def chat(body: ChatRequest, request: Request) -> Any:
         assert result is not None
         return result.to_dict()
     first = await anext(stream)  # errors before the first token become plain HTTP errors
-    return EventSourceResponse(_sse(first, stream), ping=15)
+    shutdown = anyio.Event()  # set on SIGTERM: the reply gets a grace period, then is interrupted
+    grace = grace_of(request)
+    return event_source(_sse(first, until_shutdown(stream, shutdown, grace)), shutdown, grace)
 
 
 def admitted_chat(
@@ -85,12 +94,19 @@ def admitted_chat(
 
 
 async def _sse(
-    first: str | ChatResult, stream: AsyncIterator[str | ChatResult]
+    first: str | ChatResult, stream: AsyncIterator[str | ChatResult | Interrupted]
 ) -> AsyncIterator[dict[str, str]]:
-    """Format chat events as SSE; closing this generator closes (and interrupts) the turn."""
+    """Format chat events as SSE; closing this generator closes (and interrupts) the turn.
+
+    A reply cut short by shutdown ends with an `error` event of code `interrupted`.
+    """
     try:
         yield _sse_event(first)
         async for event in stream:
+            if isinstance(event, Interrupted):
+                error = {"code": "interrupted", "message": INTERRUPTED_MESSAGE}
+                yield {"event": "error", "data": json.dumps({"error": error})}
+                break
             yield _sse_event(event)
     except CompanionError as exc:
         yield {"event": "error", "data": json.dumps({"error": exc.to_dict()})}
@@ -174,6 +190,7 @@ async def models(request: Request) -> dict[str, Any]:
         "tier": rt.plan.selection.tier,
         "reason": rt.plan.selection.reason,
         "offload": {"n_gpu_layers": rt.plan.offload.n_gpu_layers, "reason": rt.plan.offload.reason},
+        "routing": {"enabled": rt.companion.router is not None, "reason": rt.routing.reason},
         "models": rt.registry.rows(),
     }
 

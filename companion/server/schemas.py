@@ -50,6 +50,7 @@ class ChatResponse(BaseModel):
     finish_reason: str
     message_id: int | None
     memories_used: list[dict[str, Any]] = []
+    route: dict[str, Any] | None = None  # model switching: model, size, role, reasons
 
 
 class MessageBody(BaseModel):

@@ -85,11 +85,18 @@ def test_revoked_keys_stop_working(secured: tuple[TestClient, dict[str, str]], t
 
 def test_rate_limit_gives_429_with_retry_after(secured: tuple[TestClient, dict[str, str]]) -> None:
     client, keys = secured
+    # the bucket refills one request per 15 s; a frozen clock keeps slow replies from refilling it
+    limits = client.app.state.limits
+    frozen = limits._now()
+    limits._now = lambda: frozen
     codes = [client.post("/api/v1/chat", json={"message": f"hi {i}"}, headers=auth(keys["alice"])) for i in range(6)]
     assert [c.status_code for c in codes[:4]] == [200] * 4
     limited = codes[4]
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
     assert "rate limit" in limited.json()["error"]["message"]
+    limits._now = lambda: frozen + 15  # a quarter minute later: one more request is allowed
+    again = client.post("/api/v1/chat", json={"message": "hi again"}, headers=auth(keys["alice"]))
+    assert again.status_code == 200
     other = client.post("/api/v1/chat", json={"message": "hello"}, headers=auth(keys["bob"]))
     assert other.status_code == 200
 

@@ -69,16 +69,16 @@ def test_a_memory_appears_is_used_and_can_be_deleted(page: Page) -> None:
     box.press("Enter")
     expect(page.locator("#messages li.assistant .meta")).to_have_count(1, timeout=60_000)
     memories = page.locator("#memory-list li", has_text="Lisbon")
-    expect(memories.first).to_be_visible(timeout=10_000)
+    expect(memories.first).to_be_visible(timeout=30_000)  # stored after the reply
     box.fill("Where do I live?")
     box.press("Enter")
     expect(page.locator("#messages li.assistant .meta")).to_have_count(2, timeout=60_000)
-    expect(page.locator("#used-memories li", has_text="Lisbon").first).to_be_visible()
+    expect(page.locator("#used-memories li", has_text="Lisbon").first).to_be_visible(timeout=30_000)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "page-memory.png"), full_page=True)
     count = memories.count()
     memories.first.get_by_role("button", name="Delete").click()
-    expect(page.locator("#memory-list li", has_text="Lisbon")).to_have_count(count - 1)
+    expect(page.locator("#memory-list li", has_text="Lisbon")).to_have_count(count - 1, timeout=30_000)
 
 
 def test_persona_panel_saves_and_selects_a_persona(page: Page) -> None:
