@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.process_collector import ProcessCollector
@@ -62,6 +62,27 @@ class Metrics:
     def watch_engine(self, stats: Callable[[], dict[str, float]]) -> None:
         """Export the engine's live gauges, read at scrape time."""
         self.registry.register(_EngineCollector(stats))
+
+    def watch_routing(self, stats: Callable[[], dict[str, Any]]) -> None:
+        """Export model switching's requests per model, read at scrape time (`stats()` is
+        Companion.performance_stats()["routing"]; nothing is exported while switching is off)."""
+        self.registry.register(_RoutingCollector(stats))
+
+
+class _RoutingCollector(Collector):
+    def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        routing = self._stats()
+        family = CounterMetricFamily(
+            "companion_routed_requests", "Messages sent to each model by model switching.",
+            labels=["model", "role"],
+        )
+        if routing.get("enabled"):
+            for role in ("small", "large"):
+                family.add_metric([routing[role]["model"], role], routing[f"requests_{role}"])
+        yield family
 
 
 class _EngineCollector(Collector):

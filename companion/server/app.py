@@ -42,6 +42,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         app.state.limits = UserLimits(settings.rate_limit_per_minute, settings.max_concurrent_per_user)
         companion = app.state.runtime.companion
         companion.stats.metrics.watch_engine(lambda: companion.engine.stats())
+        companion.stats.metrics.watch_routing(
+            lambda: companion.router.stats(companion.engine) if companion.router else {}
+        )
         log.info("serving %s on http://%s:%d", app.state.runtime.model_info.name, settings.host, settings.port)
         try:
             yield

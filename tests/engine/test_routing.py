@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from fastapi.testclient import TestClient
 
 from companion.config import Settings, load_settings
@@ -262,6 +263,11 @@ def test_http_replies_and_stats_report_the_routed_model(routed: Runtime) -> None
         assert stats["requests"] == {"SmolLM2-135M-Instruct.Q4_1": 2, LARGE_NAME: 2}
         models = client.get("/api/v1/models").json()
         assert models["routing"]["enabled"] is True and models["loaded"]["name"] == LARGE_NAME
+        metrics = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+        routed_counts = {(s.labels["role"], s.labels["model"]): s.value
+                         for s in metrics["companion_routed_requests"].samples}
+        assert routed_counts == {("small", "SmolLM2-135M-Instruct.Q4_1"): 2,
+                                 ("large", LARGE_NAME): 2}
 
 
 def cli(args: list[str], data: Path, **env: str) -> subprocess.CompletedProcess[str]:
