@@ -74,8 +74,20 @@ def main() -> None:
     cli(prog_name="companion")
 
 
-from companion.cli import bench, cache, chat, config, keys, memory, models, persona, serve  # noqa: E402
+from companion.cli import (  # noqa: E402
+    bench,
+    cache,
+    chat,
+    config,
+    db,
+    keys,
+    memory,
+    models,
+    persona,
+    serve,
+)
 
 __all__ = [
-    "bench", "cache", "chat", "cli", "config", "main", "memory", "models", "persona", "serve",
+    "bench", "cache", "chat", "cli", "config", "db", "keys", "main", "memory", "models",
+    "persona", "serve",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -14,6 +15,7 @@ from companion.cli import Ctx, cli, setup_logging
 SUITES = {
     "cache": "companion.bench.cache",
     "engine": "companion.bench.engine",
+    "load": "companion.bench.load",
     "memory": "companion.bench.memory",
     "models": "companion.bench.models",
 }
@@ -23,16 +25,34 @@ SUITES = {
 @click.argument("suite", type=click.Choice(sorted(SUITES)))
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Save the figures here.")
 @click.option("--size", "scale", type=click.IntRange(1, 100000), help="Workload size (suite default).")
+# bench load only (companion/bench/load.py)
+@click.option("--users", type=click.IntRange(1, 1000), help="load: simulated users (64).")
+@click.option(
+    "--duration", "duration_s", type=click.FloatRange(1, 3600), help="load: seconds of load (180)."
+)
+@click.option("--max-requests", type=click.IntRange(1), help="load: cap on requests sent.")
+@click.option("--max-tokens", type=click.IntRange(1, 8192), help="load: tokens per reply (48).")
+@click.option(
+    "--think", "think_s", type=click.FloatRange(0, 600), help="load: mean think time, s (1)."
+)
+@click.option("--host", help="load: loopback address for the server (127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), help="load: server port (a free one).")
 @click.pass_obj
-def bench(obj: Ctx, suite: str, json_path: Path | None, scale: int | None) -> None:
+def bench(obj: Ctx, suite: str, json_path: Path | None, scale: int | None, **load: Any) -> None:
     """Run a benchmark suite; print its figures and optionally save them as JSON.
 
     Example: companion bench models --json r.json
+
+    Example: companion bench load --users 64 --duration 180 --json load.json
     """
+    given = {k: v for k, v in load.items() if v is not None}
+    if given and suite != "load":
+        name = next(iter(given)).removesuffix("_s").replace("_", "-")
+        raise click.UsageError(f"--{name} is for bench load only")
     settings = obj.settings()
     setup_logging("WARNING")
     module = importlib.import_module(SUITES[suite])
-    figures, notes = module.run(settings, scale)
+    figures, notes = module.run(settings, scale, **given) if given else module.run(settings, scale)
     width = max((len(k) for k in figures), default=10)
     click.echo(f"bench {suite}")
     for name, value in figures.items():
