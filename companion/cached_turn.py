@@ -189,6 +189,8 @@ class CachedTurns:
                 await asyncio.to_thread(memory.observe, user_id, text, saved.user_message_id)
             else:
                 memory.counts["turns"] += 1  # what observe() counts for a turn without facts
+            if personal.extractor is not None:  # LLM extraction, as after_turn queues it
+                personal.extractor.submit(user_id, text, saved.user_message_id)
         window = self.companion.settings.history_messages
         if window < 3:  # the two new messages already overflow the window
             await asyncio.to_thread(personal.summaries.advance, turn.session_id, window)

@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from companion.config import Settings
 from companion.embed.base import Embedder, Vector
+from companion.llm.base import Engine
 from companion.memory.base import Change, Memory, Recalled
 from companion.memory.cleanup import CleanupPolicy
+from companion.memory.llm_extract import LlmExtractor
 from companion.memory.service import MemoryService
 from companion.memory.summary import SessionSummaries
 from companion.persona.model import Persona, Relationship
@@ -62,6 +65,16 @@ class Personal:
         self.memory = memory
         self.personas = personas
         self.summaries = SessionSummaries(store)
+        self.extractor: LlmExtractor | None = None  # LLM extraction, once use_engine() is called
+
+    def use_engine(self, engine: Callable[[], Engine | None]) -> None:
+        """Let LLM extraction (memory_llm_extraction) use the model `engine()` returns at each
+        turn (the serving one: a reload swaps it). Without this call only the rules extract."""
+        if self.memory is not None and self.extractor is None:
+            self.extractor = LlmExtractor(
+                self.settings.memory_llm_extraction, engine, self.memory.embedder,
+                self.memory.reconcile_candidates,
+            )
 
     def prepare(self, user_id: str, session_id: str, text: str,
                 vector: Vector | None = None) -> TurnNotes:
@@ -90,16 +103,23 @@ class Personal:
         if self.memory is not None:
             self.memory.mark_used(user_id, [r.memory.id for r in notes.memories])
             changes = self.memory.observe(user_id, text, message_id)
+            if self.extractor is not None:  # the model's facts follow on its own thread
+                self.extractor.submit(user_id, text, message_id)
         self.personas.interacted(user_id, notes.persona.id, feedback(text))
         self.summaries.advance(session_id, self.settings.history_messages)
         return changes
 
-    def stats(self) -> dict[str, int]:
-        """The memory counters (empty when memory is off)."""
-        return self.memory.stats() if self.memory is not None else {}
+    def stats(self) -> dict[str, float]:
+        """The memory counters, LLM extraction's included (empty when memory is off)."""
+        if self.memory is None:
+            return {}
+        extraction = self.extractor.stats() if self.extractor is not None else {}
+        return {**self.memory.stats(), **extraction}
 
     def close(self) -> None:
         """Stop the cleanup schedule and free the memory index."""
+        if self.extractor is not None:
+            self.extractor.close()
         if self.memory is not None:
             self.memory.close()
 

@@ -274,6 +274,7 @@ def open_runtime(settings: Settings) -> Runtime:
         settings, store, engine, personal=personal, cache=cache, embedder=embedder, router=router
     )
     companion.routing_note = routing.reason
+    personal.use_engine(lambda: companion.engine)  # LLM memory extraction (memory_llm_extraction)
     return Runtime(settings, store, registry, hardware, plan, companion, routing)
 
 

@@ -17,6 +17,7 @@ class GenerationRequest:
     options: GenerationOptions
     session_key: str | None = None
     cancelled: bool = False
+    grammar: str | None = None  # GBNF text (root rule "root"): only what it allows is sampled
 
 
 @dataclass
@@ -69,5 +70,14 @@ class Engine(Protocol):
         ...
 
     def stats(self) -> dict[str, float]: ...
+
+    @property
+    def down_reason(self) -> str | None:
+        """Why the engine takes no requests (its thread stopped, or closed); None if serving."""
+        ...
+
+    def check_serving(self) -> None:
+        """Raise ModelDown now if the engine takes no requests."""
+        ...
 
     def close(self) -> None: ...

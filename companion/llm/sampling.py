@@ -14,17 +14,35 @@ from typing import Any
 import llama_cpp
 
 from companion.domain import GenerationOptions
+from companion.errors import GenerationError
 
 PENALTY_LAST_N = 64  # what llama-cpp-python uses (last_n_tokens_size)
 MIN_P = 0.05  # llama-cpp-python's create_completion default, kept so outputs match it
 
 
 class Sampler:
-    """A sampler chain built from GenerationOptions; free() it when the request ends."""
+    """A sampler chain built from GenerationOptions; free() it when the request ends.
 
-    def __init__(self, options: GenerationOptions, n_vocab: int) -> None:
+    With `grammar` (GBNF text, root rule "root") the chain starts with llama.cpp's grammar
+    sampler, so only tokens the grammar allows can be chosen (and, once it is complete, only
+    the end of generation). A grammar llama.cpp cannot parse raises GenerationError.
+    """
+
+    def __init__(self, options: GenerationOptions, n_vocab: int, *, vocab: Any = None,
+                 grammar: str | None = None) -> None:
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         self._chain: Any = chain
+        if grammar:
+            if vocab is None:
+                self.free()
+                raise GenerationError("a grammar needs the model's vocabulary")
+            constrained = llama_cpp.llama_sampler_init_grammar(
+                vocab, grammar.encode("utf-8"), b"root"
+            )
+            if not constrained:
+                self.free()
+                raise GenerationError("the grammar is not valid GBNF (llama.cpp refused it)")
+            llama_cpp.llama_sampler_chain_add(chain, constrained)
         for sampler in _stages(options, n_vocab):
             llama_cpp.llama_sampler_chain_add(chain, sampler)
 
@@ -36,6 +54,12 @@ class Sampler:
         if self._chain is not None:
             llama_cpp.llama_sampler_free(self._chain)
             self._chain = None
+
+
+def check_grammar(vocab: Any, grammar: str) -> None:
+    """Raise GenerationError unless llama.cpp accepts `grammar` (GBNF with a "root" rule)."""
+    Sampler(GenerationOptions(temperature=0.0, repeat_penalty=1.0), 0, vocab=vocab,
+            grammar=grammar).free()
 
 
 def _stages(opts: GenerationOptions, n_vocab: int) -> list[Any]:

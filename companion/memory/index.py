@@ -86,7 +86,7 @@ class MemoryIndex:
             index = self._users.get(user_id)
             if index is None:
                 return
-            items = list(items)
+            items = list({m.id: m for m in items}.values())  # one row per id (the last given)
             ids = [(m.id,) for m in items]
             self._conn.executemany(f"DELETE FROM {index.table} WHERE rowid = ?", ids)
             self._conn.executemany(

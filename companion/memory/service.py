@@ -66,6 +66,12 @@ class MemoryService:
         """Extract facts from one user turn (plus `extra`, e.g. from a model) and reconcile."""
         candidates = [*extract(text, subject), *extra]
         self.counts["turns"] += 1
+        return self.reconcile_candidates(user_id, candidates, message_id, now=now)
+
+    def reconcile_candidates(self, user_id: str, candidates: Sequence[Candidate],
+                             message_id: int | None, *, now: datetime | None = None,
+                             ) -> list[Change]:
+        """Reconcile facts found outside observe() (a model's, see llm_extract.py)."""
         if not candidates:
             return []
         self.counts["extracted"] += len(candidates)
