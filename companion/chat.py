@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
+
 from companion.cache import Probe, ResponseCache
 from companion.cache.base import CacheEntry, CacheHit
 from companion.cached_turn import CachedTurns
@@ -16,7 +18,13 @@ from companion.config import Settings
 from companion.context import BuiltContext, build_context
 from companion.domain import ChatResult, GenerationOptions, Message, Usage
 from companion.embed.base import Embedder, Vector
-from companion.errors import DeadlineExceeded, InputError, Overloaded, PayloadTooLarge
+from companion.errors import (
+    DeadlineExceeded,
+    InputError,
+    Overloaded,
+    PayloadTooLarge,
+    StorageError,
+)
 from companion.llm.base import Engine, GenerationDone, GenerationRequest
 from companion.llm.routing import ModelRouter, Route
 from companion.persona.prompt import system_prompt
@@ -129,6 +137,7 @@ class Companion:
         started = time.perf_counter()
         user_id = user_id or DEFAULT_USER
         text = self._validate(message)
+        self.engine.check_serving()  # a stopped model: 503 before any session or message is made
         if session_id is None:  # a first message: a shared exact hit needs no context work
             route = route or self.choose_route(text, [])  # a new session has no history
             result = await self.cached_turns.serve(
@@ -179,6 +188,7 @@ class Companion:
             result.extra["route"] = route.to_dict()
             yield result
             return
+        engine.check_serving()  # a stopped model: refuse before storing a message it cannot answer
         user_msg = await asyncio.to_thread(
             self.store.add_message, session.id, "user", text, status="pending",
             token_count=engine.count_tokens(text),
@@ -218,11 +228,15 @@ class Companion:
             model=engine.info.name, cached=False, timings=timings,
         )
         if probe is not None and done.text.strip() and done.finish_reason in ("stop", "length"):
-            await asyncio.to_thread(
-                self.cache.store, probe, done.text, model=engine.info.name,  # type: ignore[union-attr]
-                prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens,
-                finish_reason=done.finish_reason,
-            )
+            try:
+                await asyncio.to_thread(
+                    self.cache.store, probe, done.text, model=engine.info.name,  # type: ignore[union-attr]
+                    prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens,
+                    finish_reason=done.finish_reason,
+                )
+            except (StorageError, OperationalError) as exc:  # the reply is stored; only not cached
+                self.cache.count_error()  # type: ignore[union-attr]
+                log.warning("caching a reply failed (the reply itself is stored): %s", exc)
         if self.personal is not None and notes is not None:
             await asyncio.to_thread(
                 self.personal.after_turn, user_id, session.id, text, user_msg.id, notes
@@ -349,7 +363,12 @@ class Companion:
         )
         if vector is not None:
             probe = replace(probe, vector=vector)
-        hit, probe = await asyncio.to_thread(self.cache.lookup, probe)
+        try:
+            hit, probe = await asyncio.to_thread(self.cache.lookup, probe)
+        except (StorageError, OperationalError) as exc:  # a cache fault is a miss, not a failure
+            self.cache.count_error()
+            log.warning("cache lookup failed (served as a miss): %s", exc)
+            return probe, None
         last_layer = "semantic" if self.cache.semantic is not None else "exact"
         self.stats.record_cache(hit is not None, hit.layer if hit else last_layer)
         return probe, hit

@@ -8,7 +8,10 @@
     ├── ModelError                  (503 model_unavailable)
     │   ├── UnknownModelSize        (422 unknown_model_size)
     │   ├── ModelNotInstalled       (503 model_not_installed)
-    │   └── ModelLoadError          (503 model_load_failed) missing or corrupt GGUF
+    │   ├── ModelLoadError          (503 model_load_failed) missing or corrupt GGUF
+    │   └── ModelDown               (503 model_unavailable) the engine stopped or was closed
+    ├── StorageError                (503 storage_unavailable) database read-only, locked, I/O
+    │   └── StorageFull             (507 storage_full)     disk or database size limit full
     ├── GenerationError             (500 generation_failed)
     │   └── DeadlineExceeded        (504 deadline_exceeded) request_timeout_s passed
     └── Overloaded                  (429 overloaded)       queue full; retry later
@@ -71,6 +74,26 @@ class ModelNotInstalled(ModelError):
 
 class ModelLoadError(ModelError):
     code = "model_load_failed"
+
+
+class ModelDown(ModelError):
+    """The engine cannot take requests: its decode thread stopped, or it was closed."""
+
+    code = "model_unavailable"
+
+
+class StorageError(CompanionError):
+    """The database refused a read or write (read-only, locked, I/O error); nothing was lost."""
+
+    status_code = 503
+    code = "storage_unavailable"
+
+
+class StorageFull(StorageError):
+    """The disk (or the database's size limit) is full; the change was not saved."""
+
+    status_code = 507
+    code = "storage_full"
 
 
 class GenerationError(CompanionError):

@@ -80,6 +80,7 @@ class ResponseCache:
             "semantic_hits": 0,
             "stores": 0,
             "bypassed": 0,
+            "errors": 0,  # lookups or stores the database failed (served as misses / not kept)
         }
         self._lock = threading.Lock()
         self._lookup, self._semantic, self._store = _Timings(), _Timings(), _Timings()
@@ -188,6 +189,11 @@ class ResponseCache:
         with self._lock:
             self._counts["stores"] += 1
         return entry
+
+    def count_error(self) -> None:
+        """Count a lookup or store that failed in the database (the request went on)."""
+        with self._lock:
+            self._counts["errors"] += 1
 
     def count_bypass(self) -> None:
         """Count a request that asked not to use the cache."""

@@ -8,20 +8,28 @@ from pathlib import Path
 from typing import Any
 
 import click
+from sqlalchemy.exc import OperationalError
 
 from companion import __version__
 from companion.config import Settings, load_settings
 from companion.errors import CompanionError
+from companion.storage.faults import storage_error
 
 
 class CompanionGroup(click.Group):
-    """Turns CompanionError into a one-line message and exit code 1 (no traceback)."""
+    """Turns CompanionError (and a database fault: disk full, read-only, locked, I/O) into a
+    one-line message and exit code 1 (no traceback)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except CompanionError as exc:
             raise click.ClickException(exc.message) from None
+        except OperationalError as exc:
+            error = storage_error(exc)
+            if error is None:
+                raise
+            raise click.ClickException(error.message) from None
         except KeyboardInterrupt:
             click.echo("", err=True)
             sys.exit(130)

@@ -17,7 +17,8 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from companion.errors import (
     CompanionError,
     ConfigError,
     GenerationError,
+    ModelDown,
     Overloaded,
     PayloadTooLarge,
 )
@@ -36,7 +38,8 @@ from companion.llm.base import GenerationDone, GenerationRequest, ModelInfo
 from companion.llm.jobs import EngineFigures, Job
 from companion.llm.kvcache import MAX_PREFIXES, Plan, SequencePool
 from companion.llm.llama_cpp import ContextPlan, LoadedModel, load_model
-from companion.llm.sampling import Detokenizer, Sampler, StopText
+from companion.llm.prompt import SpecialTokens, render_prompt
+from companion.llm.sampling import Detokenizer, Sampler, StopText, check_grammar
 
 log = logging.getLogger("companion.llm.batched")
 
@@ -84,6 +87,7 @@ class BatchedEngine:
         self._mem: Any = model.context.memory
         self._vocab: Any = model.model.vocab
         self._n_vocab = int(model.model.n_vocab())
+        self._specials = SpecialTokens(model.model)  # only the template's markers parse
         self.parallel = parallel
         self.max_queue = max_queue
         self._budget = model.plan.n_batch
@@ -93,6 +97,10 @@ class BatchedEngine:
         self._active: list[Job] = []
         self._wake = threading.Condition()
         self._closing = False
+        self._down: str | None = None  # why the engine no longer takes requests (None: serving)
+        self._borrowers = threading.Condition()  # callers tokenizing; close() waits for them
+        self._borrowing = 0
+        self._freed = False
         self.figures = EngineFigures()
         self._thread = threading.Thread(target=self._run, name="companion-engine", daemon=True)
         self._thread.start()
@@ -111,18 +119,48 @@ class BatchedEngine:
     ) -> str:
         """The prompt text for `messages` from the GGUF's chat template (with the reply header)."""
         formatter = self._model.formatter if add_generation_prompt else self._model.prefix_formatter
-        return str(formatter(messages=messages).prompt)
+        with self._borrow():
+            return render_prompt(formatter, messages, self._specials)  # contents marked as data
 
     def tokenize(self, text: str) -> list[int]:
-        """Token ids of a rendered prompt (special tokens parsed, no extra BOS)."""
-        return list(self._model.model.tokenize(text.encode("utf-8"), False, True))
+        """Token ids of a rendered prompt (no extra BOS): special tokens parsed in the template's
+        text only; message contents of a render_chat prompt are plain text (see prompt.py)."""
+        with self._borrow():
+            return self._specials.tokenize(text)
 
     def count_tokens(self, text: str) -> int:
         """Tokens of plain text (special-token strings count as text)."""
-        return len(self._model.model.tokenize(text.encode("utf-8"), False, False))
+        with self._borrow():
+            return len(self._model.model.tokenize(text.encode("utf-8"), False, False))
+
+    @contextmanager
+    def _borrow(self) -> Iterator[None]:
+        """Use the model from a caller's thread; ModelDown once close() has freed it."""
+        with self._borrowers:
+            if self._freed:
+                raise _down_error("it was closed")
+            self._borrowing += 1
+        try:
+            yield
+        finally:
+            with self._borrowers:
+                self._borrowing -= 1
+                self._borrowers.notify_all()
 
     def stats(self) -> dict[str, float]:
         return self.figures.snapshot()
+
+    @property
+    def down_reason(self) -> str | None:
+        """Why the engine takes no requests (its thread stopped, or closed); None if serving."""
+        with self._wake:
+            return self._down
+
+    def check_serving(self) -> None:
+        """Raise ModelDown now if the engine takes no requests (before work that would be lost)."""
+        with self._wake:
+            if self._down is not None or self._closing:
+                raise _down_error(self._down or "it was closed")
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[str | GenerationDone]:
         """Stream text pieces, then one GenerationDone. Closing the stream cancels the run."""
@@ -157,6 +195,9 @@ class BatchedEngine:
             self._closing = True
             self._wake.notify()
         self._thread.join()
+        with self._borrowers:  # a request holding this engine (a reload swapped it) may tokenize
+            self._freed = True
+            self._borrowers.wait_for(lambda: self._borrowing == 0)
         llama_cpp.llama_batch_free(self._batch)
         self._model.close()
 
@@ -167,6 +208,9 @@ class BatchedEngine:
         need = len(request.prompt_tokens) + (0 if prefill_only else request.options.max_tokens)
         if not request.prompt_tokens:
             raise GenerationError("empty prompt")
+        if request.grammar and not prefill_only:  # refused here, not in a step other jobs share
+            with self._borrow():  # the vocab is freed once the engine is closed
+                check_grammar(self._vocab, request.grammar)
         if need > min(self._pool.kv_tokens, self.info.context_length):
             raise PayloadTooLarge(
                 f"prompt of {len(request.prompt_tokens)} tokens plus max_tokens "
@@ -175,8 +219,8 @@ class BatchedEngine:
         key = request.session_key or f"~anonymous-{next(_anonymous)}"
         job = Job(request, key, asyncio.get_running_loop(), asyncio.Queue(), prefill_only)
         with self._wake:
-            if self._closing:
-                raise GenerationError("the engine is closed")
+            if self._down is not None or self._closing:
+                raise _down_error(self._down or "it was closed")
             free_slots = max(0, self.parallel - len(self._active))  # not yet admitted, not waiting
             if len(self._waiting) >= self.max_queue + free_slots:
                 raise Overloaded(
@@ -190,6 +234,25 @@ class BatchedEngine:
     # --- the engine thread ---------------------------------------------------------------
 
     def _run(self) -> None:
+        """The thread: decode until closed. If anything escapes the loop the engine is down."""
+        reason = "it was closed"
+        try:
+            self._loop()
+        except BaseException as exc:
+            reason = f"its decode thread failed: {type(exc).__name__}: {exc}"
+            log.critical("the engine stopped: %s", reason, exc_info=True)
+        finally:
+            self._stop(reason)
+
+    def _loop(self) -> None:
+        """Steps until closed and idle.
+
+        A CompanionError from a step (the KV cache full, a decode status) fails the requests in
+        that batch and the engine goes on. Any other exception (a bug, or the native library
+        failing) leaves the KV cache and the sequence bookkeeping in an unknown state, where
+        going on could mix one session's context into another's: it escapes, and the engine
+        stops (see _stop) until the model is reloaded.
+        """
         while True:
             with self._wake:
                 while not (self._waiting or self._active or self._closing):
@@ -201,10 +264,23 @@ class BatchedEngine:
                 self._reap()
                 if self._active:
                     self._step()
-            except Exception as exc:  # the worker loop: the error goes back to every caller
+            except CompanionError as exc:  # this batch failed: the error goes to its callers
                 log.exception("decode step failed")
                 self._fail_all(exc)
             self._publish()
+
+    def _stop(self, reason: str) -> None:
+        """Refuse new requests from now on; every request still here ends with ModelDown."""
+        with self._wake:
+            self._down = reason
+            left = list(self._waiting) + self._active
+            self._waiting.clear()
+        self._active = []
+        error = _down_error(reason)
+        for job in left:
+            self._reject(job, error)
+        if left:
+            log.error("%d requests ended: the model stopped (%s)", len(left), reason)
 
     def _admit(self) -> None:
         """Start waiting requests while decoding slots and KV cells allow (in arrival order)."""
@@ -252,7 +328,8 @@ class BatchedEngine:
         prompt = job.request.prompt_tokens
         job.pos, job.reused, job.pending = keep, keep, list(prompt[keep:])
         if not job.prefill_only:
-            job.sampler = Sampler(job.request.options, self._n_vocab)
+            job.sampler = Sampler(job.request.options, self._n_vocab, vocab=self._vocab,
+                                  grammar=job.request.grammar)
             job.detok = Detokenizer(self._vocab)
             job.text = StopText(job.request.options.stop)
 
@@ -376,6 +453,14 @@ class BatchedEngine:
         if not self._active:
             gauges.update(batch_size=0.0, batch_sequences=0.0)
         self.figures.publish(gauges, self._pool.counters)
+
+
+def _down_error(reason: str) -> ModelDown:
+    """The error every request gets once the engine has stopped."""
+    return ModelDown(
+        f"the model stopped ({reason}) and serves no requests; restart the server or reload "
+        "the model (POST /api/v1/models/reload)"
+    )
 
 
 def _put(batch: Any, i: int, token: int, pos: int, seq: int, logits: bool) -> None:

@@ -126,6 +126,9 @@ class ModelRouter:
                 for m in history
             )
         signals = self.rule.signals(text, message_tokens, history_tokens)
+        small_down = self.small.down_reason
+        if small_down and not signals:  # failover: the small model stopped
+            signals = [f"the small model is down ({small_down})"]
         route = (
             Route(large, "large", tuple(signals))
             if signals

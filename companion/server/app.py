@@ -14,11 +14,13 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import OperationalError
 
 from companion import __version__
 from companion.config import Settings
 from companion.errors import CompanionError, Overloaded
 from companion.runtime import Runtime, open_runtime
+from companion.server.badinput import RejectUnencodableText, overflow_error
 from companion.server.openai_api import openai_error
 from companion.server.openai_api import router as openai_router
 from companion.limits import UserLimits
@@ -26,6 +28,7 @@ from companion.server.observe import TimingMiddleware
 from companion.server.observe import router as observe_router
 from companion.server.routes import router
 from companion.server.security import BodyLimit, authenticate
+from companion.storage.faults import storage_error
 
 log = logging.getLogger("companion.server")
 
@@ -62,12 +65,15 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(router, dependencies=secured)
     app.include_router(openai_router, dependencies=secured)
     app.include_router(observe_router, dependencies=secured)
+    app.add_middleware(RejectUnencodableText)  # inside BodyLimit: reads a bounded body
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(TimingMiddleware)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_api_route("/", _index, include_in_schema=False)
     app.add_exception_handler(CompanionError, _companion_error)
+    app.add_exception_handler(OperationalError, _database_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(OverflowError, overflow_error)  # a number too big: 422
     return app
 
 
@@ -89,6 +95,9 @@ def _is_openai(request: Request) -> bool:
 
 async def _companion_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, CompanionError)
+    if exc.status_code >= 500:
+        log.warning("%s %s -> %d %s: %s", request.method, request.url.path, exc.status_code,
+                    exc.code, exc.message)
     headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Overloaded) else None
     if _is_openai(request):
         kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
@@ -96,6 +105,14 @@ async def _companion_error(request: Request, exc: Exception) -> JSONResponse:
         resp.headers.update(headers or {})
         return resp
     return JSONResponse({"error": exc.to_dict()}, status_code=exc.status_code, headers=headers)
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """A database fault outside the Store (full, read-only, locked, I/O) as 507/503 JSON."""
+    error = storage_error(exc)
+    if error is None:
+        raise exc  # not a fault but a bug: the usual 500, traceback in the log
+    return await _companion_error(request, error)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -111,5 +128,6 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     if _is_openai(request):
         return openai_error(422, message, "invalid_request_error", field, "invalid_input")
     body = error_body("invalid_input", message, field)
-    body["detail"] = json.loads(json.dumps(errors, default=str))
+    # NaN and Infinity (which Python's JSON accepts) go back as strings: JSON has no such numbers
+    body["detail"] = json.loads(json.dumps(errors, default=str), parse_constant=str)
     return JSONResponse(body, status_code=422)

@@ -1,14 +1,21 @@
-"""/metrics and the ASGI middleware that times every HTTP request by route."""
+"""/metrics, /api/v1/health and the ASGI middleware that times every HTTP request by route."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import shutil
 import time
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from companion.errors import StorageError
+from companion.runtime import Runtime
 from companion.server.routes import runtime_of
 from companion.server.security import require_admin
 
@@ -24,6 +31,39 @@ async def metrics(request: Request) -> Response:
     m.model_load.set(rt.model_info.load_time_s)
     m.model_rss.set(rt.model_info.rss_added_mb * 2**20)
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/api/v1/health")
+async def health(request: Request) -> JSONResponse:
+    """Readiness (no key needed): the model engines and the database; 503 when one is down."""
+    report = await asyncio.to_thread(health_report, runtime_of(request))
+    return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
+
+
+def health_report(rt: Runtime) -> dict[str, Any]:
+    """Whether each engine takes requests and the database answers, with the reasons."""
+    engines = {"model": rt.companion.engine}
+    if rt.companion.router is not None:
+        engines["small_model"] = rt.companion.router.small
+    checks: dict[str, dict[str, Any]] = {}
+    for part, engine in engines.items():
+        reason = getattr(engine, "down_reason", None)
+        checks[part] = {"name": engine.info.name, "status": "down" if reason else "ok"}
+        if reason:
+            checks[part]["reason"] = (
+                f"the model stopped ({reason}); restart the server or "
+                "reload the model (POST /api/v1/models/reload)"
+            )
+    try:
+        with rt.store.reading() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        checks["database"] = {"status": "ok"}
+    except StorageError as exc:
+        checks["database"] = {"status": "down", "reason": exc.message}
+    with contextlib.suppress(OSError):  # the data dir may be gone: the report says the rest
+        checks["database"]["disk_free_mb"] = shutil.disk_usage(rt.settings.data_dir).free // 2**20
+    problems = [f"{part}: {c['reason']}" for part, c in checks.items() if c["status"] != "ok"]
+    return {"status": "down" if problems else "ok", "problems": problems, "checks": checks}
 
 
 class TimingMiddleware:

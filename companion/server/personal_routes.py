@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from companion.errors import InputError, NotFound
 from companion.memory.service import MemoryService
@@ -17,6 +17,8 @@ from companion.persona.prompt import system_prompt
 from companion.personal import Personal
 from companion.server.schemas import (
     ID_PATTERN,
+    INT64_MAX,
+    INT64_MIN,
     MemoryCreate,
     MemoryEdit,
     PersonaBody,
@@ -27,6 +29,8 @@ from companion.userdata import delete_user, export_user
 router = APIRouter()
 USER = "/api/v1/users/{user_id}"
 MAX_CARD_BYTES = 4 << 20
+MemoryId = Annotated[int, Path(ge=INT64_MIN, le=INT64_MAX)]  # SQLite's integers: 422 beyond
+Offset = Annotated[int, Query(ge=INT64_MIN, le=INT64_MAX)]
 
 
 def _personal(request: Request) -> Personal:
@@ -53,7 +57,7 @@ def _user(user_id: str) -> str:
 
 
 @router.get(USER + "/memories", tags=["memory"])
-async def list_memories(user_id: str, request: Request, limit: int = 50, offset: int = 0,
+async def list_memories(user_id: str, request: Request, limit: int = 50, offset: Offset = 0,
                         topic: str | None = None) -> dict[str, Any]:
     """A user's memories, most important first (or one topic's)."""
     memory = _memory(request)
@@ -80,7 +84,7 @@ async def add_memory(user_id: str, body: MemoryCreate, request: Request) -> dict
 
 
 @router.patch(USER + "/memories/{memory_id}", tags=["memory"])
-async def edit_memory(user_id: str, memory_id: int, body: MemoryEdit,
+async def edit_memory(user_id: str, memory_id: MemoryId, body: MemoryEdit,
                       request: Request) -> dict[str, Any]:
     """Change a memory's text, importance or topics."""
     memory = _memory(request)
@@ -90,7 +94,7 @@ async def edit_memory(user_id: str, memory_id: int, body: MemoryEdit,
 
 
 @router.delete(USER + "/memories/{memory_id}", status_code=204, tags=["memory"])
-async def delete_memory(user_id: str, memory_id: int, request: Request) -> Response:
+async def delete_memory(user_id: str, memory_id: MemoryId, request: Request) -> Response:
     """Delete one memory."""
     await asyncio.to_thread(_memory(request).delete, _user(user_id), memory_id)
     return Response(status_code=204)
@@ -98,7 +102,8 @@ async def delete_memory(user_id: str, memory_id: int, request: Request) -> Respo
 
 @router.get(USER + "/memories/history", tags=["memory"])
 async def memory_history(user_id: str, request: Request,
-                         memory_id: int | None = None) -> dict[str, Any]:
+                         memory_id: Annotated[int | None, Query(ge=INT64_MIN, le=INT64_MAX)]
+                         = None) -> dict[str, Any]:
     """Every ADD / UPDATE / DELETE / NONE of a user's memories."""
     rows = await asyncio.to_thread(_memory(request).history, _user(user_id), memory_id)
     return {"user_id": user_id, "history": rows}

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
 
 from companion.chat import DEFAULT_USER
 from companion.domain import ChatResult, Message, Session
@@ -46,10 +47,15 @@ def runtime_of(request: Request) -> Runtime:
 
 
 @router.get("/healthz", tags=["meta"])
-async def healthz(request: Request) -> dict[str, Any]:
-    """Liveness and the loaded model."""
+async def healthz(request: Request) -> Any:
+    """Liveness and the loaded model; 503 with the reason once the model has stopped."""
     rt = runtime_of(request)
-    return {"status": "ok", "model": rt.model_info.name, "model_size": rt.model_info.size}
+    body: dict[str, Any] = {"status": "ok", "model": rt.model_info.name,
+                            "model_size": rt.model_info.size}
+    reason = rt.companion.engine.down_reason
+    if reason:
+        return JSONResponse({**body, "status": "down", "reason": reason}, status_code=503)
+    return body
 
 
 @router.post("/api/v1/chat", response_model=ChatResponse, responses=ERRORS, tags=["chat"])
@@ -145,11 +151,14 @@ async def cache_clear(request: Request, scope: str | None = None) -> dict[str, A
 
 
 @router.get("/api/v1/sessions", response_model=list[SessionBody], tags=["chat"])
-async def sessions(request: Request, user_id: str | None = None, limit: int = 50) -> Any:
+async def sessions(
+    request: Request, user_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Any:
     """A user's sessions, newest first."""
     user_id = own_user(request, user_id) or DEFAULT_USER
     store = runtime_of(request).store
-    found = await asyncio.to_thread(store.list_sessions, user_id, max(1, min(limit, 500)))
+    found = await asyncio.to_thread(store.list_sessions, user_id, limit)
     return [_session(s) for s in found]
 
 
@@ -160,7 +169,9 @@ async def sessions(request: Request, user_id: str | None = None, limit: int = 50
     tags=["chat"],
 )
 async def session_messages(
-    session_id: str, request: Request, limit: int | None = None, offset: int = 0
+    session_id: str, request: Request,
+    limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
 ) -> Any:
     """Every message of a session, oldest first, with status, tokens and timings."""
     store = runtime_of(request).store
@@ -168,7 +179,7 @@ async def session_messages(
     if session is None:
         raise NotFound(f"no session {session_id!r}", field="session_id")
     own_user(request, session.user_id)
-    msgs = await asyncio.to_thread(store.list_messages, session_id, limit, max(0, offset))
+    msgs = await asyncio.to_thread(store.list_messages, session_id, limit, offset)
     return {"session_id": session.id, "user_id": session.user_id, "messages": [_message(m) for m in msgs]}
 
 

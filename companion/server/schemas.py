@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,64}$"
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # what SQLite can store: larger ids and offsets get 422
 
 
 class ChatRequest(BaseModel):

@@ -19,6 +19,7 @@ from sqlalchemy.pool import StaticPool
 
 from companion.domain import Message, MessageStatus, Role, Session, User
 from companion.errors import InputError, NotFound
+from companion.storage.faults import storage_faults
 from companion.storage.schema import ID_LENGTH, messages, sessions, users
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -130,7 +131,8 @@ def open_store(url: str) -> Store:
     """Open (creating and migrating as needed) the database at url and wrap it in a Store."""
     engine = create_store_engine(url)
     try:
-        upgrade_to_head(engine)
+        with storage_faults():
+            upgrade_to_head(engine)
     except BaseException:
         engine.dispose()
         raise
@@ -170,14 +172,18 @@ class Store:
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        """One write transaction at a time (committed on exit, rolled back on error)."""
-        with self._write_lock, self._engine.begin() as conn:
+        """One write transaction at a time (committed on exit, rolled back on error).
+
+        A full disk, a read-only file, an I/O error or a lock past busy_timeout comes out as
+        StorageError (StorageFull for a full disk); the transaction is rolled back whole.
+        """
+        with storage_faults(), self._write_lock, self._engine.begin() as conn:
             yield conn
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         """A read-only connection; reads do not wait for the writer (WAL)."""
-        with self._read_guard, self._engine.connect() as conn:
+        with storage_faults(), self._read_guard, self._engine.connect() as conn:
             yield conn
 
     def writing(self) -> AbstractContextManager[Connection]:
