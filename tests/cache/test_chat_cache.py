@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from fastapi.testclient import TestClient
 
 from companion.runtime import Runtime, open_runtime
-from companion.server.app import create_app
 from tests.conftest import make_settings
 
 SECRET = "4812"
@@ -93,12 +89,6 @@ async def test_history_keys_replies_to_the_user_and_context(runtime: Runtime) ->
         "erin", "What should I cook tonight?", max_tokens=12, temperature=0.0
     )
     assert not follow.cached and not stranger.cached
-
-
-@pytest.fixture
-def client(runtime: Runtime) -> Iterator[TestClient]:
-    with TestClient(create_app(runtime.settings, runtime)) as c:
-        yield c
 
 
 def test_http_bypass_stats_and_clear(client: TestClient) -> None:

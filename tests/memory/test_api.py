@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from fastapi.testclient import TestClient
 
 from companion.persona.card import read_png_card
-from companion.runtime import Runtime
-from companion.server.app import create_app
-
-
-@pytest.fixture
-def client(runtime: Runtime) -> Iterator[TestClient]:
-    with TestClient(create_app(runtime.settings, runtime)) as c:
-        yield c
 
 
 def test_memory_routes(client: TestClient) -> None:

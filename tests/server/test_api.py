@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-
 import pytest
 from fastapi.testclient import TestClient
 
 from companion.runtime import Runtime
-from companion.server.app import create_app
-
-
-@pytest.fixture
-def client(runtime: Runtime) -> Iterator[TestClient]:
-    with TestClient(create_app(runtime.settings, runtime)) as c:
-        yield c
-
-
-def sse_events(text: str) -> list[tuple[str, dict[str, object]]]:
-    events = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-        if "event" in fields:
-            events.append((fields["event"], json.loads(fields["data"])))
-    return events
+from tests.conftest import sse_events
 
 
 def test_the_spec_curl_example_works_as_written(client: TestClient) -> None:

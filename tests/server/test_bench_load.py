@@ -3,6 +3,7 @@ lost-message check against a real SQLite file."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -19,18 +20,45 @@ FIGURES = (
 )  # fmt: skip
 
 
-def companion(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COMPANION_MODEL_SIZE": "tiny"}
+def companion(
+    *args: str, timeout: float = 120, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COMPANION_MODEL_SIZE": "tiny", **extra_env}
     command = [str(Path(sys.executable).with_name("companion")), *args]
     return subprocess.run(
         command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
     )
 
 
+def persona_chat(root: Path) -> Path:
+    """A few conversations in Synthetic-Persona-Chat's CSV layout (the test does not depend on
+    ../shared/data being beside the checkout)."""
+    rows = [
+        ["I love hiking.", "I have a cat.",
+         "User 1: Hi! How are you today?\nUser 2: Great, thanks.\n"
+         "User 1: I went hiking this weekend.\nUser 2: Nice!\nUser 1: Do you like the outdoors?"],
+        ["I am a teacher.", "I play chess.",
+         "User 1: Hello there.\nUser 2: Hi.\nUser 1: I teach math at a school.\n"
+         "User 2: Cool.\nUser 1: What do you do for fun?"],
+        ["I bake bread.", "I run marathons.",
+         "User 1: Good morning!\nUser 2: Morning.\nUser 1: I baked bread today.\n"
+         "User 2: Yum.\nUser 1: Have you ever baked?"],
+    ]
+    folder = root / "persona_chat"
+    folder.mkdir(parents=True)
+    with (folder / "Synthetic-Persona-Chat_test.csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["user 1 personas", "user 2 personas", "Best Generated Conversation"])
+        writer.writerows(rows)
+    return root
+
+
 def test_bench_load_small_run_loses_nothing(tmp_path: Path) -> None:
     out = tmp_path / "load.json"
+    data = persona_chat(tmp_path / "shared")
     done = companion("bench", "load", "--users", "4", "--duration", "6", "--max-tokens", "16",
-                     "--think", "0.5", "--json", str(out))  # fmt: skip
+                     "--think", "0.5", "--json", str(out),
+                     COMPANION_SHARED_DATA=str(data))  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "load_lost_messages" in done.stdout
     saved = json.loads(out.read_text())

@@ -5,13 +5,11 @@ one line in the CLI)."""
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +19,9 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from companion.runtime import Runtime
-from companion.server.app import create_app
+from tests.conftest import sse_events
 
 REPLY = {"max_tokens": 24, "temperature": 0.0, "cache": False}
-
-
-@pytest.fixture
-def client(runtime: Runtime) -> Iterator[TestClient]:
-    with TestClient(create_app(runtime.settings, runtime)) as c:
-        yield c
-
-
-def sse_events(text: str) -> list[tuple[str, dict[str, Any]]]:
-    events = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-        if "event" in fields:
-            events.append((fields["event"], json.loads(fields["data"])))
-    return events
 
 
 def messages_of(client: TestClient, session_id: str) -> list[dict[str, Any]]:
