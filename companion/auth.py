@@ -61,14 +61,22 @@ class KeyStore:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def create(self, user_id: str, name: str = "default", admin: bool = False) -> tuple[str, ApiKey]:
+    def create(
+        self, user_id: str, name: str = "default", admin: bool = False
+    ) -> tuple[str, ApiKey]:
         """A new key for `user_id`; the plain key is returned once and never stored."""
         self.store.ensure_user(user_id)
         key_id = secrets.token_hex(6)
         key = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
         row = {
-            "id": key_id, "user_id": user_id, "name": name[:255], "key_hash": hash_secret(key),
-            "admin": admin, "created_at": datetime.now(UTC), "last_used_at": None, "revoked_at": None,
+            "id": key_id,
+            "user_id": user_id,
+            "name": name[:255],
+            "key_hash": hash_secret(key),
+            "admin": admin,
+            "created_at": datetime.now(UTC),
+            "last_used_at": None,
+            "revoked_at": None,
         }
         with self.store.writing() as conn:
             conn.execute(api_keys.insert().values(**row))
@@ -78,7 +86,11 @@ class KeyStore:
         """The principal of a valid, unrevoked key; Unauthorized otherwise."""
         digest = hash_secret(key)
         with self.store.reading() as conn:
-            row = conn.execute(sa.select(api_keys).where(api_keys.c.key_hash == digest)).mappings().first()
+            row = (
+                conn.execute(sa.select(api_keys).where(api_keys.c.key_hash == digest))
+                .mappings()
+                .first()
+            )
         if row is None or not hmac.compare_digest(row["key_hash"], digest) or row["revoked_at"]:
             raise Unauthorized("invalid or revoked API key")
         return Principal(row["user_id"], bool(row["admin"]), row["id"])
@@ -87,7 +99,9 @@ class KeyStore:
         """Record when a key was last used."""
         with self.store.writing() as conn:
             conn.execute(
-                api_keys.update().where(api_keys.c.id == key_id).values(last_used_at=datetime.now(UTC))
+                api_keys.update()
+                .where(api_keys.c.id == key_id)
+                .values(last_used_at=datetime.now(UTC))
             )
 
     def list(self, user_id: str | None = None) -> list[ApiKey]:
@@ -109,13 +123,20 @@ class KeyStore:
 
     def any_active(self) -> bool:
         with self.store.reading() as conn:
-            query = sa.select(sa.func.count()).select_from(api_keys).where(api_keys.c.revoked_at.is_(None))
+            query = (
+                sa.select(sa.func.count())
+                .select_from(api_keys)
+                .where(api_keys.c.revoked_at.is_(None))
+            )
             return bool(conn.execute(query).scalar_one())
 
 
 def _key(row: dict[str, object]) -> ApiKey:
     return ApiKey(
-        id=str(row["id"]), user_id=str(row["user_id"]), name=str(row["name"]), admin=bool(row["admin"]),
+        id=str(row["id"]),
+        user_id=str(row["user_id"]),
+        name=str(row["name"]),
+        admin=bool(row["admin"]),
         created_at=row["created_at"],  # type: ignore[arg-type]
         last_used_at=row["last_used_at"],  # type: ignore[arg-type]
         revoked=row["revoked_at"] is not None,

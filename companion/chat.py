@@ -72,8 +72,14 @@ class Companion:
     """Builds the context, generates, stores the exchange and keeps the figures."""
 
     def __init__(
-        self, settings: Settings, store: Store, engine: Engine, *, personal: Personal | None = None,
-        cache: ResponseCache | None = None, embedder: Embedder | None = None,
+        self,
+        settings: Settings,
+        store: Store,
+        engine: Engine,
+        *,
+        personal: Personal | None = None,
+        cache: ResponseCache | None = None,
+        embedder: Embedder | None = None,
         router: ModelRouter | None = None,
     ) -> None:
         self.router = router  # model switching: a small engine beside `engine` (None: off)
@@ -111,8 +117,13 @@ class Companion:
         return self.choose_route(text, history)
 
     async def chat(
-        self, user_id: str | None, message: str, session_id: str | None = None, *,
-        use_cache: bool = True, **options: Any,
+        self,
+        user_id: str | None,
+        message: str,
+        session_id: str | None = None,
+        *,
+        use_cache: bool = True,
+        **options: Any,
     ) -> ChatResult:
         """One complete reply (the streamed turn, collected)."""
         stream = self.chat_stream(user_id, message, session_id, use_cache=use_cache, **options)
@@ -122,8 +133,14 @@ class Companion:
         raise AssertionError("chat_stream ended without a result")
 
     async def chat_stream(
-        self, user_id: str | None, message: str, session_id: str | None = None, *,
-        use_cache: bool = True, route: Route | None = None, **options: Any,
+        self,
+        user_id: str | None,
+        message: str,
+        session_id: str | None = None,
+        *,
+        use_cache: bool = True,
+        route: Route | None = None,
+        **options: Any,
     ) -> AsyncIterator[str | ChatResult]:
         """Text pieces as they are generated, then the ChatResult.
 
@@ -141,8 +158,14 @@ class Companion:
         if session_id is None:  # a first message: a shared exact hit needs no context work
             route = route or self.choose_route(text, [])  # a new session has no history
             result = await self.cached_turns.serve(
-                user_id, text, _title(text), use_cache=use_cache, engine=route.engine,
-                options=options, started=started, route_info=route.to_dict(),
+                user_id,
+                text,
+                _title(text),
+                use_cache=use_cache,
+                engine=route.engine,
+                options=options,
+                started=started,
+                route_info=route.to_dict(),
             )
             if result is not None:
                 yield result.response
@@ -190,7 +213,11 @@ class Companion:
             return
         engine.check_serving()  # a stopped model: refuse before storing a message it cannot answer
         user_msg = await asyncio.to_thread(
-            self.store.add_message, session.id, "user", text, status="pending",
+            self.store.add_message,
+            session.id,
+            "user",
+            text,
+            status="pending",
             token_count=engine.count_tokens(text),
         )
         request = GenerationRequest(built.prompt_tokens, opts, session_key=session.id)
@@ -223,15 +250,24 @@ class Companion:
             "total_ms": round((time.perf_counter() - started) * 1000, 2),
         }
         reply = await asyncio.to_thread(
-            self.store.complete_exchange, user_msg.id, done.text,
-            user_tokens=user_msg.token_count, reply_tokens=done.completion_tokens,
-            model=engine.info.name, cached=False, timings=timings,
+            self.store.complete_exchange,
+            user_msg.id,
+            done.text,
+            user_tokens=user_msg.token_count,
+            reply_tokens=done.completion_tokens,
+            model=engine.info.name,
+            cached=False,
+            timings=timings,
         )
         if probe is not None and done.text.strip() and done.finish_reason in ("stop", "length"):
             try:
                 await asyncio.to_thread(
-                    self.cache.store, probe, done.text, model=engine.info.name,  # type: ignore[union-attr]
-                    prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens,
+                    self.cache.store,
+                    probe,
+                    done.text,
+                    model=engine.info.name,  # type: ignore[union-attr]
+                    prompt_tokens=done.prompt_tokens,
+                    completion_tokens=done.completion_tokens,
                     finish_reason=done.finish_reason,
                 )
             except (StorageError, OperationalError) as exc:  # the reply is stored; only not cached
@@ -249,9 +285,15 @@ class Companion:
             completion=done.completion_tokens,
         )
         log.info(
-            "chat user=%s session=%s: %d prompt + %d reply tokens in %.0f ms (history %d, dropped %d)",
-            user_id, session.id, done.prompt_tokens, done.completion_tokens, timings["total_ms"],
-            built.history_used, built.history_dropped,
+            "chat user=%s session=%s: %d prompt + %d reply tokens in %.0f ms "
+            "(history %d, dropped %d)",
+            user_id,
+            session.id,
+            done.prompt_tokens,
+            done.completion_tokens,
+            timings["total_ms"],
+            built.history_used,
+            built.history_dropped,
         )
         yield ChatResult(
             response=done.text,
@@ -267,12 +309,19 @@ class Companion:
                 "route": route.to_dict(),
                 "context": built.messages,  # the prompt as sent, for tests and debugging
                 "memory_ids": [r.memory.id for r in notes.memories[: built.memories_used]]
-                if notes else [],
+                if notes
+                else [],
                 "memories_used": [
-                    {"id": r.memory.id, "text": r.memory.text, "score": round(r.score, 4),
-                     "reasons": r.reasons}
+                    {
+                        "id": r.memory.id,
+                        "text": r.memory.text,
+                        "score": round(r.score, 4),
+                        "reasons": r.reasons,
+                    }
                     for r in notes.memories[: built.memories_used]
-                ] if notes else [],
+                ]
+                if notes
+                else [],
             },
         )
 
@@ -293,19 +342,30 @@ class Companion:
         system = await asyncio.to_thread(self._system_prompt, user_id)
         budget = engine.info.context_length - self.settings.max_tokens
         tokens = session_prefix(engine, system, history, budget)
-        result: dict[str, Any] = {"session_id": session.id, "user_id": user_id,
-                                  "prefix_tokens": len(tokens), "prefilled": False}
+        result: dict[str, Any] = {
+            "session_id": session.id,
+            "user_id": user_id,
+            "prefix_tokens": len(tokens),
+            "prefilled": False,
+        }
         if self.router is not None:  # model switching: the first message may go to either model
             small = self.router.small
             small_budget = small.info.context_length - self.settings.max_tokens
-            result["small_model_prefilled"] = await self._prefill(
-                small, session_prefix(small, system, history, small_budget), session.id
-            ) is not None
+            result["small_model_prefilled"] = (
+                await self._prefill(
+                    small, session_prefix(small, system, history, small_budget), session.id
+                )
+                is not None
+            )
         done = await self._prefill(engine, tokens, session.id)
         if done is None:
             return result
-        return {**result, "prefilled": True, "reused_tokens": int(done.timings["reused_tokens"]),
-                "prefill_ms": done.timings["generation_ms"]}
+        return {
+            **result,
+            "prefilled": True,
+            "reused_tokens": int(done.timings["reused_tokens"]),
+            "prefill_ms": done.timings["generation_ms"],
+        }
 
     async def _prefill(
         self, engine: Engine, tokens: list[int], session_key: str
@@ -334,7 +394,8 @@ class Companion:
             "model_load_time": info.load_time_s,
             "model_rss_mb": info.rss_added_mb,
             "engine": self.engine.stats(),
-            "routing": self.router.stats(self.engine) if self.router is not None
+            "routing": self.router.stats(self.engine)
+            if self.router is not None
             else {"enabled": False, "reason": self.routing_note},
             "memory": self.personal.stats() if self.personal is not None else {},
             "cache": self.cache.stats() if self.cache is not None else {"enabled": False},
@@ -347,8 +408,14 @@ class Companion:
         return await asyncio.to_thread(self.embedder.embed_one, text)
 
     async def _lookup(
-        self, user_id: str, text: str, opts: GenerationOptions, built: BuiltContext,
-        vector: Vector | None, use_cache: bool, engine: Engine,
+        self,
+        user_id: str,
+        text: str,
+        opts: GenerationOptions,
+        built: BuiltContext,
+        vector: Vector | None,
+        use_cache: bool,
+        engine: Engine,
     ) -> tuple[Probe | None, CacheHit | None]:
         """Ask the cache; the probe (None when caching is off or bypassed) keys the store later."""
         if self.cache is None or not self.settings.enable_caching:
@@ -358,8 +425,14 @@ class Companion:
             return None, None
         info = engine.info  # the routed model: a reply is never served across models
         probe = self.cache.probe(
-            user_id, built.messages[:-1], text, options=opts, model_name=info.name,
-            model_path=info.path, history_used=built.history_used, personal=built.personal,
+            user_id,
+            built.messages[:-1],
+            text,
+            options=opts,
+            model_name=info.name,
+            model_path=info.path,
+            history_used=built.history_used,
+            personal=built.personal,
         )
         if vector is not None:
             probe = replace(probe, vector=vector)
@@ -374,39 +447,71 @@ class Companion:
         return probe, hit
 
     async def _serve_cached(
-        self, user_id: str, session_id: str, text: str, hit: CacheHit, notes: TurnNotes | None,
-        timings: dict[str, float], started: float,
+        self,
+        user_id: str,
+        session_id: str,
+        text: str,
+        hit: CacheHit,
+        notes: TurnNotes | None,
+        timings: dict[str, float],
+        started: float,
     ) -> ChatResult:
         """Store the exchange as a cached one, let the memory learn from it, count it."""
         entry = hit.entry
         total_ms = round((time.perf_counter() - started) * 1000, 2)
-        timings = {**timings, "cache_similarity": round(hit.similarity, 4),
-                   "time_to_first_token_ms": total_ms, "generation_ms": 0.0,
-                   "tokens_per_second": 0.0, "total_ms": total_ms}
+        timings = {
+            **timings,
+            "cache_similarity": round(hit.similarity, 4),
+            "time_to_first_token_ms": total_ms,
+            "generation_ms": 0.0,
+            "tokens_per_second": 0.0,
+            "total_ms": total_ms,
+        }
         reply = await asyncio.to_thread(
             self._store_cached, user_id, session_id, text, entry, notes, timings
         )
-        self.stats.record_request(response_ms=total_ms, ttft_ms=total_ms, tokens_per_s=0.0,
-                                  prompt=0, completion=0)
+        self.stats.record_request(
+            response_ms=total_ms, ttft_ms=total_ms, tokens_per_s=0.0, prompt=0, completion=0
+        )
         return ChatResult(
-            response=entry.response, session_id=session_id, user_id=user_id, cached=True,
-            model=entry.model, usage=Usage(0, entry.completion_tokens), timings=timings,
-            finish_reason=entry.finish_reason, message_id=reply.id,
-            extra={"cache_layer": hit.layer, "cache_similarity": hit.similarity,
-                   "cache_scope": entry.scope, "cache_key": entry.key},
+            response=entry.response,
+            session_id=session_id,
+            user_id=user_id,
+            cached=True,
+            model=entry.model,
+            usage=Usage(0, entry.completion_tokens),
+            timings=timings,
+            finish_reason=entry.finish_reason,
+            message_id=reply.id,
+            extra={
+                "cache_layer": hit.layer,
+                "cache_similarity": hit.similarity,
+                "cache_scope": entry.scope,
+                "cache_key": entry.key,
+            },
         )
 
     def _store_cached(
-        self, user_id: str, session_id: str, text: str, entry: CacheEntry,
-        notes: TurnNotes | None, timings: dict[str, float],
+        self,
+        user_id: str,
+        session_id: str,
+        text: str,
+        entry: CacheEntry,
+        notes: TurnNotes | None,
+        timings: dict[str, float],
     ) -> Message:
         """Store a cached exchange and let the memory learn from it (one thread hop)."""
         user_msg = self.store.add_message(
             session_id, "user", text, status="pending", token_count=self.engine.count_tokens(text)
         )
         reply = self.store.complete_exchange(
-            user_msg.id, entry.response, user_tokens=user_msg.token_count,
-            reply_tokens=entry.completion_tokens, model=entry.model, cached=True, timings=timings,
+            user_msg.id,
+            entry.response,
+            user_tokens=user_msg.token_count,
+            reply_tokens=entry.completion_tokens,
+            model=entry.model,
+            cached=True,
+            timings=timings,
         )
         if self.personal is not None and notes is not None:
             self.personal.after_turn(user_id, session_id, text, user_msg.id, notes)

@@ -55,9 +55,26 @@ DEFAULT_SYSTEM_PROMPT = (
 
 # Words that ask for reasoning rather than small talk (whole words, case-insensitive).
 DEFAULT_ROUTING_KEYWORDS = (
-    "why", "explain", "analyze", "analyse", "compare", "prove", "derive", "calculate",
-    "step by step", "difference between", "pros and cons", "trade-off", "tradeoff",
-    "evaluate", "debug", "implement", "algorithm", "summarize", "summarise", "plan",
+    "why",
+    "explain",
+    "analyze",
+    "analyse",
+    "compare",
+    "prove",
+    "derive",
+    "calculate",
+    "step by step",
+    "difference between",
+    "pros and cons",
+    "trade-off",
+    "tradeoff",
+    "evaluate",
+    "debug",
+    "implement",
+    "algorithm",
+    "summarize",
+    "summarise",
+    "plan",
 )
 
 _toml_path: ContextVar[Path | None] = ContextVar("companion_toml_path", default=None)
@@ -68,7 +85,8 @@ def default_data_dir() -> Path:
 
 
 class _TomlSource(PydanticBaseSettingsSource):
-    """Reads the TOML file named by --config or COMPANION_CONFIG ([companion] table or top level)."""
+    """Reads the TOML file named by --config or COMPANION_CONFIG ([companion] table or top
+    level)."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False
@@ -184,7 +202,9 @@ class Settings(BaseSettings):
     port: int = Field(default=13443, ge=1, le=65535)
 
     # Access and limits (companion/auth.py, companion/limits.py)
-    auth: bool = Field(default=False, description="require API keys; off is allowed on loopback only")
+    auth: bool = Field(
+        default=False, description="require API keys; off is allowed on loopback only"
+    )
     rate_limit_per_minute: int = Field(default=120, ge=1, description="chat requests per user")
     max_concurrent_per_user: int = Field(default=4, ge=1, description="chat requests in flight")
     max_body_bytes: int = Field(default=1 << 20, ge=1024, description="larger bodies get 413")
@@ -251,7 +271,9 @@ def apply_preset(settings: Settings) -> Settings:
     """Fill the preset's values into every field not set explicitly."""
     if settings.preset is None:
         return settings
-    unset = {k: v for k, v in PRESETS[settings.preset].items() if k not in settings.model_fields_set}
+    unset = {
+        k: v for k, v in PRESETS[settings.preset].items() if k not in settings.model_fields_set
+    }
     return settings.model_copy(update=unset)
 
 

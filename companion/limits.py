@@ -48,7 +48,9 @@ class UserLimits:
         now = self._now()
         with self._lock:
             b = self._buckets.setdefault(user_id, _Bucket(float(self.per_minute), now))
-            b.tokens = min(float(self.per_minute), b.tokens + (now - b.stamp) * self.per_minute / 60)
+            b.tokens = min(
+                float(self.per_minute), b.tokens + (now - b.stamp) * self.per_minute / 60
+            )
             b.stamp = now
             if b.in_flight >= self.concurrent:
                 raise Overloaded(
@@ -58,7 +60,8 @@ class UserLimits:
             if b.tokens < 1:
                 wait = math.ceil((1 - b.tokens) * 60 / self.per_minute)
                 raise Overloaded(
-                    f"rate limit of {self.per_minute} requests per minute reached for user {user_id!r}",
+                    f"rate limit of {self.per_minute} requests per minute reached "
+                    f"for user {user_id!r}",
                     retry_after_s=max(1, wait),
                 )
             b.tokens -= 1

@@ -8,8 +8,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
@@ -30,34 +30,60 @@ class Metrics:
         r = self.registry = CollectorRegistry()
         ProcessCollector(registry=r)
         self.http_requests = Counter(
-            "companion_http_requests", "HTTP requests by route, method and status.",
-            ["route", "method", "status"], registry=r,
+            "companion_http_requests",
+            "HTTP requests by route, method and status.",
+            ["route", "method", "status"],
+            registry=r,
         )
         self.http_latency = Histogram(
-            "companion_http_request_duration_seconds", "HTTP time to response start, by route.",
-            ["route", "method"], buckets=LATENCY_BUCKETS, registry=r,
+            "companion_http_request_duration_seconds",
+            "HTTP time to response start, by route.",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.chat_latency = Histogram(
-            "companion_chat_duration_seconds", "Whole chat turns, message to stored reply.",
-            buckets=LATENCY_BUCKETS, registry=r,
+            "companion_chat_duration_seconds",
+            "Whole chat turns, message to stored reply.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.ttft = Histogram(
-            "companion_time_to_first_token_seconds", "Time from request to first generated token.",
-            buckets=LATENCY_BUCKETS, registry=r,
+            "companion_time_to_first_token_seconds",
+            "Time from request to first generated token.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
-        self.prompt_tokens = Counter("companion_prompt_tokens", "Prompt tokens processed.", registry=r)
-        self.generated_tokens = Counter("companion_generated_tokens", "Tokens generated.", registry=r)
+        self.prompt_tokens = Counter(
+            "companion_prompt_tokens", "Prompt tokens processed.", registry=r
+        )
+        self.generated_tokens = Counter(
+            "companion_generated_tokens", "Tokens generated.", registry=r
+        )
         self.chat_errors = Counter(
-            "companion_chat_errors", "Chat turns that failed or were interrupted.", ["kind"], registry=r
+            "companion_chat_errors",
+            "Chat turns that failed or were interrupted.",
+            ["kind"],
+            registry=r,
         )
         self.cache_requests = Counter(
-            "companion_cache_requests", "Cache lookups by layer and result.", ["layer", "result"], registry=r
+            "companion_cache_requests",
+            "Cache lookups by layer and result.",
+            ["layer", "result"],
+            registry=r,
         )
         self.memory_recall = Histogram(
-            "companion_memory_recall_seconds", "Memory recall per request.", buckets=FAST_BUCKETS, registry=r
+            "companion_memory_recall_seconds",
+            "Memory recall per request.",
+            buckets=FAST_BUCKETS,
+            registry=r,
         )
-        self.model_load = Gauge("companion_model_load_seconds", "Load time of the model in use.", registry=r)
-        self.model_rss = Gauge("companion_model_resident_bytes", "Resident memory the model load added.", registry=r)
+        self.model_load = Gauge(
+            "companion_model_load_seconds", "Load time of the model in use.", registry=r
+        )
+        self.model_rss = Gauge(
+            "companion_model_resident_bytes", "Resident memory the model load added.", registry=r
+        )
 
     def watch_engine(self, stats: Callable[[], dict[str, float]]) -> None:
         """Export the engine's live gauges, read at scrape time."""
@@ -76,7 +102,8 @@ class _RoutingCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         routing = self._stats()
         family = CounterMetricFamily(
-            "companion_routed_requests", "Messages sent to each model by model switching.",
+            "companion_routed_requests",
+            "Messages sent to each model by model switching.",
             labels=["model", "role"],
         )
         if routing.get("enabled"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from companion.cache import open_cache
 from companion.chat import Companion
@@ -125,8 +124,9 @@ def plan_routing(
     if selection.path.resolve() == big.path.resolve():
         have = ", ".join(registry.installed()) or "none"
         return RoutingPlan(
-            False, f"only one distinct model ({big.size}, installed: {have}); install a second "
-            f"size with `companion models pull SIZE` or `companion models add SIZE --path FILE`"
+            False,
+            f"only one distinct model ({big.size}, installed: {have}); install a second "
+            f"size with `companion models pull SIZE` or `companion models add SIZE --path FILE`",
         )
     if explicit and big.size != "custom" and selection.spec.ram_gb > big.spec.ram_gb:
         raise ConfigError(
@@ -136,9 +136,10 @@ def plan_routing(
     need = selection.spec.ram_gb + big.spec.ram_gb
     if need > hardware.ram_total_gb:
         return RoutingPlan(
-            False, f"{selection.size} ({selection.spec.ram_gb} GB) and {big.size} "
+            False,
+            f"{selection.size} ({selection.spec.ram_gb} GB) and {big.size} "
             f"({big.spec.ram_gb} GB) together need {need:.1f} GB RAM; this machine has "
-            f"{hardware.ram_total_gb:.1f} GB"
+            f"{hardware.ram_total_gb:.1f} GB",
         )
     offload = plan_offload(
         selection.path.stat().st_size / 2**20,
@@ -243,7 +244,9 @@ def open_runtime(settings: Settings) -> Runtime:
         stale = store.mark_unfinished_interrupted()
         if stale:
             log.warning("%d exchanges left unfinished by the last run marked interrupted", stale)
-        wants_vectors = settings.memory_enabled or (settings.enable_caching and settings.semantic_cache)
+        wants_vectors = settings.memory_enabled or (
+            settings.enable_caching and settings.semantic_cache
+        )
         embedder = load_embedder() if wants_vectors else None
         personal = open_personal(settings, store, embedder)
         cache = open_cache(settings, store, embedder) if settings.enable_caching else None
@@ -276,5 +279,3 @@ def open_runtime(settings: Settings) -> Runtime:
     companion.routing_note = routing.reason
     personal.use_engine(lambda: companion.engine)  # LLM memory extraction (memory_llm_extraction)
     return Runtime(settings, store, registry, hardware, plan, companion, routing)
-
-

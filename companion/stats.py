@@ -44,7 +44,13 @@ class PerformanceStats:
         self.completion_tokens = 0
 
     def record_request(
-        self, *, response_ms: float, ttft_ms: float, tokens_per_s: float, prompt: int, completion: int
+        self,
+        *,
+        response_ms: float,
+        ttft_ms: float,
+        tokens_per_s: float,
+        prompt: int,
+        completion: int,
     ) -> None:
         """Count one answered request and its timings."""
         self.metrics.chat_latency.observe(response_ms / 1000)

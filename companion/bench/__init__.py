@@ -33,7 +33,9 @@ def machine() -> dict[str, Any]:
     }
 
 
-def report(suite: str, figures: dict[str, float], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def report(
+    suite: str, figures: dict[str, float], extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The saved form: {"suite", "machine", "figures", ...}."""
     return {"suite": suite, "machine": machine(), "figures": figures, **(extra or {})}
 

@@ -71,18 +71,26 @@ def bench_raw(settings: Settings, path: Path, texts: list[str]) -> dict[str, flo
     import llama_cpp
 
     llm: Any = llama_cpp.Llama(
-        model_path=str(path), n_ctx=settings.context_length,
-        n_threads=settings.n_threads or default_threads(), verbose=False,
+        model_path=str(path),
+        n_ctx=settings.context_length,
+        n_threads=settings.n_threads or default_threads(),
+        verbose=False,
     )
     tokens, seconds = 0, 0.0
     try:
         for text in texts:
-            messages = [{"role": "system", "content": settings.system_prompt},
-                        {"role": "user", "content": text}]
+            messages = [
+                {"role": "system", "content": settings.system_prompt},
+                {"role": "user", "content": text},
+            ]
             started = time.perf_counter()
             out = llm.create_chat_completion(
-                messages, max_tokens=settings.max_tokens, temperature=0.0,
-                top_p=settings.top_p, top_k=settings.top_k, repeat_penalty=settings.repeat_penalty,
+                messages,
+                max_tokens=settings.max_tokens,
+                temperature=0.0,
+                top_p=settings.top_p,
+                top_k=settings.top_k,
+                repeat_penalty=settings.repeat_penalty,
             )
             seconds += time.perf_counter() - started
             tokens += out["usage"]["completion_tokens"]
@@ -117,7 +125,9 @@ def run(settings: Settings, scale: int | None = None) -> tuple[dict[str, float],
         figures["raw_tokens_per_s"] = round(raw["tokens_per_s"], 2)
         smallest = next(s for s in SIZES if f"{s}_tokens_per_s" in figures)
         ours_tps = figures[f"{smallest}_tokens_per_s"]
-        figures["ours_vs_raw_ratio"] = round(ours_tps / raw["tokens_per_s"], 3) if raw["tokens_per_s"] else 0.0
+        figures["ours_vs_raw_ratio"] = (
+            round(ours_tps / raw["tokens_per_s"], 3) if raw["tokens_per_s"] else 0.0
+        )
     notes = {
         "absent_sizes": absent,
         "prompts": len(texts),

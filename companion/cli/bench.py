@@ -24,7 +24,9 @@ SUITES = {
 @cli.command()
 @click.argument("suite", type=click.Choice(sorted(SUITES)))
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Save the figures here.")
-@click.option("--size", "scale", type=click.IntRange(1, 100000), help="Workload size (suite default).")
+@click.option(
+    "--size", "scale", type=click.IntRange(1, 100000), help="Workload size (suite default)."
+)
 # bench load only (companion/bench/load.py)
 @click.option("--users", type=click.IntRange(1, 1000), help="load: simulated users (64).")
 @click.option(

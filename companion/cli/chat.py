@@ -34,7 +34,8 @@ async def stream_reply(
 def footer(result: ChatResult) -> str:
     t = result.timings
     return (
-        f"[{result.model} · session {result.session_id} · {result.usage.completion_tokens} tokens · "
+        f"[{result.model} · session {result.session_id} · "
+        f"{result.usage.completion_tokens} tokens · "
         f"{t.get('tokens_per_second', 0):.1f} tok/s · {t.get('total_ms', 0):.0f} ms]"
     )
 

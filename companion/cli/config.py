@@ -48,7 +48,9 @@ def call_server(obj: Ctx, method: str, path: str, body: dict[str, object] | None
     try:
         resp = httpx.request(method, url, json=body, timeout=600)
     except httpx.HTTPError as exc:
-        raise CompanionError(f"no companion server at {server_url(obj)} ({exc.__class__.__name__})") from None
+        raise CompanionError(
+            f"no companion server at {server_url(obj)} ({exc.__class__.__name__})"
+        ) from None
     if resp.status_code >= 400:
         try:
             message = resp.json()["error"]["message"]

@@ -36,7 +36,11 @@ def create(obj: Ctx, user_id: str, name: str, admin: bool) -> None:
     finally:
         store.store.close()
     click.echo(key)
-    click.echo(f"key {record.id} for {record.user_id}{' (admin)' if admin else ''}: keep it; it is not shown again", err=True)
+    click.echo(
+        f"key {record.id} for {record.user_id}{' (admin)' if admin else ''}: "
+        "keep it; it is not shown again",
+        err=True,
+    )
 
 
 @keys.command("list")
@@ -52,7 +56,10 @@ def list_keys(obj: Ctx, user_id: str | None) -> None:
         for k in store.list(user_id):
             state = "revoked" if k.revoked else "active"
             used = k.last_used_at.isoformat() if k.last_used_at else "never"
-            click.echo(f"{k.id}  {k.user_id:20} {k.name:16} {'admin' if k.admin else 'user':5} {state:8} last used {used}")
+            click.echo(
+                f"{k.id}  {k.user_id:20} {k.name:16} {'admin' if k.admin else 'user':5} "
+                f"{state:8} last used {used}"
+            )
     finally:
         store.store.close()
 

@@ -63,15 +63,19 @@ def info(obj: Ctx) -> None:
     click.echo(f"tier:     {system_tier(hw)}")
     click.echo(f"model:    {plan.selection.size} -> {plan.selection.path}")
     click.echo(f"why:      {plan.selection.reason}")
-    click.echo(f"offload:  {plan.offload.device}, n_gpu_layers={plan.offload.n_gpu_layers} "
-               f"({plan.offload.reason})")
+    click.echo(
+        f"offload:  {plan.offload.device}, n_gpu_layers={plan.offload.n_gpu_layers} "
+        f"({plan.offload.reason})"
+    )
     click.echo(f"routing:  {routing.describe()}")
     if routing.enabled:
         rule = RoutingRule.from_settings(settings)
         history = f", history > {rule.history_tokens} tokens" if rule.history_tokens else ""
-        click.echo(f"rule:     large when > {rule.max_tokens} tokens, code, "
-                   f"> {rule.max_questions} questions or parts, a reasoning word{history}; "
-                   f"else small")
+        click.echo(
+            f"rule:     large when > {rule.max_tokens} tokens, code, "
+            f"> {rule.max_questions} questions or parts, a reasoning word{history}; "
+            f"else small"
+        )
 
 
 @models.command("select")
@@ -92,7 +96,9 @@ def select(obj: Ctx, size: str, no_reload: bool) -> None:
     if no_reload:
         return
     try:
-        resp = httpx.post(f"{server_url(obj)}/api/v1/models/reload", json={"size": size}, timeout=600)
+        resp = httpx.post(
+            f"{server_url(obj)}/api/v1/models/reload", json={"size": size}, timeout=600
+        )
     except httpx.HTTPError:
         click.echo("no running server to reload; the next start uses it")
         return

@@ -19,13 +19,13 @@ from sqlalchemy.exc import OperationalError
 from companion import __version__
 from companion.config import Settings
 from companion.errors import CompanionError, Overloaded
+from companion.limits import UserLimits
 from companion.runtime import Runtime, open_runtime
 from companion.server.badinput import RejectUnencodableText, overflow_error
-from companion.server.openai_api import openai_error
-from companion.server.openai_api import router as openai_router
-from companion.limits import UserLimits
 from companion.server.observe import TimingMiddleware
 from companion.server.observe import router as observe_router
+from companion.server.openai_api import openai_error
+from companion.server.openai_api import router as openai_router
 from companion.server.routes import router
 from companion.server.security import BodyLimit, authenticate
 from companion.storage.faults import storage_error
@@ -42,13 +42,20 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = runtime is None
         app.state.runtime = runtime or await asyncio.to_thread(open_runtime, settings)
-        app.state.limits = UserLimits(settings.rate_limit_per_minute, settings.max_concurrent_per_user)
+        app.state.limits = UserLimits(
+            settings.rate_limit_per_minute, settings.max_concurrent_per_user
+        )
         companion = app.state.runtime.companion
         companion.stats.metrics.watch_engine(lambda: companion.engine.stats())
         companion.stats.metrics.watch_routing(
             lambda: companion.router.stats(companion.engine) if companion.router else {}
         )
-        log.info("serving %s on http://%s:%d", app.state.runtime.model_info.name, settings.host, settings.port)
+        log.info(
+            "serving %s on http://%s:%d",
+            app.state.runtime.model_info.name,
+            settings.host,
+            settings.port,
+        )
         try:
             yield
         finally:
@@ -96,8 +103,14 @@ def _is_openai(request: Request) -> bool:
 async def _companion_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, CompanionError)
     if exc.status_code >= 500:
-        log.warning("%s %s -> %d %s: %s", request.method, request.url.path, exc.status_code,
-                    exc.code, exc.message)
+        log.warning(
+            "%s %s -> %d %s: %s",
+            request.method,
+            request.url.path,
+            exc.status_code,
+            exc.code,
+            exc.message,
+        )
     headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Overloaded) else None
     if _is_openai(request):
         kind = "invalid_request_error" if exc.status_code < 500 else "server_error"

@@ -60,10 +60,13 @@ class OAChatRequest(BaseModel):
     user: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:@-]{1,64}$")
 
 
-def openai_error(status: int, message: str, kind: str, param: str | None = None, code: str | None = None) -> JSONResponse:
+def openai_error(
+    status: int, message: str, kind: str, param: str | None = None, code: str | None = None
+) -> JSONResponse:
     """An error in OpenAI's shape."""
     return JSONResponse(
-        {"error": {"message": message, "type": kind, "param": param, "code": code}}, status_code=status
+        {"error": {"message": message, "type": kind, "param": param, "code": code}},
+        status_code=status,
     )
 
 
@@ -123,11 +126,13 @@ def _completion(cid: str, created: int, r: ChatResult) -> dict[str, Any]:
         "object": "chat.completion",
         "created": created,
         "model": r.model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": r.response},
-            "finish_reason": _finish(r.finish_reason),
-        }],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": r.response},
+                "finish_reason": _finish(r.finish_reason),
+            }
+        ],
         "usage": r.usage.to_dict(),
         "companion": {"session_id": r.session_id, "cached": r.cached, "timings": r.timings},
     }
@@ -138,15 +143,23 @@ def _finish(reason: str) -> str:
 
 
 def _chunk(cid: str, created: int, model: str, delta: dict[str, Any], finish: str | None) -> str:
-    return json.dumps({
-        "id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    })
+    return json.dumps(
+        {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+    )
 
 
 async def _chunks(
-    cid: str, created: int, first: str | ChatResult,
-    stream: AsyncIterator[str | ChatResult | Interrupted], model: str,
+    cid: str,
+    created: int,
+    first: str | ChatResult,
+    stream: AsyncIterator[str | ChatResult | Interrupted],
+    model: str,
 ) -> AsyncIterator[str]:
     """OpenAI stream chunks, ending with data: [DONE]."""
     yield _chunk(cid, created, model, {"role": "assistant", "content": ""}, None)
@@ -159,12 +172,25 @@ async def _chunks(
             yield _chunk(cid, created, model, {"content": event}, None)
             event = await anext(stream)
             if isinstance(event, Interrupted):
-                error = {"message": INTERRUPTED_MESSAGE, "type": "server_error", "param": None,
-                         "code": "interrupted"}
+                error = {
+                    "message": INTERRUPTED_MESSAGE,
+                    "type": "server_error",
+                    "param": None,
+                    "code": "interrupted",
+                }
                 yield json.dumps({"error": error})
                 break
     except CompanionError as exc:
-        yield json.dumps({"error": {"message": exc.message, "type": exc.code, "param": exc.field, "code": exc.code}})
+        yield json.dumps(
+            {
+                "error": {
+                    "message": exc.message,
+                    "type": exc.code,
+                    "param": exc.field,
+                    "code": exc.code,
+                }
+            }
+        )
     finally:
         await stream.aclose()  # type: ignore[attr-defined]
     yield "[DONE]"
@@ -215,6 +241,7 @@ async def list_models(request: Request) -> dict[str, Any]:
     data = [{"id": loaded.name, "object": "model", "created": 0, "owned_by": "companion"}]
     data += [
         {"id": r["size"], "object": "model", "created": 0, "owned_by": "companion"}
-        for r in rt.registry.rows() if r["installed"]
+        for r in rt.registry.rows()
+        if r["installed"]
     ]
     return {"object": "list", "data": data}

@@ -13,17 +13,9 @@ from fastapi.responses import JSONResponse
 
 from companion.chat import DEFAULT_USER
 from companion.domain import ChatResult, Message, Session
-from companion.limits import UserLimits
 from companion.errors import CompanionError, NotFound
+from companion.limits import UserLimits
 from companion.runtime import Runtime
-from companion.server.security import own_user, require_admin
-from companion.server.shutdown import (
-    INTERRUPTED_MESSAGE,
-    Interrupted,
-    event_source,
-    grace_of,
-    until_shutdown,
-)
 from companion.server.schemas import (
     ChatRequest,
     ChatResponse,
@@ -32,6 +24,14 @@ from companion.server.schemas import (
     ReloadRequest,
     SessionBody,
     SessionMessages,
+)
+from companion.server.security import own_user, require_admin
+from companion.server.shutdown import (
+    INTERRUPTED_MESSAGE,
+    Interrupted,
+    event_source,
+    grace_of,
+    until_shutdown,
 )
 
 router = APIRouter()
@@ -50,8 +50,11 @@ def runtime_of(request: Request) -> Runtime:
 async def healthz(request: Request) -> Any:
     """Liveness and the loaded model; 503 with the reason once the model has stopped."""
     rt = runtime_of(request)
-    body: dict[str, Any] = {"status": "ok", "model": rt.model_info.name,
-                            "model_size": rt.model_info.size}
+    body: dict[str, Any] = {
+        "status": "ok",
+        "model": rt.model_info.name,
+        "model_size": rt.model_info.size,
+    }
     reason = rt.companion.engine.down_reason
     if reason:
         return JSONResponse({**body, "status": "down", "reason": reason}, status_code=503)
@@ -152,7 +155,8 @@ async def cache_clear(request: Request, scope: str | None = None) -> dict[str, A
 
 @router.get("/api/v1/sessions", response_model=list[SessionBody], tags=["chat"])
 async def sessions(
-    request: Request, user_id: str | None = None,
+    request: Request,
+    user_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Any:
     """A user's sessions, newest first."""
@@ -169,7 +173,8 @@ async def sessions(
     tags=["chat"],
 )
 async def session_messages(
-    session_id: str, request: Request,
+    session_id: str,
+    request: Request,
     limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
     offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
 ) -> Any:
@@ -180,7 +185,11 @@ async def session_messages(
         raise NotFound(f"no session {session_id!r}", field="session_id")
     own_user(request, session.user_id)
     msgs = await asyncio.to_thread(store.list_messages, session_id, limit, offset)
-    return {"session_id": session.id, "user_id": session.user_id, "messages": [_message(m) for m in msgs]}
+    return {
+        "session_id": session.id,
+        "user_id": session.user_id,
+        "messages": [_message(m) for m in msgs],
+    }
 
 
 @router.post("/api/v1/sessions/{session_id}/open", responses=ERRORS, tags=["chat"])

@@ -30,7 +30,15 @@ class ChatRequest(BaseModel):
 
     def options(self) -> dict[str, Any]:
         return self.model_dump(
-            include={"max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "stop", "seed"}
+            include={
+                "max_tokens",
+                "temperature",
+                "top_p",
+                "top_k",
+                "repeat_penalty",
+                "stop",
+                "seed",
+            }
         )
 
 
@@ -83,7 +91,9 @@ class SessionBody(BaseModel):
 class ReloadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    size: str | None = Field(default=None, description="tiny|base|small|medium|large; none = configured")
+    size: str | None = Field(
+        default=None, description="tiny|base|small|medium|large; none = configured"
+    )
 
 
 class OpenSessionRequest(BaseModel):

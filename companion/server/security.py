@@ -112,6 +112,11 @@ class _BodyTooLarge(Exception):
 
 def _too_large(limit: int) -> JSONResponse:
     return JSONResponse(
-        {"error": {"code": "too_large", "message": f"request body over {limit} bytes (max_body_bytes)"}},
+        {
+            "error": {
+                "code": "too_large",
+                "message": f"request body over {limit} bytes (max_body_bytes)",
+            }
+        },
         status_code=413,
     )

@@ -19,10 +19,19 @@ async def test_chat_stores_the_exchange_with_usage_and_timings(runtime: Runtime)
     assert result.model == "SmolLM2-135M-Instruct.Q4_1"
     assert 0 < result.usage.completion_tokens <= 24
     assert result.usage.prompt_tokens > 10
-    for key in ("context_ms", "time_to_first_token_ms", "generation_ms", "tokens_per_second", "total_ms"):
+    for key in (
+        "context_ms",
+        "time_to_first_token_ms",
+        "generation_ms",
+        "tokens_per_second",
+        "total_ms",
+    ):
         assert result.timings[key] >= 0
     messages = runtime.store.list_messages(result.session_id)
-    assert [(m.role, m.status) for m in messages] == [("user", "complete"), ("assistant", "complete")]
+    assert [(m.role, m.status) for m in messages] == [
+        ("user", "complete"),
+        ("assistant", "complete"),
+    ]
     assert messages[0].text == "Hi! My name is Alice."
     assert messages[1].text == result.response
     assert messages[1].token_count == result.usage.completion_tokens
@@ -31,7 +40,9 @@ async def test_chat_stores_the_exchange_with_usage_and_timings(runtime: Runtime)
 
 async def test_history_joins_the_next_turn(runtime: Runtime) -> None:
     first = await runtime.companion.chat("bob", "I have a dog called Rex.", max_tokens=16)
-    second = await runtime.companion.chat("bob", "What is my dog called?", first.session_id, max_tokens=16)
+    second = await runtime.companion.chat(
+        "bob", "What is my dog called?", first.session_id, max_tokens=16
+    )
     assert second.session_id == first.session_id
     alone = await runtime.companion.chat("bob", "What is my dog called?", max_tokens=16)
     assert second.usage.prompt_tokens > alone.usage.prompt_tokens + 10
@@ -42,7 +53,9 @@ async def test_greedy_replies_repeat_and_max_tokens_holds(runtime: Runtime) -> N
     a = await runtime.companion.chat("u", "Name three fruits.", temperature=0.0, max_tokens=20)
     b = await runtime.companion.chat("u", "Name three fruits.", temperature=0.0, max_tokens=20)
     assert a.response == b.response
-    long = await runtime.companion.chat("u", "Write a long story about a ship.", max_tokens=7, temperature=0.0)
+    long = await runtime.companion.chat(
+        "u", "Write a long story about a ship.", max_tokens=7, temperature=0.0
+    )
     assert long.usage.completion_tokens == 7
     assert long.finish_reason == "length"
 
@@ -74,7 +87,9 @@ async def test_context_is_trimmed_to_the_token_budget(tmp_path) -> None:
         first = await rt.companion.chat("t", "Tell me a fact about space. " * 5, max_tokens=64)
         session = first.session_id
         for _ in range(5):
-            r = await rt.companion.chat("t", "And another one, please. " * 6, session, max_tokens=64)
+            r = await rt.companion.chat(
+                "t", "And another one, please. " * 6, session, max_tokens=64
+            )
             assert r.usage.prompt_tokens <= 512 - 64
         with pytest.raises(PayloadTooLarge, match="too long for the context"):
             await rt.companion.chat("t", "word " * 600, session)
@@ -83,7 +98,9 @@ async def test_context_is_trimmed_to_the_token_budget(tmp_path) -> None:
 
 
 async def test_closing_the_stream_marks_the_exchange_interrupted(runtime: Runtime) -> None:
-    stream = runtime.companion.chat_stream("carol", "Tell me a long story about dragons.", max_tokens=200)
+    stream = runtime.companion.chat_stream(
+        "carol", "Tell me a long story about dragons.", max_tokens=200
+    )
     pieces = []
     async for event in stream:
         assert isinstance(event, str)
@@ -118,8 +135,13 @@ async def test_performance_stats_have_the_spec_fields(runtime: Runtime) -> None:
     await runtime.companion.chat("s", "Hi", max_tokens=8)
     stats = runtime.companion.get_performance_stats()
     for key in (
-        "avg_response_time", "cache_hit_rate", "memory_usage_mb", "tokens_per_second",
-        "model_load_time", "requests", "errors",
+        "avg_response_time",
+        "cache_hit_rate",
+        "memory_usage_mb",
+        "tokens_per_second",
+        "model_load_time",
+        "requests",
+        "errors",
     ):
         assert key in stats
     assert stats["requests"] == 1 and stats["errors"] == 0

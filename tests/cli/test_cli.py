@@ -13,11 +13,15 @@ import pytest
 from companion.llm.registry import tiny_package_path
 
 
-def run(args: list[str], tmp_path: Path, stdin: str | None = None, timeout: int = 240) -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str], tmp_path: Path, stdin: str | None = None, timeout: int = 240
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COMPANION_DATA_DIR": str(tmp_path / "data")}
     env.pop("COMPANION_MODEL_SIZE", None)
     exe = str(Path(sys.executable).with_name("companion"))
-    return subprocess.run([exe, *args], env=env, input=stdin, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [exe, *args], env=env, input=stdin, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
@@ -39,12 +43,18 @@ def test_ask_streams_a_reply_and_json_has_the_result(tmp_path: Path) -> None:
 
 
 def test_interactive_chat_keeps_the_session_and_quits(tmp_path: Path) -> None:
-    proc = run(["--max-tokens", "8", "chat"], tmp_path, stdin="Hello\n/stats\nHow are you?\n/new\n/quit\n")
+    proc = run(
+        ["--max-tokens", "8", "chat"], tmp_path, stdin="Hello\n/stats\nHow are you?\n/new\n/quit\n"
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("companion> ") == 2
     assert '"requests": 1' in proc.stdout
     assert "(new session)" in proc.stderr
-    sessions = {line.split("session ")[1].split(" ")[0] for line in proc.stderr.splitlines() if "· session" in line}
+    sessions = {
+        line.split("session ")[1].split(" ")[0]
+        for line in proc.stderr.splitlines()
+        if "· session" in line
+    }
     assert len(sessions) == 1
 
 
@@ -63,16 +73,22 @@ def test_models_list_info_and_select(tmp_path: Path) -> None:
 
 
 def test_model_errors_are_one_line(tmp_path: Path) -> None:
-    assert "choose one of: tiny, base, small, medium, large" in one_line_error(run(["models", "select", "huge"], tmp_path))
+    assert "choose one of: tiny, base, small, medium, large" in one_line_error(
+        run(["models", "select", "huge"], tmp_path)
+    )
     assert "large" in one_line_error(run(["--model-size", "large", "ask", "hi"], tmp_path))
     assert "model_size" in one_line_error(run(["--model-size", "huge", "ask", "hi"], tmp_path))
     corrupt = tmp_path / "broken.gguf"
     corrupt.write_bytes(b"GGUF" + os.urandom(4096))
     assert "corrupt" in one_line_error(run(["--model-path", str(corrupt), "ask", "hi"], tmp_path))
-    assert "does not exist" in one_line_error(run(["--model-path", str(tmp_path / "none.gguf"), "serve"], tmp_path))
+    assert "does not exist" in one_line_error(
+        run(["--model-path", str(tmp_path / "none.gguf"), "serve"], tmp_path)
+    )
     text = tmp_path / "notes.txt"
     text.write_text("hello")
-    assert "not a GGUF" in one_line_error(run(["models", "add", "small", "--path", str(text)], tmp_path))
+    assert "not a GGUF" in one_line_error(
+        run(["models", "add", "small", "--path", str(text)], tmp_path)
+    )
     assert one_line_error(run(["stats"], tmp_path)).startswith("Error: no companion server")
 
 
@@ -88,7 +104,11 @@ def test_models_add_registers_a_local_file(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_bench_models_writes_the_figures(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
-    proc = run(["--max-tokens", "32", "bench", "models", "--size", "1", "--json", str(out)], tmp_path, timeout=600)
+    proc = run(
+        ["--max-tokens", "32", "bench", "models", "--size", "1", "--json", str(out)],
+        tmp_path,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
     assert data["suite"] == "models" and data["machine"]["cpu_cores_logical"] >= 1

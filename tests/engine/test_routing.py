@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from companion.config import Settings, load_settings
 from companion.errors import ConfigError

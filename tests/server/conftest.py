@@ -28,10 +28,17 @@ def companion_bin() -> str:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
     port = free_port()
-    env = {**os.environ, "COMPANION_DATA_DIR": str(tmp_path / "data"), "COMPANION_MODEL_SIZE": "tiny"}
+    env = {
+        **os.environ,
+        "COMPANION_DATA_DIR": str(tmp_path / "data"),
+        "COMPANION_MODEL_SIZE": "tiny",
+    }
     proc = subprocess.Popen(
         [companion_bin(), "serve", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60

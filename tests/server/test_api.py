@@ -10,16 +10,23 @@ from tests.conftest import sse_events
 
 
 def test_the_spec_curl_example_works_as_written(client: TestClient) -> None:
-    resp = client.post("/api/v1/chat", content='{"message":"test"}', headers={"Content-Type": "application/json"})
+    resp = client.post(
+        "/api/v1/chat", content='{"message":"test"}', headers={"Content-Type": "application/json"}
+    )
     assert resp.status_code == 200
     body = resp.json()
     assert set(body) >= {"response", "session_id", "cached", "model", "usage", "timings"}
     assert body["response"].strip() and body["cached"] is False
-    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+    assert (
+        body["usage"]["total_tokens"]
+        == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+    )
 
 
 def test_streamed_reply_is_sse_tokens_then_done(client: TestClient) -> None:
-    with client.stream("POST", "/api/v1/chat", json={"message": "Tell me a joke", "stream": True, "max_tokens": 16}) as resp:
+    with client.stream(
+        "POST", "/api/v1/chat", json={"message": "Tell me a joke", "stream": True, "max_tokens": 16}
+    ) as resp:
         assert resp.status_code == 200
         assert resp.headers["content-type"].startswith("text/event-stream")
         events = sse_events(resp.read().decode())
@@ -32,8 +39,18 @@ def test_streamed_reply_is_sse_tokens_then_done(client: TestClient) -> None:
 
 
 def test_session_continues_and_lists(client: TestClient) -> None:
-    first = client.post("/api/v1/chat", json={"message": "Hi, I'm Dana", "user_id": "dana", "max_tokens": 8}).json()
-    client.post("/api/v1/chat", json={"message": "Again", "user_id": "dana", "session_id": first["session_id"], "max_tokens": 8})
+    first = client.post(
+        "/api/v1/chat", json={"message": "Hi, I'm Dana", "user_id": "dana", "max_tokens": 8}
+    ).json()
+    client.post(
+        "/api/v1/chat",
+        json={
+            "message": "Again",
+            "user_id": "dana",
+            "session_id": first["session_id"],
+            "max_tokens": 8,
+        },
+    )
     msgs = client.get(f"/api/v1/sessions/{first['session_id']}/messages").json()
     assert msgs["user_id"] == "dana" and len(msgs["messages"]) == 4
     sessions = client.get("/api/v1/sessions", params={"user_id": "dana"}).json()
@@ -61,10 +78,16 @@ def test_bad_requests_get_a_json_error_naming_the_field(
     assert resp.json()["error"]["field"] == field
 
 
-def test_over_long_message_is_413_and_malformed_json_422(client: TestClient, runtime: Runtime) -> None:
-    resp = client.post("/api/v1/chat", json={"message": "a" * (runtime.settings.max_message_chars + 1)})
+def test_over_long_message_is_413_and_malformed_json_422(
+    client: TestClient, runtime: Runtime
+) -> None:
+    resp = client.post(
+        "/api/v1/chat", json={"message": "a" * (runtime.settings.max_message_chars + 1)}
+    )
     assert resp.status_code == 413 and resp.json()["error"]["field"] == "message"
-    resp = client.post("/api/v1/chat", content="{not json", headers={"Content-Type": "application/json"})
+    resp = client.post(
+        "/api/v1/chat", content="{not json", headers={"Content-Type": "application/json"}
+    )
     assert resp.status_code == 422 and "not valid JSON" in resp.json()["error"]["message"]
     assert runtime.store.counts()["messages"] == 0
 
@@ -75,15 +98,27 @@ def test_unknown_session_is_404(client: TestClient) -> None:
 
 
 def test_session_of_another_user_is_refused(client: TestClient) -> None:
-    mine = client.post("/api/v1/chat", json={"message": "hi", "user_id": "a", "max_tokens": 4}).json()
-    resp = client.post("/api/v1/chat", json={"message": "hi", "user_id": "b", "session_id": mine["session_id"]})
+    mine = client.post(
+        "/api/v1/chat", json={"message": "hi", "user_id": "a", "max_tokens": 4}
+    ).json()
+    resp = client.post(
+        "/api/v1/chat", json={"message": "hi", "user_id": "b", "session_id": mine["session_id"]}
+    )
     assert resp.status_code == 422 and resp.json()["error"]["field"] == "session_id"
 
 
 def test_stats_health_models_and_docs(client: TestClient) -> None:
     client.post("/api/v1/chat", json={"message": "hi", "max_tokens": 4})
     stats = client.get("/api/v1/stats").json()
-    for key in ("avg_response_time", "cache_hit_rate", "memory_usage_mb", "tokens_per_second", "model_load_time", "requests", "errors"):
+    for key in (
+        "avg_response_time",
+        "cache_hit_rate",
+        "memory_usage_mb",
+        "tokens_per_second",
+        "model_load_time",
+        "requests",
+        "errors",
+    ):
         assert key in stats
     assert stats["requests"] == 1
     assert client.get("/healthz").json()["status"] == "ok"
@@ -99,9 +134,15 @@ def test_forced_reload_swaps_the_model_and_unknown_size_is_refused(client: TestC
     assert resp.status_code == 200
     after = resp.json()["loaded"]
     assert after["name"] == before["name"] and after["load_time_s"] > 0
-    assert client.post("/api/v1/chat", json={"message": "still there?", "max_tokens": 4}).status_code == 200
+    assert (
+        client.post("/api/v1/chat", json={"message": "still there?", "max_tokens": 4}).status_code
+        == 200
+    )
     bad = client.post("/api/v1/models/reload", json={"size": "gigantic"})
-    assert bad.status_code == 422 and "tiny, base, small, medium, large" in bad.json()["error"]["message"]
+    assert (
+        bad.status_code == 422
+        and "tiny, base, small, medium, large" in bad.json()["error"]["message"]
+    )
     absent = client.post("/api/v1/models/reload", json={"size": "large"})
     assert absent.status_code == 503 and absent.json()["error"]["code"] == "model_not_installed"
 
@@ -116,14 +157,20 @@ def test_metrics_parse_and_count_what_happened(client: TestClient) -> None:
     families = {f.name: f for f in text_string_to_metric_families(resp.text)}
     requests = {
         (s.labels["route"], s.labels["status"]): s.value
-        for s in families["companion_http_requests"].samples if s.name.endswith("_total")
+        for s in families["companion_http_requests"].samples
+        if s.name.endswith("_total")
     }
     assert requests[("/api/v1/chat", "200")] == 1 and requests[("/api/v1/chat", "422")] == 1
     generated = families["companion_generated_tokens"].samples[0].value
     assert 0 < generated <= 4
     ttft = {s.name: s.value for s in families["companion_time_to_first_token_seconds"].samples}
     assert ttft["companion_time_to_first_token_seconds_count"] == 1
-    for name in ("companion_queue_depth", "companion_active_sequences", "companion_kv_cache_usage_ratio",
-                 "companion_model_load_seconds", "process_resident_memory_bytes"):
+    for name in (
+        "companion_queue_depth",
+        "companion_active_sequences",
+        "companion_kv_cache_usage_ratio",
+        "companion_model_load_seconds",
+        "process_resident_memory_bytes",
+    ):
         assert name in families
     assert families["companion_model_load_seconds"].samples[0].value > 0

@@ -16,15 +16,20 @@ def test_chat_completion_models_and_stream(server: str) -> None:
     models = client.models.list()
     assert any(m.id.startswith("SmolLM2") for m in models.data)
     done = client.chat.completions.create(
-        model="companion", messages=[{"role": "user", "content": "Hello! Who are you?"}],
-        max_tokens=16, user="olga",
+        model="companion",
+        messages=[{"role": "user", "content": "Hello! Who are you?"}],
+        max_tokens=16,
+        user="olga",
     )
     assert done.choices[0].message.content and done.choices[0].message.role == "assistant"
     assert 0 < done.usage.completion_tokens <= 16
     pieces = []
     for chunk in client.chat.completions.create(
-        model="companion", messages=[{"role": "user", "content": "Tell me a joke."}],
-        max_tokens=16, stream=True, user="olga",
+        model="companion",
+        messages=[{"role": "user", "content": "Tell me a joke."}],
+        max_tokens=16,
+        stream=True,
+        user="olga",
     ):
         if chunk.choices and chunk.choices[0].delta.content:
             pieces.append(chunk.choices[0].delta.content)
@@ -36,7 +41,9 @@ def test_chat_completion_models_and_stream(server: str) -> None:
 def test_follow_up_continues_the_same_conversation(server: str) -> None:
     client = client_for(server)
     first = [{"role": "user", "content": "My cat is called Miso."}]
-    reply = client.chat.completions.create(model="companion", messages=first, max_tokens=8, user="pia")
+    reply = client.chat.completions.create(
+        model="companion", messages=first, max_tokens=8, user="pia"
+    )
     follow = first + [
         {"role": "assistant", "content": reply.choices[0].message.content or ""},
         {"role": "user", "content": "What is my cat called?"},
@@ -44,7 +51,9 @@ def test_follow_up_continues_the_same_conversation(server: str) -> None:
     client.chat.completions.create(model="companion", messages=follow, max_tokens=8, user="pia")
     sessions = httpx.get(f"{server}/api/v1/sessions", params={"user_id": "pia"}).json()
     assert len(sessions) == 1
-    messages = httpx.get(f"{server}/api/v1/sessions/{sessions[0]['id']}/messages").json()["messages"]
+    messages = httpx.get(f"{server}/api/v1/sessions/{sessions[0]['id']}/messages").json()[
+        "messages"
+    ]
     assert len(messages) == 4
 
 
@@ -64,7 +73,11 @@ def test_embeddings_are_unit_vectors_that_rank_paraphrases_first(server: str) ->
     client = client_for(server)
     out = client.embeddings.create(
         model="companion-embed",
-        input=["How do I bake bread?", "What is the way to make bread?", "The stock market fell today."],
+        input=[
+            "How do I bake bread?",
+            "What is the way to make bread?",
+            "The stock market fell today.",
+        ],
     )
     vectors = [d.embedding for d in out.data]
     assert len(vectors) == 3 and len(vectors[0]) == 384

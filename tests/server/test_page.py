@@ -11,8 +11,13 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
@@ -41,7 +46,9 @@ def test_send_a_message_and_see_the_streamed_reply(page: Page) -> None:
     reply = page.locator("#messages li.assistant").last
     expect(reply.locator(".meta")).to_contain_text("tokens", timeout=60_000)
     assert reply.locator(".text").inner_text().strip()
-    expect(page.locator("#messages li.user")).to_have_text("You said: Hello! Tell me something nice.")
+    expect(page.locator("#messages li.user")).to_have_text(
+        "You said: Hello! Tell me something nice."
+    )
     expect(page.locator("#session-list li")).to_have_count(1)
     page.get_by_role("tab", name="Performance").click()
     expect(page.locator('dd[data-metric="Requests"]')).to_have_text("1", timeout=10_000)
@@ -78,7 +85,9 @@ def test_a_memory_appears_is_used_and_can_be_deleted(page: Page) -> None:
     page.screenshot(path=str(ARTIFACTS / "page-memory.png"), full_page=True)
     count = memories.count()
     memories.first.get_by_role("button", name="Delete").click()
-    expect(page.locator("#memory-list li", has_text="Lisbon")).to_have_count(count - 1, timeout=30_000)
+    expect(page.locator("#memory-list li", has_text="Lisbon")).to_have_count(
+        count - 1, timeout=30_000
+    )
 
 
 def test_persona_panel_saves_and_selects_a_persona(page: Page) -> None:

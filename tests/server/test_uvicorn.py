@@ -15,8 +15,16 @@ def test_curl_example_against_a_real_server(server: str) -> None:
 
 
 def test_client_disconnect_stops_generation_and_marks_interrupted(server: str) -> None:
-    payload = {"message": "Tell me a very long story about the sea.", "stream": True, "max_tokens": 400, "user_id": "eve"}
-    with httpx.Client(timeout=60) as client, client.stream("POST", f"{server}/api/v1/chat", json=payload) as resp:
+    payload = {
+        "message": "Tell me a very long story about the sea.",
+        "stream": True,
+        "max_tokens": 400,
+        "user_id": "eve",
+    }
+    with (
+        httpx.Client(timeout=60) as client,
+        client.stream("POST", f"{server}/api/v1/chat", json=payload) as resp,
+    ):
         assert resp.status_code == 200
         for n, _line in enumerate(resp.iter_lines()):
             if n > 6:

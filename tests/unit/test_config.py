@@ -12,7 +12,12 @@ from companion.errors import ConfigError
 
 def test_defaults_follow_the_spec(tmp_path: Path) -> None:
     s = load_settings(data_dir=tmp_path)
-    assert (s.model_size, s.context_length, s.enable_caching, s.cache_ttl_hours) == ("auto", 2048, True, 24)
+    assert (s.model_size, s.context_length, s.enable_caching, s.cache_ttl_hours) == (
+        "auto",
+        2048,
+        True,
+        24,
+    )
     assert (s.host, s.port, s.cleanup_interval) == ("127.0.0.1", 13443, 3600)
 
 
@@ -54,7 +59,9 @@ def test_default_toml_in_data_dir_and_save_setting(tmp_path: Path) -> None:
         ({"preset": "turbo"}, "preset"),
     ],
 )
-def test_bad_values_name_the_field(tmp_path: Path, overrides: dict[str, object], needle: str) -> None:
+def test_bad_values_name_the_field(
+    tmp_path: Path, overrides: dict[str, object], needle: str
+) -> None:
     with pytest.raises(ConfigError, match=needle):
         load_settings(data_dir=tmp_path, **overrides)
 
