@@ -79,6 +79,7 @@ class CacheTable:
         self._lock = threading.Lock()
         dialect = engine.dialect.name
         self._insert: Any = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(dialect)
+        self._upsert_stmt: Any = None
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -101,13 +102,17 @@ class CacheTable:
                 conn.execute(sa.delete(t).where(t.c.key == entry.key))
                 conn.execute(sa.insert(t).values(**values))
                 return
-            stmt = self._insert(t).values(**values)
-            excluded = stmt.excluded
-            conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=[t.c.key], set_={c: excluded[c] for c in _UPDATABLE}
-                )
+            conn.execute(self._upsert(), values)
+
+    def _upsert(self) -> Any:
+        """INSERT ... ON CONFLICT (key) DO UPDATE, built once (its values are bound per row:
+        building and compiling the statement per store was half a store's time)."""
+        if self._upsert_stmt is None:
+            stmt = self._insert(t)
+            self._upsert_stmt = stmt.on_conflict_do_update(
+                index_elements=[t.c.key], set_={c: stmt.excluded[c] for c in _UPDATABLE}
             )
+        return self._upsert_stmt
 
     def partition(self, partition: str, now: float) -> list[tuple[str, str, bytes]]:
         """(key, message, vector blob) of a partition's live entries that have a vector."""
