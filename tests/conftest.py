@@ -14,6 +14,12 @@ from companion.config import Settings, load_settings
 from companion.runtime import Runtime, open_runtime
 from companion.server.app import create_app
 
+# get_performance_stats()'s fields as the spec names them
+SPEC_STATS_FIELDS = (
+    "avg_response_time", "cache_hit_rate", "memory_usage_mb", "tokens_per_second",
+    "model_load_time", "requests", "errors",
+)  # fmt: skip
+
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

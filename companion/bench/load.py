@@ -252,20 +252,8 @@ async def _api(
                 tally.error(kind, "stream ended without a done event")
                 return 200, None, None
             reply = "".join(pieces)
-    ended = time.perf_counter()
-    return (
-        200,
-        Exchange(
-            user_id,
-            done["session_id"],
-            kind,
-            text,
-            reply,
-            done.get("message_id"),
-            (ended - started) * 1000,
-            (first - started) * 1000 if first else None,
-        ),
-        None,
+    return _acknowledged(
+        user_id, done["session_id"], kind, text, reply, done.get("message_id"), started, first
     )
 
 
@@ -315,21 +303,20 @@ async def _openai(
                 tally.error(kind, "stream ended without finish_reason and [DONE]")
                 return 200, None, None
             reply = "".join(pieces)
+    return _acknowledged(user_id, session_id, kind, text, reply, None, started, first)
+
+
+def _acknowledged(
+    user_id: str, session_id: str, kind: str, text: str, reply: str, message_id: int | None,
+    started: float, first: float | None,
+) -> tuple[int, Exchange, None]:
+    """A 200 answer's exchange, timed from `started` (first token at `first`, if streamed)."""
     ended = time.perf_counter()
-    return (
-        200,
-        Exchange(
-            user_id,
-            session_id,
-            kind,
-            text,
-            reply,
-            None,
-            (ended - started) * 1000,
-            (first - started) * 1000 if first else None,
-        ),
-        None,
+    ttft = (first - started) * 1000 if first else None
+    exchange = Exchange(
+        user_id, session_id, kind, text, reply, message_id, (ended - started) * 1000, ttft
     )
+    return 200, exchange, None
 
 
 def _rejected(resp: httpx.Response, tally: Tally, kind: str) -> None:
