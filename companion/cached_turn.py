@@ -147,10 +147,8 @@ class CachedTurns:
             return None
         lookup_ms = (time.perf_counter() - looked_up) * 1000
         entry = hit.entry
-        total_ms = round((time.perf_counter() - started) * 1000, 2)
-        timings = {"context_ms": 0.0, "cache_similarity": 1.0,
-                   "time_to_first_token_ms": total_ms, "generation_ms": 0.0,
-                   "tokens_per_second": 0.0, "total_ms": total_ms}
+        timings = cached_timings(hit, started, {"context_ms": 0.0})
+        total_ms = timings["total_ms"]
         memory = personal.memory if personal is not None else None
         counter = c.engine  # the full path counts the user's tokens with the main engine
         turn = _Turn(
@@ -175,7 +173,8 @@ class CachedTurns:
         c.stats.record_request(response_ms=total_ms, ttft_ms=total_ms, tokens_per_s=0.0,
                                prompt=0, completion=0)
         self.served += 1
-        return _result(turn, hit, route_info, saved.reply_id)
+        return cached_result(hit, turn.session_id, user_id, turn.timings, saved.reply_id,
+                             route_info)
 
     async def _after_turn(self, user_id: str, turn: _Turn, saved: _Saved) -> None:
         """What Personal.after_turn does for a first turn whose relationship is already stored:
@@ -200,20 +199,28 @@ def _new_id() -> str:
     return uuid.uuid4().hex
 
 
-def _result(
-    turn: _Turn, hit: CacheHit, route_info: dict[str, Any] | None, message_id: int
+def cached_timings(hit: CacheHit, started: float, before: dict[str, float]) -> dict[str, float]:
+    """A cached reply's timings: `before` (context work), then the hit, all of it first token."""
+    total_ms = round((time.perf_counter() - started) * 1000, 2)
+    return {**before, "cache_similarity": round(hit.similarity, 4),
+            "time_to_first_token_ms": total_ms, "generation_ms": 0.0, "tokens_per_second": 0.0,
+            "total_ms": total_ms}
+
+
+def cached_result(
+    hit: CacheHit, session_id: str, user_id: str, timings: dict[str, float], message_id: int,
+    route_info: dict[str, Any] | None = None,
 ) -> ChatResult:
+    """The ChatResult of a reply served from the cache (both ways of serving one)."""
     entry = hit.entry
-    extra = {"cache_layer": hit.layer, "cache_similarity": hit.similarity,
-             "cache_scope": entry.scope, "cache_key": entry.key}
+    extra: dict[str, Any] = {"cache_layer": hit.layer, "cache_similarity": hit.similarity,
+                             "cache_scope": entry.scope, "cache_key": entry.key}
     if route_info is not None:
         extra["route"] = route_info
     return ChatResult(
-        response=entry.response, session_id=turn.session_id, user_id=turn.user_id,
-        cached=True, model=entry.model, usage=Usage(0, entry.completion_tokens),
-        timings=turn.timings, finish_reason=entry.finish_reason,
-        message_id=message_id,
-        extra=extra,
+        response=entry.response, session_id=session_id, user_id=user_id, cached=True,
+        model=entry.model, usage=Usage(0, entry.completion_tokens), timings=timings,
+        finish_reason=entry.finish_reason, message_id=message_id, extra=extra,
     )
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.exc import OperationalError
 
 from companion.cache import Probe, ResponseCache
 from companion.cache.base import CacheEntry, CacheHit
-from companion.cached_turn import CachedTurns
+from companion.cached_turn import CachedTurns, cached_result, cached_timings
 from companion.config import Settings
 from companion.context import BuiltContext, build_context
 from companion.domain import ChatResult, GenerationOptions, Message, Usage
@@ -211,7 +211,8 @@ class Companion:
             result.extra["route"] = route.to_dict()
             yield result
             return
-        engine.check_serving()  # a stopped model: refuse before storing a message it cannot answer
+        if engine is not self.engine:  # the routed model (the main one was checked on entry)
+            engine.check_serving()
         user_msg = await asyncio.to_thread(
             self.store.add_message,
             session.id,
@@ -457,39 +458,15 @@ class Companion:
         started: float,
     ) -> ChatResult:
         """Store the exchange as a cached one, let the memory learn from it, count it."""
-        entry = hit.entry
-        total_ms = round((time.perf_counter() - started) * 1000, 2)
-        timings = {
-            **timings,
-            "cache_similarity": round(hit.similarity, 4),
-            "time_to_first_token_ms": total_ms,
-            "generation_ms": 0.0,
-            "tokens_per_second": 0.0,
-            "total_ms": total_ms,
-        }
+        timings = cached_timings(hit, started, timings)
+        total_ms = timings["total_ms"]
         reply = await asyncio.to_thread(
-            self._store_cached, user_id, session_id, text, entry, notes, timings
+            self._store_cached, user_id, session_id, text, hit.entry, notes, timings
         )
         self.stats.record_request(
             response_ms=total_ms, ttft_ms=total_ms, tokens_per_s=0.0, prompt=0, completion=0
         )
-        return ChatResult(
-            response=entry.response,
-            session_id=session_id,
-            user_id=user_id,
-            cached=True,
-            model=entry.model,
-            usage=Usage(0, entry.completion_tokens),
-            timings=timings,
-            finish_reason=entry.finish_reason,
-            message_id=reply.id,
-            extra={
-                "cache_layer": hit.layer,
-                "cache_similarity": hit.similarity,
-                "cache_scope": entry.scope,
-                "cache_key": entry.key,
-            },
-        )
+        return cached_result(hit, session_id, user_id, timings, reply.id)
 
     def _store_cached(
         self,

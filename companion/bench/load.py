@@ -107,7 +107,8 @@ class Tally:
 
 
 def conversations(limit: int) -> list[list[str]]:
-    """Up to `limit` conversations' "User 1" lines, in order (name placeholders skipped)."""
+    """Up to `limit` conversations' "User 1" lines, in order (lines with a "[name]" slot are
+    left out)."""
     path = shared_data(PERSONA_CHAT)
     if path is None:
         raise ConfigError(
@@ -223,8 +224,7 @@ async def _api(
     kind = "api_sse" if body.get("stream") else "api"
     async with client.stream("POST", "/api/v1/chat", json=body) as resp:
         if resp.status_code != 200:
-            await resp.aread()
-            return resp.status_code, _rejected(resp, tally, kind), _retry_after(resp)
+            return await _refused(resp, tally, kind)
         first: float | None = None
         if not body.get("stream"):
             data = json.loads(await resp.aread())
@@ -271,8 +271,7 @@ async def _openai(
     headers = {"X-Session-Id": session_id}
     async with client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as resp:
         if resp.status_code != 200:
-            await resp.aread()
-            return resp.status_code, _rejected(resp, tally, kind), _retry_after(resp)
+            return await _refused(resp, tally, kind)
         first: float | None = None
         if not body.get("stream"):
             data = json.loads(await resp.aread())
@@ -317,6 +316,14 @@ def _acknowledged(
         user_id, session_id, kind, text, reply, message_id, (ended - started) * 1000, ttft
     )
     return 200, exchange, None
+
+
+async def _refused(
+    resp: httpx.Response, tally: Tally, kind: str
+) -> tuple[int, None, float | None]:
+    """A non-200 answer: (status, no exchange, its Retry-After), counted."""
+    await resp.aread()
+    return resp.status_code, _rejected(resp, tally, kind), _retry_after(resp)
 
 
 def _rejected(resp: httpx.Response, tally: Tally, kind: str) -> None:

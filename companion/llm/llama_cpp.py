@@ -83,7 +83,7 @@ class ContextPlan:
 class LoadedModel:
     """A llama.cpp model and its context, with the chat formatters its GGUF asks for."""
 
-    model: Any  # llama_cpp._internals.LlamaModel (the library ships no stubs)
+    model: Any  # llama_cpp._internals.LlamaModel (untyped in the library)
     context: Any  # llama_cpp._internals.LlamaContext
     formatter: Any  # Jinja2ChatFormatter that ends with the assistant header
     prefix_formatter: Any  # the same template without it (a conversation so far)
