@@ -207,6 +207,7 @@ class _Turn:
     text: str
     message_id: int | None
     subject: str | None
+    rules: tuple[Candidate, ...]  # what the rules extracted from `text` (the model adds to it)
 
 
 Reconcile = Callable[[str, list[Candidate], int | None], list[Change]]
@@ -245,11 +246,12 @@ class LlmExtractor:
         """Queue one user turn (after its rules ran); False when extraction is off or full."""
         if self._closed or not self.active_for(self.engine()):
             return False
-        if any(c.forget for c in extract(text)):  # the model would write back what is forgotten
+        rules = tuple(extract(text, subject))
+        if any(c.forget for c in rules):  # the model would write back what is forgotten
             log.debug("no LLM extraction for message %s: it asks to forget", message_id)
             return False
         try:
-            self._queue.put_nowait(_Turn(user_id, text, message_id, subject))
+            self._queue.put_nowait(_Turn(user_id, text, message_id, subject, rules))
         except queue.Full:
             self._count("llm_extract_skipped")
             log.warning("LLM extraction skipped for message %s: %d turns already waiting "
@@ -342,7 +344,7 @@ class LlmExtractor:
                 self._ms.append((time.perf_counter() - started) * 1000)
         self._count("llm_extract_facts", len(facts))
         kept, repeated = await asyncio.to_thread(
-            new_facts, extract(turn.text, turn.subject), facts, self.embedder
+            new_facts, turn.rules, facts, self.embedder
         )
         self._count("llm_extract_duplicates", repeated)
         log.debug("LLM extraction of message %s: %d facts, %d new (%d tokens, %s)",
