@@ -52,6 +52,9 @@ class GenerationOptions:
     repeat_penalty: float = 1.1
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    presence_penalty: float = 0.0  # OpenAI's: subtracted once from every token already generated
+    frequency_penalty: float = 0.0  # OpenAI's: subtracted per occurrence
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias) added to the logits
 
 
 @dataclass

@@ -18,6 +18,17 @@ class GenerationRequest:
     session_key: str | None = None
     cancelled: bool = False
     grammar: str | None = None  # GBNF text (root rule "root"): only what it allows is sampled
+    logprobs: int | None = None  # report each token's log-probability and this many alternatives
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token: its text, bytes, log-probability and the best alternatives."""
+
+    token: str
+    bytes: tuple[int, ...]
+    logprob: float
+    top: tuple[tuple[str, tuple[int, ...], float], ...] = ()
 
 
 @dataclass
@@ -29,6 +40,7 @@ class GenerationDone:
     completion_tokens: int
     finish_reason: str  # stop | length | cancelled
     timings: dict[str, float] = field(default_factory=dict)
+    logprobs: list[TokenLogprob] | None = None  # when the request asked for them
 
 
 @dataclass(frozen=True)

@@ -34,12 +34,19 @@ from companion.errors import (
     Overloaded,
     PayloadTooLarge,
 )
-from companion.llm.base import GenerationDone, GenerationRequest, ModelInfo
+from companion.llm.base import GenerationDone, GenerationRequest, ModelInfo, TokenLogprob
 from companion.llm.jobs import EngineFigures, Job
 from companion.llm.kvcache import MAX_PREFIXES, Plan, SequencePool
 from companion.llm.llama_cpp import ContextPlan, LoadedModel, load_model
 from companion.llm.prompt import SpecialTokens, render_prompt
-from companion.llm.sampling import Detokenizer, Sampler, StopText, check_grammar
+from companion.llm.sampling import (
+    Detokenizer,
+    Sampler,
+    StopText,
+    check_grammar,
+    token_bytes,
+    token_logprobs,
+)
 
 log = logging.getLogger("companion.llm.batched")
 
@@ -332,6 +339,7 @@ class BatchedEngine:
                                   grammar=job.request.grammar)
             job.detok = Detokenizer(self._vocab)
             job.text = StopText(job.request.options.stop)
+            job.logprobs = [] if job.request.logprobs is not None else None
 
     def _reap(self) -> None:
         """End the active requests whose callers left; their slots are free for this step."""
@@ -394,6 +402,8 @@ class BatchedEngine:
         """Sample `job`'s next token from batch position `index`; deliver its text. 1 if kept."""
         assert job.sampler is not None and job.detok is not None and job.text is not None
         token = job.sampler.sample(self._ctx, index)
+        if job.logprobs is not None:
+            job.logprobs.append(self._logprob(job, index, token))
         if llama_cpp.llama_vocab_is_eog(self._vocab, token):
             self._finish(job, "stop")
             return 0
@@ -409,6 +419,18 @@ class BatchedEngine:
         else:
             job.next_token = token
         return 1
+
+    def _logprob(self, job: Job, index: int, token: int) -> TokenLogprob:
+        """The sampled token's log-probability and the request's number of alternatives."""
+        top = job.request.logprobs or 0
+        value, best = token_logprobs(self._ctx, index, token, self._n_vocab, top)
+
+        def piece(t: int) -> tuple[str, tuple[int, ...]]:
+            raw = token_bytes(self._vocab, t)
+            return raw.decode("utf-8", errors="replace"), tuple(raw)
+
+        text, raw = piece(token)
+        return TokenLogprob(text, raw, value, tuple((*piece(t), lp) for t, lp in best))
 
     def _finish(self, job: Job, finish: str, *, started: bool = True) -> None:
         """Send the rest of the text and the GenerationDone; keep the sequence for the session."""

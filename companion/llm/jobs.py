@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from companion.llm.base import GenerationDone, GenerationRequest
+from companion.llm.base import GenerationDone, GenerationRequest, TokenLogprob
 from companion.llm.sampling import Detokenizer, Sampler, StopText
 from companion.stats import percentile
 
@@ -42,6 +42,7 @@ class Job:
     sampler: Sampler | None = None
     detok: Detokenizer | None = None
     text: StopText | None = None
+    logprobs: list[TokenLogprob] | None = None  # filled when the request asks for them
 
     @property
     def cancelled(self) -> bool:
@@ -70,7 +71,7 @@ class Job:
         }
         text = self.text.text if self.text is not None else ""
         prompt = len(self.request.prompt_tokens)
-        return GenerationDone(text, prompt, self.generated, finish, timings)
+        return GenerationDone(text, prompt, self.generated, finish, timings, self.logprobs)
 
     def free(self) -> None:
         if self.sampler is not None:

@@ -12,6 +12,7 @@ import random
 from typing import Any
 
 import llama_cpp
+import numpy as np
 
 from companion.domain import GenerationOptions
 from companion.errors import GenerationError
@@ -63,12 +64,19 @@ def check_grammar(vocab: Any, grammar: str) -> None:
 
 
 def _stages(opts: GenerationOptions, n_vocab: int) -> list[Any]:
-    """The chain llama-cpp-python builds: penalties, then greedy or top-k/top-p/min-p/temp/dist."""
+    """The chain llama-cpp-python builds: logit bias and penalties (repeat, frequency,
+    presence), then greedy or top-k/top-p/min-p/temp/dist."""
     stages: list[Any] = []
-    if opts.repeat_penalty != 1.0:
+    if opts.logit_bias:
+        stages.append(_logit_bias(opts.logit_bias, n_vocab))
+    if opts.repeat_penalty != 1.0 or opts.frequency_penalty or opts.presence_penalty:
         stages.append(
             llama_cpp.llama_sampler_init_penalties(
-                n_vocab, PENALTY_LAST_N, opts.repeat_penalty, 0.0, 0.0
+                n_vocab,
+                PENALTY_LAST_N,
+                opts.repeat_penalty,
+                opts.frequency_penalty,
+                opts.presence_penalty,
             )
         )
     if opts.temperature <= 0.0:
@@ -81,6 +89,41 @@ def _stages(opts: GenerationOptions, n_vocab: int) -> list[Any]:
     seed = opts.seed if opts.seed is not None else random.getrandbits(32)
     stages.append(llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
     return stages
+
+
+def _logit_bias(bias: tuple[tuple[int, float], ...], n_vocab: int) -> Any:
+    """llama.cpp's logit-bias sampler; a bias of -100 or less bans the token outright."""
+    array = (llama_cpp.llama_logit_bias * len(bias))()
+    for i, (token, value) in enumerate(bias):
+        array[i].token = token
+        array[i].bias = float("-inf") if value <= -100 else value
+    return llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(bias), array)
+
+
+def token_logprobs(
+    ctx: Any, index: int, token: int, n_vocab: int, top: int
+) -> tuple[float, list[tuple[int, float]]]:
+    """The model's log-probability of `token` at batch position `index`, and the `top` best
+    (token, log-probability) pairs: a log-softmax of the raw logits (before any sampler)."""
+    logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, index), shape=(n_vocab,))
+    shifted = logits.astype(np.float64) - float(logits.max())
+    logz = float(np.log(np.exp(shifted).sum()))
+    best: list[tuple[int, float]] = []
+    if top > 0:
+        ids = np.argpartition(-shifted, top)[:top]
+        ids = ids[np.argsort(-shifted[ids])]
+        best = [(int(i), float(shifted[i]) - logz) for i in ids]
+    return float(shifted[token]) - logz, best
+
+
+def token_bytes(vocab: Any, token: int) -> bytes:
+    """The raw bytes of one token's piece (a character may span tokens)."""
+    buf = ctypes.create_string_buffer(64)
+    n = llama_cpp.llama_token_to_piece(vocab, token, buf, len(buf), 0, False)
+    if n < 0:
+        buf = ctypes.create_string_buffer(-n)
+        n = llama_cpp.llama_token_to_piece(vocab, token, buf, len(buf), 0, False)
+    return buf.raw[:n]
 
 
 class Detokenizer:

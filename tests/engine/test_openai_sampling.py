@@ -1,0 +1,45 @@
+"""The sampler-chain additions OpenAI's parameters need, with the real tiny model:
+presence/frequency penalties, logit bias and per-token log-probabilities."""
+
+from __future__ import annotations
+
+import math
+
+from companion.llm.batched import BatchedEngine
+from tests.engine.conftest import chat_prompt, collect, greedy
+
+ASK = "List the days of the week, then list them again."
+
+
+async def test_logprobs_are_reported_per_token_with_alternatives(engine: BatchedEngine) -> None:
+    request = greedy(chat_prompt(engine, ASK), max_tokens=8)
+    request.logprobs = 3
+    pieces, done = await collect(engine, request)
+    assert done.logprobs is not None and len(done.logprobs) == done.completion_tokens
+    for entry in done.logprobs:
+        assert entry.logprob <= 0 and len(entry.top) == 3
+        assert bytes(entry.bytes).decode("utf-8", "replace") == entry.token
+        best = entry.top[0]
+        # greedy: the chosen token is the most likely one, and the alternatives are sorted
+        assert math.isclose(best[2], entry.logprob, abs_tol=1e-6)
+        assert [t[2] for t in entry.top] == sorted((t[2] for t in entry.top), reverse=True)
+    assert "".join(e.token for e in done.logprobs).startswith("".join(pieces)[:4])
+    plain = await collect(engine, greedy(chat_prompt(engine, ASK), max_tokens=8))
+    assert plain[1].logprobs is None and plain[1].text == done.text
+
+
+async def test_penalties_and_logit_bias_change_the_greedy_text(engine: BatchedEngine) -> None:
+    prompt = chat_prompt(engine, ASK)
+    base = (await collect(engine, greedy(prompt, max_tokens=40, repeat_penalty=1.0)))[1]
+    freq = await collect(
+        engine, greedy(prompt, max_tokens=40, repeat_penalty=1.0, frequency_penalty=2.0)
+    )
+    pres = await collect(
+        engine, greedy(prompt, max_tokens=40, repeat_penalty=1.0, presence_penalty=2.0)
+    )
+    assert freq[1].text != base.text and pres[1].text != base.text
+    first = engine.tokenize(base.text)[0]
+    banned = await collect(
+        engine, greedy(prompt, max_tokens=4, repeat_penalty=1.0, logit_bias=((first, -100.0),))
+    )
+    assert engine.tokenize(banned[1].text)[0] != first
