@@ -221,7 +221,7 @@ class Companion:
             status="pending",
             token_count=engine.count_tokens(text),
         )
-        request = GenerationRequest(built.prompt_tokens, opts, session_key=session.id)
+        request = GenerationRequest(built.prompt_tokens, opts, session_key=session.id, user=user_id)
         pieces: list[str] = []
         status = "interrupted"
         try:

@@ -10,7 +10,7 @@ import os
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import platformdirs
 from pydantic import Field, ValidationError, field_validator
@@ -133,7 +133,9 @@ class Settings(BaseSettings):
     seed: int | None = None
 
     # Engine: continuous batching and the KV cache (llm/batched.py)
-    engine_parallel: int = Field(default=8, ge=1, le=128, description="sequences decoded together")
+    engine_parallel: Annotated[int, Field(ge=1, le=128)] | Literal["auto"] = Field(
+        default=8, description="sequences decoded together; auto = a decode probe at start-up"
+    )
     engine_max_queue: int = Field(default=64, ge=0, description="waiting requests; more get 429")
     engine_kv_tokens: int | None = Field(
         default=None, ge=512, description="KV cells for all sequences; None = context x parallel"
@@ -143,6 +145,15 @@ class Settings(BaseSettings):
     )
     engine_cached_sessions: int = Field(
         default=64, ge=0, le=200, description="idle sessions kept in the KV cache (LRU)"
+    )
+    engine_host_kv_mb: int | None = Field(
+        default=None, ge=0, description="evicted sessions' KV state kept in RAM; None = from free"
+    )
+    engine_disk_kv_mb: int = Field(
+        default=4096, ge=0, description="evicted sessions' KV state on disk beyond it; 0 = off"
+    )
+    kv_cache_type: Literal["f16", "q8_0", "q4_0"] = Field(
+        default="f16", description="K/V cache element type (q8_0/q4_0: about 2x/3.5x the cells)"
     )
 
     # Model switching (companion/llm/routing.py; docs/engine.md "Model switching"): with two

@@ -29,7 +29,10 @@ class PerformanceStats:
     """Thread-safe counters and recent timings of chat requests."""
 
     def __init__(self) -> None:
+        from companion.looplag import LoopLag  # it uses percentile() from here
+
         self.metrics = Metrics()
+        self.loop_lag = LoopLag()  # sampled while a server runs (app lifespan starts it)
         self._lock = threading.Lock()
         self._started = time.time()
         self._response_ms: deque[float] = deque(maxlen=WINDOW)
@@ -107,5 +110,6 @@ class PerformanceStats:
             else 0.0,
             "memory_usage_mb": round(psutil.Process().memory_info().rss / 2**20, 1),
             "uptime_s": round(time.time() - self._started, 1),
+            **self.loop_lag.snapshot(),
             **counts,
         }

@@ -27,6 +27,7 @@ from companion.bench.http_load import (
     run_load,
     serve,
 )
+from companion.bench.kv_types import kv_type_figures, prefill_stall
 from companion.chat import Companion
 from companion.config import Settings
 from companion.domain import GenerationOptions
@@ -245,9 +246,12 @@ def run(settings: Settings, scale: int | None = None) -> tuple[dict[str, float],
         prompts = [chat_tokens(engine, bench.system_prompt, t) for t in openers]
         figures.update(single(engine, model, prompts[:SINGLE_PROMPTS], opts, bench))
         figures.update(asyncio.run(sweep(engine, prompts[SINGLE_PROMPTS:], opts)))
+        long_prompt = chat_tokens(engine, bench.system_prompt, " ".join(session_lines(120)))
+        figures.update(asyncio.run(prefill_stall(engine, prompts[:8], long_prompt[:1500], opts)))
         engine_stats = engine.stats()
     finally:
         engine.close()
+    figures.update(kv_type_figures(bench, model, prompts[SINGLE_PROMPTS:], opts))
     figures.update(http_figures(bench, model, openers[-HTTP_N:]))
     return figures, notes(bench, figures, engine_stats, len(openers))
 

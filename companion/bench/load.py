@@ -39,6 +39,7 @@ import httpx
 
 from companion.bench import shared_data
 from companion.bench.http_load import _wait_ready, companion_command, free_port
+from companion.bench.load_engine import decode_probe, engine_figures
 from companion.config import Settings
 from companion.errors import ConfigError
 from companion.server.security import is_loopback
@@ -64,6 +65,7 @@ class LoadOptions:
     host: str = "127.0.0.1"
     port: int | None = None
     drain_s: float = 330.0
+    probe_s: float = 20.0  # the decode probe before the load (0: none)
 
 
 @dataclass
@@ -522,6 +524,7 @@ def run(
     check_host(opts.host)
     opts.drain_s = settings.request_timeout_s + DRAIN_EXTRA_S
     convs = conversations(max(opts.users * 3, 16))
+    probe = decode_probe(settings, opts.probe_s) if opts.probe_s else {}
     with tempfile.TemporaryDirectory(prefix="companion-load-") as tmp:
         data_dir = Path(tmp)
         env = server_env(settings, data_dir, opts.host)
@@ -530,6 +533,7 @@ def run(
         tally: Tally = result["tally"]
         lost, lost_examples = lost_messages(data_dir / "companion.db", tally.exchanges)
     found = figures(opts, result, lost)
+    found.update(engine_figures(result["before"], result["after"], found["tokens_per_s"], probe))
     return found, notes(opts, settings, result, server, found, lost_examples)
 
 

@@ -37,6 +37,10 @@ SUITES = {
 @click.option(
     "--think", "think_s", type=click.FloatRange(0, 600), help="load: mean think time, s (1)."
 )
+@click.option(
+    "--probe", "probe_s", type=click.FloatRange(0, 600),
+    help="load: seconds of the decode probe before the load (20; 0 = none).",
+)
 @click.option("--host", help="load: loopback address for the server (127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65535), help="load: server port (a free one).")
 @click.pass_obj

@@ -12,6 +12,7 @@ from companion.cli import Ctx, cli
 from companion.cli.config import server_url
 from companion.config import config_path, save_setting
 from companion.llm.hardware import detect_hardware, select_model, system_tier
+from companion.llm.probe import describe as describe_engine
 from companion.llm.registry import Registry, check_size
 from companion.llm.routing import RoutingRule
 from companion.runtime import main_plan, plan_routing
@@ -68,6 +69,7 @@ def info(obj: Ctx) -> None:
         f"({plan.offload.reason})"
     )
     click.echo(f"routing:  {routing.describe()}")
+    click.echo(f"engine:   {describe_engine(settings, plan.selection.path)}")
     if routing.enabled:
         rule = RoutingRule.from_settings(settings)
         history = f", history > {rule.history_tokens} tokens" if rule.history_tokens else ""

@@ -19,6 +19,7 @@ class GenerationRequest:
     cancelled: bool = False
     grammar: str | None = None  # GBNF text (root rule "root"): only what it allows is sampled
     logprobs: int | None = None  # report each token's log-probability and this many alternatives
+    user: str | None = None  # whose request: free slots are shared fairly across users
 
 
 @dataclass(frozen=True)

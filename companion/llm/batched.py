@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -34,10 +35,14 @@ from companion.errors import (
     Overloaded,
     PayloadTooLarge,
 )
+from companion.llm.admission import WaitPredictor, fair_pick
 from companion.llm.base import GenerationDone, GenerationRequest, ModelInfo, TokenLogprob
 from companion.llm.jobs import EngineFigures, Job
 from companion.llm.kvcache import MAX_PREFIXES, Plan, SequencePool
+from companion.llm.kvstate import Ledger, StateMover
+from companion.llm.kvtiers import KvTiers, open_tiers
 from companion.llm.llama_cpp import ContextPlan, LoadedModel, load_model
+from companion.llm.probe import AUTO_MAX, auto_parallel
 from companion.llm.prompt import SpecialTokens, render_prompt
 from companion.llm.sampling import (
     Detokenizer,
@@ -53,15 +58,25 @@ log = logging.getLogger("companion.llm.batched")
 _anonymous = itertools.count()
 
 
+def max_parallel(settings: Settings) -> int:
+    """The decoding slots the context is built for (auto: the most the probe may choose)."""
+    return AUTO_MAX if settings.engine_parallel == "auto" else settings.engine_parallel
+
+
 def context_plan(settings: Settings) -> ContextPlan:
-    """The context the engine settings ask for: KV cells, sequence ids, step budget, threads."""
-    parallel = settings.engine_parallel
+    """The context the engine settings ask for: KV cells, sequence ids, step budget, threads.
+
+    With engine_parallel = auto and no engine_kv_tokens, the cells come from the RAM budget.
+    """
+    parallel = max_parallel(settings)
     n_seq = min(parallel + settings.engine_cached_sessions + MAX_PREFIXES, 256)
+    auto = settings.engine_parallel == "auto"
     return ContextPlan(
-        kv_tokens=settings.engine_kv_tokens or settings.context_length * parallel,
+        kv_tokens=settings.engine_kv_tokens or (0 if auto else settings.context_length * parallel),
         n_seq_max=max(n_seq, parallel + 1),
         n_batch=max(settings.engine_batch_tokens, parallel + 1),
         n_threads=settings.n_threads,
+        kv_type=settings.kv_cache_type,
     )
 
 
@@ -74,15 +89,32 @@ def open_engine(settings: Settings, path: Path, size: str, n_gpu_layers: int = 0
         n_gpu_layers=n_gpu_layers,
         plan=context_plan(settings),
     )
-    return BatchedEngine(
-        loaded, parallel=settings.engine_parallel, max_queue=settings.engine_max_queue
+    tiers = open_tiers(settings, path)
+    engine = BatchedEngine(
+        loaded,
+        parallel=max_parallel(settings),
+        max_queue=settings.engine_max_queue,
+        tiers=tiers,
+        timeout_s=settings.request_timeout_s,
     )
+    if settings.engine_parallel == "auto":
+        cache = settings.data_dir / "kv" / f"probe-{path.stem}.json"
+        engine.parallel = auto_parallel(engine, cache)
+    return engine
 
 
 class BatchedEngine:
     """Continuous batching over one llama.cpp context shared by `parallel` decoding sequences."""
 
-    def __init__(self, model: LoadedModel, *, parallel: int = 8, max_queue: int = 64) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        *,
+        parallel: int = 8,
+        max_queue: int = 64,
+        tiers: KvTiers | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
         if model.plan.n_batch <= parallel:
             raise ConfigError(
                 f"engine_batch_tokens ({model.plan.n_batch}) must exceed "
@@ -99,6 +131,10 @@ class BatchedEngine:
         self.max_queue = max_queue
         self._budget = model.plan.n_batch
         self._pool = SequencePool(model.plan.n_seq_max, model.plan.kv_tokens)
+        self._mover = StateMover(self._ctx, self._mem, tiers)  # evicted sessions: RAM, disk
+        self._ledger = Ledger()  # each session's last tokens: a turn's new tokens are counted
+        self._predictor = WaitPredictor()
+        self.timeout_s = timeout_s  # a request predicted to wait longer is refused at once
         self._batch: Any = llama_cpp.llama_batch_init(self._budget, 0, 1)
         self._waiting: deque[Job] = deque()
         self._active: list[Job] = []
@@ -155,7 +191,8 @@ class BatchedEngine:
                 self._borrowers.notify_all()
 
     def stats(self) -> dict[str, float]:
-        return self.figures.snapshot()
+        return {**self.figures.snapshot(), "parallel": float(self.parallel),
+                "kv_cells": float(self._pool.kv_tokens)}  # fmt: skip
 
     @property
     def down_reason(self) -> str | None:
@@ -207,6 +244,8 @@ class BatchedEngine:
             self._borrowers.wait_for(lambda: self._borrowing == 0)
         llama_cpp.llama_batch_free(self._batch)
         self._model.close()
+        if self._mover.tiers is not None:
+            self._mover.tiers.close()
 
     # --- the caller's side ---------------------------------------------------------------
 
@@ -234,9 +273,24 @@ class BatchedEngine:
                     f"{len(self._waiting)} requests are waiting (engine_max_queue); retry shortly",
                     retry_after_s=2,
                 )
+            if not prefill_only:
+                self._check_wait(len(self._waiting) + 1 - free_slots)
             self._waiting.append(job)
             self._wake.notify()
         return job
+
+    def _check_wait(self, ahead: int) -> None:
+        """Overloaded when a request behind `ahead` others would not finish before its deadline."""
+        if self.timeout_s is None:
+            return
+        wait = self._predictor.wait_s(ahead, self.parallel)
+        total = wait + self._predictor.hold_s
+        if ahead > 0 and total > self.timeout_s:
+            raise Overloaded(
+                f"the predicted wait ({wait:.0f} s for {ahead} queued requests) plus the reply "
+                f"exceeds request_timeout_s ({self.timeout_s:g} s); retry later",
+                retry_after_s=max(1, math.ceil(total - self.timeout_s)),
+            )
 
     # --- the engine thread ---------------------------------------------------------------
 
@@ -290,18 +344,26 @@ class BatchedEngine:
             log.error("%d requests ended: the model stopped (%s)", len(left), reason)
 
     def _admit(self) -> None:
-        """Start waiting requests while decoding slots and KV cells allow (in arrival order)."""
+        """Start waiting requests while decoding slots and KV cells allow (fair across users)."""
         with self._wake:
             waiting = list(self._waiting)
+        live = []
         for job in waiting:
-            if not job.cancelled and len(self._active) >= self.parallel:
-                break
             if job.cancelled:
                 self._dequeue(job)
                 self._finish(job, "cancelled", started=False)
-                continue
+            else:
+                live.append(job)
+        slots = self.parallel - len(self._active)
+        if slots <= 0 or not live:
+            return
+        for job in fair_pick(live, self._active, 2 * slots):
+            if len(self._active) >= self.parallel:
+                break
             max_new = 0 if job.prefill_only else job.request.options.max_tokens
-            plan = self._pool.acquire(job.key, job.request.prompt_tokens, max_new)
+            saved = self._mover.saved_tokens(job.key)
+            plan = self._pool.acquire(job.key, job.request.prompt_tokens, max_new, saved)
+            self._mover.save(self._pool.drain_evicted())  # copied out before the cells are reused
             if plan is None:
                 if not self._active:
                     self._dequeue(job)
@@ -321,7 +383,14 @@ class BatchedEngine:
         for seq in plan.evicted:
             llama_cpp.llama_memory_seq_rm(self._mem, seq, -1, -1)
         keep = plan.keep
-        if plan.copy_from is None:
+        prompt = job.request.prompt_tokens
+        self.figures.admitted(self._ledger.new_tokens(job.key, prompt))
+        if plan.restore:
+            keep = self._mover.restore(job.key, plan.seq, keep, prompt)
+            if keep == 0:  # nothing restored: the whole prompt is computed
+                self._pool.entries[plan.seq].trim(0)
+                self._pool.entries[plan.seq].reserve += plan.keep
+        elif plan.copy_from is None:
             if not llama_cpp.llama_memory_seq_rm(self._mem, plan.seq, keep, -1):
                 llama_cpp.llama_memory_seq_rm(self._mem, plan.seq, -1, -1)
                 self._pool.entries[plan.seq].trim(0)
@@ -332,11 +401,13 @@ class BatchedEngine:
         if plan.pin is not None:
             llama_cpp.llama_memory_seq_rm(self._mem, plan.pin, -1, -1)
             llama_cpp.llama_memory_seq_cp(self._mem, plan.copy_from, plan.pin, 0, keep)
-        prompt = job.request.prompt_tokens
+        if not plan.restore:
+            self._mover.discard(job.key)  # a state saved earlier is stale now
         job.pos, job.reused, job.pending = keep, keep, list(prompt[keep:])
         if not job.prefill_only:
-            job.sampler = Sampler(job.request.options, self._n_vocab, vocab=self._vocab,
-                                  grammar=job.request.grammar)
+            job.sampler = Sampler(
+                job.request.options, self._n_vocab, vocab=self._vocab, grammar=job.request.grammar
+            )
             job.detok = Detokenizer(self._vocab)
             job.text = StopText(job.request.options.stop)
             job.logprobs = [] if job.request.logprobs is not None else None
@@ -354,6 +425,7 @@ class BatchedEngine:
             seq = self._pool.evict_one()
             if seq is None:
                 raise GenerationError("the KV cache is full")
+            self._mover.save(self._pool.drain_evicted())
             llama_cpp.llama_memory_seq_rm(self._mem, seq, -1, -1)
             rc = llama_cpp.llama_decode(self._ctx, self._batch)
         if rc != 0:
@@ -441,7 +513,10 @@ class BatchedEngine:
         job.free()
         if started:
             self._active.remove(job)
+            self._ledger.ended(job.key, self._pool.entries[job.seq].tokens)
             self._pool.release(job.seq)
+            if finish in ("stop", "length"):
+                self._predictor.observe(time.perf_counter() - job.admitted)
         done = job.done(finish)
         self.figures.finished(done, job.prefill_only)
         job.send(done)
@@ -474,7 +549,7 @@ class BatchedEngine:
         }
         if not self._active:
             gauges.update(batch_size=0.0, batch_sequences=0.0)
-        self.figures.publish(gauges, self._pool.counters)
+        self.figures.publish(gauges, {**self._pool.counters, **self._mover.stats()})
 
 
 def _down_error(reason: str) -> ModelDown:

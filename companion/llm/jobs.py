@@ -45,6 +45,11 @@ class Job:
     logprobs: list[TokenLogprob] | None = None  # filled when the request asks for them
 
     @property
+    def user(self) -> str:
+        """Whose request (fairness); a request without a user counts as its own session's."""
+        return self.request.user or self.key
+
+    @property
     def cancelled(self) -> bool:
         return self.request.cancelled
 
@@ -87,10 +92,11 @@ class EngineFigures:
         self._steps: deque[tuple[float, int, int, int]] = deque()  # (t, prompt, gen, seqs)
         self._ttft_ms: deque[float] = deque(maxlen=1000)
         self.totals = {"generations": 0, "prompt_tokens": 0, "completion_tokens": 0,
-                       "cancelled": 0, "failed": 0, "prefills": 0}  # fmt: skip
+                       "cancelled": 0, "failed": 0, "prefills": 0,
+                       "new_prompt_tokens": 0, "decoded_tokens": 0}  # fmt: skip
         self.gauges = {"active_sequences": 0.0, "queue_depth": 0.0, "kv_used_ratio": 0.0,
                        "kv_sequences": 0.0, "batch_size": 0.0, "batch_sequences": 0.0}  # fmt: skip
-        self.kv_counters: dict[str, int] = {}
+        self.kv_counters: dict[str, float] = {}
 
     def step(self, prompt: int, generated: int, sequences: int, tokens: int) -> None:
         """Record one llama_decode: prompt and generated tokens, sequences and batch tokens."""
@@ -100,6 +106,7 @@ class EngineFigures:
             while self._steps and self._steps[0][0] < now - WINDOW_S:
                 self._steps.popleft()
             self.totals["prompt_tokens"] += prompt
+            self.totals["decoded_tokens"] += generated
             self.gauges["batch_size"] = float(tokens)
             self.gauges["batch_sequences"] = float(sequences)
 
@@ -116,7 +123,12 @@ class EngineFigures:
             elif done.completion_tokens:
                 self._ttft_ms.append(done.timings["time_to_first_token_ms"])
 
-    def publish(self, gauges: dict[str, float], kv_counters: dict[str, int]) -> None:
+    def admitted(self, new_tokens: int) -> None:
+        """A request started: `new_tokens` of its prompt were not in its session's last turn."""
+        with self._lock:
+            self.totals["new_prompt_tokens"] += new_tokens
+
+    def publish(self, gauges: dict[str, float], kv_counters: dict[str, float]) -> None:
         """Replace the live gauges and the KV-cache counters."""
         with self._lock:
             self.gauges.update(gauges)

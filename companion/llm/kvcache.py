@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 MIN_SHARED_PREFIX = 16  # shorter common prefixes are not worth pinning
@@ -67,6 +68,7 @@ class Plan:
     copy_from: int | None = None
     pin: int | None = None
     evicted: tuple[int, ...] = ()
+    restore: bool = False  # load the session's saved state into `seq` first, then keep `keep`
 
 
 class SequencePool:
@@ -78,16 +80,27 @@ class SequencePool:
         self.entries: dict[int, Entry] = {}
         self.free: list[int] = list(range(n_seq - 1, -1, -1))
         self._origins = itertools.count()
+        self.evicted: list[Entry] = []  # sessions evicted since the engine last saved them
         self.counters = {"hits": 0, "misses": 0, "evictions": 0, "reused_tokens": 0,
-                         "prefix_shares": 0}  # fmt: skip
+                         "prefix_shares": 0, "restore_plans": 0}  # fmt: skip
 
-    def acquire(self, key: str, prompt: list[int], max_new: int) -> Plan | None:
-        """Plan a sequence for `prompt` plus `max_new` generated tokens, or None if none fits."""
+    def acquire(
+        self, key: str, prompt: list[int], max_new: int, saved: Sequence[int] | None = None
+    ) -> Plan | None:
+        """Plan a sequence for `prompt` plus `max_new` generated tokens, or None if none fits.
+
+        `saved`: the tokens of the session's state saved outside the cells (see kvtiers.py);
+        it is restored when it shares more of the prompt than any resident sequence.
+        """
         own = self._session(key)
         if own is not None and own.busy:
             return None
         donor, shared = self._best_donor(prompt, exclude=own)
         mine = _lcp(own.tokens, prompt) if own is not None else 0
+        if own is None and saved:
+            restored = self._restore_plan(key, prompt, max_new, saved, shared, donor)
+            if restored is not None:
+                return restored if restored.seq >= 0 else None
         use_own = own is not None and mine >= shared
         keep = min(mine if use_own else shared, max(len(prompt) - 1, 0))
         need = len(prompt) - keep + max_new
@@ -108,6 +121,37 @@ class SequencePool:
         donor.used_at = time.monotonic()
         pin, dropped = self._pin(donor, prompt[:keep])
         return Plan(entry.seq, keep, donor.seq, pin, evicted + dropped)
+
+    def _restore_plan(
+        self,
+        key: str,
+        prompt: list[int],
+        max_new: int,
+        saved: Sequence[int],
+        shared: int,
+        donor: Entry | None,
+    ) -> Plan | None:
+        """A plan that restores `saved` (Plan with seq -1: no room now); None: not worth it."""
+        keep = min(_lcp(saved, prompt), max(len(prompt) - 1, 0))
+        if keep < MIN_SHARED_PREFIX or keep <= shared:
+            return None
+        need = max(len(saved), len(prompt)) + max_new  # the whole state lands before the trim
+        protect = {donor.seq} if donor is not None else set()
+        evicted = self._make_room(need, protect, need_id=True)
+        if evicted is None:
+            return Plan(-1, 0)
+        entry = self._new_entry(key)
+        entry.busy, entry.used_at, entry.origin = True, time.monotonic(), next(self._origins)
+        entry.reserve = len(prompt) - keep + max_new
+        entry.tokens, entry.runs = list(prompt[:keep]), [(entry.origin, 0, keep)]
+        self.counters["restore_plans"] += 1
+        self.counters["reused_tokens"] += keep
+        return Plan(entry.seq, keep, evicted=evicted, restore=True)
+
+    def drain_evicted(self) -> list[Entry]:
+        """The sessions evicted since the last call (the engine saves their state, then frees)."""
+        out, self.evicted = self.evicted, []
+        return out
 
     def release(self, seq: int, keep: bool = True) -> None:
         """The request on `seq` ended; keep its tokens for the session's next turn, or drop them."""
@@ -134,8 +178,7 @@ class SequencePool:
         if not idle:
             return None
         victim = min(idle, key=lambda e: (e.key is None, e.used_at))
-        self._drop(victim)
-        self.counters["evictions"] += 1
+        self._evict(victim)
         return victim.seq
 
     def sessions(self) -> int:
@@ -166,8 +209,7 @@ class SequencePool:
             if not idle:
                 return None
             victim = min(idle, key=lambda e: (e.key is None, e.used_at))
-            self._drop(victim)
-            self.counters["evictions"] += 1
+            self._evict(victim)
             evicted.append(victim.seq)
         return tuple(evicted)
 
@@ -198,6 +240,13 @@ class SequencePool:
         pin.used_at = time.monotonic()
         return pin.seq, dropped
 
+    def _evict(self, entry: Entry) -> None:
+        """Drop an idle sequence for room; a session's goes on the engine's list to save."""
+        self._drop(entry)
+        self.counters["evictions"] += 1
+        if entry.key is not None:
+            self.evicted.append(entry)
+
     def _drop(self, entry: Entry) -> None:
         del self.entries[entry.seq]
         self.free.append(entry.seq)
@@ -208,7 +257,7 @@ def _clip(runs: list[tuple[int, int, int]], n: int) -> list[tuple[int, int, int]
     return [(o, s, min(e, n)) for o, s, e in runs if s < n]
 
 
-def _lcp(a: list[int], b: list[int]) -> int:
+def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
     """Length of the longest common prefix."""
     n = min(len(a), len(b))
     for i in range(n):

@@ -12,7 +12,7 @@ import functools
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ FALLBACK_TEMPLATE = (
 )
 
 
+KV_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}  # ggml_type ids (GGML_TYPE_F16, Q8_0, Q4_0)
 CPU_UBATCH = 63  # below GGML_FA_TILE_Q: see _context_params
 
 native_log = logging.getLogger("companion.llama_cpp")
@@ -72,11 +73,12 @@ def route_native_logs() -> None:
 class ContextPlan:
     """How the llama.cpp context is shaped: KV cells, sequences, batch and threads."""
 
-    kv_tokens: int  # KV cells shared by every sequence (active and cached sessions)
+    kv_tokens: int  # KV cells shared by every sequence (active and cached sessions); 0 = RAM
     n_seq_max: int = 1  # sequence ids: decoding slots plus cached sessions and prefixes
     n_batch: int = 512  # most tokens one llama_decode may carry
     n_threads: int | None = None
     flash_attn: bool = True
+    kv_type: str = "f16"  # f16, q8_0 or q4_0 (quantized V needs flash attention)
 
 
 @dataclass
@@ -125,6 +127,8 @@ def load_model(
             f"context_length {context_length} exceeds the model's limit {limit} ({path.name})",
             field="context_length",
         )
+    if plan.kv_tokens <= 0:
+        plan = replace(plan, kv_tokens=kv_cells_for_ram(model, plan, context_length))
     try:
         params = _context_params(plan, n_gpu_layers)
         context = _internals.LlamaContext(model=model, params=params, verbose=False)
@@ -156,6 +160,27 @@ def load_model(
         plan.n_seq_max,
     )
     return LoadedModel(model, context, formatter, prefix_formatter, info, plan)
+
+
+KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}  # bytes per K/V element
+KV_RAM_SHARE = 0.15  # of the RAM available at load, for the KV cells
+KV_MAX_SEQUENCES = 16  # cells for at most this many full-length conversations
+
+
+def kv_cells_for_ram(model: Any, plan: ContextPlan, context_length: int) -> int:
+    """KV cells that fit in KV_RAM_SHARE of the available RAM (multiple of 256, at least one
+    full context, at most KV_MAX_SEQUENCES of them)."""
+    import llama_cpp
+
+    m = model.model
+    head_dim = llama_cpp.llama_model_n_embd(m) // max(1, llama_cpp.llama_model_n_head(m))
+    per_cell = (
+        2 * llama_cpp.llama_model_n_layer(m) * llama_cpp.llama_model_n_head_kv(m) * head_dim
+        * KV_BYTES[plan.kv_type]
+    )  # fmt: skip
+    budget = psutil.virtual_memory().available * KV_RAM_SHARE
+    cells = int(budget / per_cell) // 256 * 256
+    return max(context_length, min(cells, KV_MAX_SEQUENCES * context_length))
 
 
 @functools.cache
@@ -206,6 +231,7 @@ def _context_params(plan: ContextPlan, n_gpu_layers: int) -> Any:
     params.n_seq_max = plan.n_seq_max
     params.n_outputs_max = max(plan.n_batch, plan.n_seq_max)  # llama.cpp reserves n_seq_max rows
     params.kv_unified = True
+    params.type_k = params.type_v = KV_TYPES[plan.kv_type]
     params.n_threads = threads
     params.n_threads_batch = threads
     params.flash_attn_type = (

@@ -56,9 +56,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             settings.host,
             settings.port,
         )
+        companion.stats.loop_lag.start()  # event-loop lag, in /api/v1/stats
         try:
             yield
         finally:
+            await companion.stats.loop_lag.stop()
             if owned:
                 await asyncio.to_thread(app.state.runtime.close)
 

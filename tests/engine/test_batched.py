@@ -53,23 +53,29 @@ async def test_concurrent_streams_are_complete_separate_and_equal_to_alone(
     assert len({done.text for _, done in results}) == len(ASKS)
 
 
-async def test_long_prompt_is_chunked_between_decode_steps(engine: BatchedEngine) -> None:
-    running = engine.generate(greedy(chat_prompt(engine, LONG_ASK), max_tokens=80))
-    times: list[float] = []
-    for _ in range(2):
-        times.append(time.perf_counter()) if isinstance(await anext(running), str) else None
+async def test_long_prompt_is_chunked_between_decode_steps(
+    engine: BatchedEngine, alone: BatchedEngine
+) -> None:
+    """A long prompt joins while a stream decodes: the stream keeps going, both texts as alone."""
+    story = chat_prompt(engine, LONG_ASK)
     long_prompt = chat_prompt(engine, "Please remember this list. " + "apple pear plum fig. " * 60)
     assert len(long_prompt) > 5 * 64  # the step budget of the test engine
+    expected_story = (await collect(alone, greedy(story, max_tokens=60)))[1].text
+    expected_long = (await collect(alone, greedy(long_prompt, max_tokens=4)))[1].text
+    running = engine.generate(greedy(story, max_tokens=60))
+    pieces: list[str] = [await anext(running), await anext(running)]  # type: ignore[list-item]
+    times: list[float] = []
     newcomer = asyncio.create_task(collect(engine, greedy(long_prompt, max_tokens=4)))
     joined = time.perf_counter()
-    while not newcomer.done():
-        event = await anext(running)
-        assert isinstance(event, str), "the running stream ended before the newcomer started"
+    async for event in running:
+        if isinstance(event, GenerationDone):
+            break
+        pieces.append(event)
         times.append(time.perf_counter())
     _, done = await newcomer
     first = joined + done.timings["time_to_first_token_ms"] / 1000
-    await running.aclose()
     assert sum(1 for t in times if joined < t < first) >= 3  # the stream kept going meanwhile
+    assert "".join(pieces) == expected_story and done.text == expected_long
     await wait_for(engine, "active_sequences", 0)
 
 

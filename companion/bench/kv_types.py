@@ -1,0 +1,113 @@
+"""bench engine's extra parts: KV cache types, and a long prefill joining running streams.
+
+KV types: the same KV_N greedy requests run together on an engine per `kv_cache_type`; a reply
+agrees when its text equals f16's, and the common-prefix share says how far it follows f16.
+Prefill stall: the inter-token gap p95 of running streams while a ~1,500-token prompt is
+prefilled in chunks between their decode steps, against the same streams alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import replace
+
+from companion.config import Settings
+from companion.domain import GenerationOptions
+from companion.llm.base import GenerationDone, GenerationRequest
+from companion.llm.batched import BatchedEngine, open_engine
+from companion.stats import percentile
+
+KV_N = 16
+TYPES = ("f16", "q8_0", "q4_0")
+
+
+async def _replies(
+    engine: BatchedEngine, prompts: list[list[int]], opts: GenerationOptions, tag: str
+) -> tuple[list[GenerationDone], float]:
+    async def one(i: int, prompt: list[int]) -> GenerationDone:
+        request = GenerationRequest(prompt, opts, session_key=f"kv-{tag}-{i}")
+        async for event in engine.generate(request):
+            if isinstance(event, GenerationDone):
+                return event
+        raise AssertionError("no GenerationDone")
+
+    started = time.perf_counter()
+    done = await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts)))
+    return list(done), time.perf_counter() - started
+
+
+def kv_type_figures(
+    bench: Settings, model: os.PathLike[str], prompts: list[list[int]], opts: GenerationOptions
+) -> dict[str, float]:
+    """kv_<type>_tokens_per_s_16 for each type; kv_<type>_agreement and _prefix_share vs f16."""
+    figures: dict[str, float] = {}
+    reference: list[str] = []
+    for kind in TYPES:
+        settings = bench.model_copy(update={"kv_cache_type": kind, "engine_parallel": KV_N,
+                                            "engine_disk_kv_mb": 0})  # fmt: skip
+        engine = open_engine(settings, model, "tiny")  # type: ignore[arg-type]
+        try:
+            done, wall = asyncio.run(_replies(engine, prompts[:KV_N], opts, kind))
+        finally:
+            engine.close()
+        texts = [d.text for d in done]
+        figures[f"kv_{kind}_tokens_per_s_{KV_N}"] = round(
+            sum(d.completion_tokens for d in done) / wall, 2
+        )
+        if kind == "f16":
+            reference = texts
+            continue
+        same = sum(a == b for a, b in zip(texts, reference, strict=True))
+        shares = [_prefix(a, b) / max(len(b), 1) for a, b in zip(texts, reference, strict=True)]
+        figures[f"kv_{kind}_agreement"] = round(same / len(texts), 3)
+        figures[f"kv_{kind}_prefix_share"] = round(sum(shares) / len(shares), 3)
+    return figures
+
+
+def _prefix(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+async def prefill_stall(
+    engine: BatchedEngine,
+    prompts: list[list[int]],
+    long_prompt: list[int],
+    opts: GenerationOptions,
+) -> dict[str, float]:
+    """Inter-token gap p95 of STALL_N running streams alone, and while a long prompt joins."""
+    from companion.bench.engine import engine_stream  # the sweep's timed stream
+
+    alone = await asyncio.gather(
+        *(engine_stream(engine, p, opts, f"stall-a{i}") for i, p in enumerate(prompts))
+    )
+    running = [
+        asyncio.create_task(engine_stream(engine, p, opts, f"stall-b{i}"))
+        for i, p in enumerate(prompts)
+    ]
+    await asyncio.sleep(0.5)  # the streams are decoding
+    joined = time.perf_counter()
+    long = await engine_stream(engine, long_prompt, replace(opts, max_tokens=1), "stall-long")
+    during = await asyncio.gather(*running)
+    window = (joined, joined + long.ttft_s)
+    gaps = [
+        (b - a) * 1000
+        for s in during
+        for a, b in zip(s.arrivals, s.arrivals[1:], strict=False)
+        if window[0] <= b <= window[1] + 0.2
+    ]
+    base = percentile([g for s in alone for g in s.gaps_ms()], 95)
+    with_prefill = percentile(gaps, 95) if gaps else 0.0
+    return {
+        f"itl_p95_ms_{len(prompts)}_alone": round(base, 1),
+        f"itl_p95_ms_{len(prompts)}_during_prefill": round(with_prefill, 1),
+        "prefill_tokens": float(len(long_prompt)),
+        "prefill_itl_ratio": round(with_prefill / base, 2) if base else 0.0,
+        "prefill_long_ttft_s": round(long.ttft_s, 3),
+    }

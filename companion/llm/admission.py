@@ -1,0 +1,65 @@
+"""Who runs next, and whether a new request can be served in time at all.
+
+Fairness: free decoding slots go to the waiting request whose user holds the fewest slots
+(running or just given), oldest first among equals, so one user with ten sessions does not
+hold back everybody else. Honest admission: from the recent time a request holds a slot, the
+wait of a newcomer at the end of the queue is predicted; past the request deadline it is
+refused at once (429 with Retry-After) instead of timing out minutes later.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from typing import Protocol
+
+
+class Queued(Protocol):
+    @property
+    def user(self) -> str: ...
+
+    submitted: float
+
+
+def fair_pick(waiting: Sequence[Queued], running: Sequence[Queued], slots: int) -> list[Queued]:
+    """Up to `slots` waiting requests in the order they should start."""
+    held = Counter(job.user for job in running)
+    left = list(waiting)
+    chosen: list[Queued] = []
+    while left and len(chosen) < slots:
+        best = min(left, key=lambda j: (held[j.user], j.submitted))
+        chosen.append(best)
+        held[best.user] += 1
+        left.remove(best)
+    return chosen
+
+
+class WaitPredictor:
+    """Mean seconds a request holds a slot (moving average), and the wait that implies."""
+
+    ALPHA = 0.1
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hold_s: float | None = None
+
+    def observe(self, seconds: float) -> None:
+        with self._lock:
+            if self._hold_s is None:
+                self._hold_s = seconds
+            else:
+                self._hold_s += self.ALPHA * (seconds - self._hold_s)
+
+    def wait_s(self, ahead: int, parallel: int) -> float:
+        """Predicted seconds before a request with `ahead` requests queued before it starts."""
+        with self._lock:
+            hold = self._hold_s
+        if hold is None or ahead <= 0:
+            return 0.0
+        return ahead / max(parallel, 1) * hold
+
+    @property
+    def hold_s(self) -> float:
+        with self._lock:
+            return self._hold_s or 0.0

@@ -1,0 +1,121 @@
+"""Tiered KV with the real tiny model: an evicted session's state goes to host RAM or disk and
+its next turn restores it; the greedy reply then equals the reply after a fresh prefill."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from companion.llm.batched import BatchedEngine
+from companion.llm.kvtiers import KvTiers
+from companion.llm.llama_cpp import ContextPlan, load_model
+from companion.llm.registry import tiny_package_path
+from tests.engine.conftest import chat_prompt, collect, greedy, make_engine
+
+FIRST = "I have a dog called Rex and a cat called Tom."
+SECOND = "What are my pets called?"
+FILLER = "Please remember this list. " + "apple pear plum fig. " * 30
+
+
+def small_engine(tiers: KvTiers, kv_tokens: int = 512) -> BatchedEngine:
+    """Few KV cells, so a couple of long prompts evict an idle session (one thread: exact)."""
+    path = tiny_package_path()
+    assert path is not None
+    plan = ContextPlan(kv_tokens=kv_tokens, n_seq_max=16, n_batch=64, n_threads=1)
+    model = load_model(path, size="tiny", context_length=512, plan=plan)
+    return BatchedEngine(model, parallel=2, max_queue=8, tiers=tiers)
+
+
+@pytest.fixture(scope="module")
+def alone() -> Iterator[BatchedEngine]:
+    eng = make_engine(parallel=1, max_queue=8)
+    yield eng
+    eng.close()
+
+
+async def evict_with_fillers(engine: BatchedEngine, n: int = 4) -> None:
+    """Long prompts from other sessions that need the idle sessions' cells."""
+    for i in range(n):
+        await collect(engine, greedy(chat_prompt(engine, f"{i}. {FILLER}"), 4, key=f"fill-{i}"))
+
+
+async def first_turn(engine: BatchedEngine) -> list[int]:
+    """Turn 1 of session "pets"; the prompt of its turn 2."""
+    _, one = await collect(engine, greedy(chat_prompt(engine, FIRST), key="pets"))
+    return chat_prompt(engine, FIRST, one.text, SECOND)
+
+
+async def test_restored_session_replies_as_after_a_fresh_prefill(alone: BatchedEngine) -> None:
+    tiers = KvTiers(host_bytes=256 * 2**20)
+    engine = small_engine(tiers)
+    try:
+        turn2 = await first_turn(engine)
+        await evict_with_fillers(engine)
+        assert engine.stats()["kv_evictions"] >= 1 and tiers.tokens("pets") is not None
+        _, warm = await collect(engine, greedy(turn2, key="pets"))
+        stats = engine.stats()
+    finally:
+        engine.close()
+    _, cold = await collect(alone, greedy(turn2, key="cold-pets"))
+    assert stats["kv_restores"] == 1 and stats["kv_restore_failures"] == 0
+    assert warm.timings["reused_tokens"] >= len(turn2) - 40  # the history was not recomputed
+    assert stats["kv_restored_tokens"] == warm.timings["reused_tokens"]
+    assert warm.text == cold.text and warm.completion_tokens > 0
+
+
+async def test_disk_tier_restores_after_a_restart(tmp_path: Path, alone: BatchedEngine) -> None:
+    """No host RAM: the state is written to disk; a new engine (a restart) restores it."""
+    engine = small_engine(KvTiers(0, tmp_path, 256 * 2**20))
+    try:
+        turn2 = await first_turn(engine)
+        await evict_with_fillers(engine)
+    finally:
+        engine.close()  # waits for the writes
+    written = len(list(tmp_path.glob("*.kv")))
+    assert written >= 1, "the evicted session was not written to disk"
+    restarted = small_engine(KvTiers(0, tmp_path, 256 * 2**20))
+    try:
+        _, warm = await collect(restarted, greedy(turn2, key="pets"))
+        stats = restarted.stats()
+    finally:
+        restarted.close()
+    _, cold = await collect(alone, greedy(turn2, key="cold-pets-2"))
+    assert stats["kv_restores_disk"] == 1 and stats["prompt_tokens"] < len(turn2) / 2
+    assert warm.text == cold.text
+    assert len(list(tmp_path.glob("*.kv"))) == written - 1  # taken: it lives in the cells again
+
+
+async def test_a_state_is_restored_only_for_a_matching_prefix() -> None:
+    tiers = KvTiers(host_bytes=256 * 2**20)
+    engine = small_engine(tiers)
+    try:
+        await first_turn(engine)
+        await evict_with_fillers(engine)
+        other = chat_prompt(engine, "A different first message entirely.", "ok", SECOND)
+        _, done = await collect(engine, greedy(other, key="pets", max_tokens=4))
+        stats = engine.stats()
+    finally:
+        engine.close()
+    assert stats["kv_restores"] == 0  # only the persona matches: a shared prefix, not a restore
+    assert done.completion_tokens > 0 and tiers.tokens("pets") is None  # the stale state is gone
+
+
+def test_host_budget_spills_the_oldest_to_disk_and_the_disk_drops_the_oldest(
+    tmp_path: Path,
+) -> None:
+    tiers = KvTiers(host_bytes=100, disk_dir=tmp_path, disk_bytes=150)
+    tokens = list(range(20))
+    for key in "abcd":  # 60 bytes each: one fits in RAM, two on disk
+        tiers.put(key, tokens, bytearray(key.encode() * 60))
+    tiers.close()  # the spilled states are written
+    stats = tiers.stats()
+    assert (stats["host_sessions"], stats["disk_sessions"], stats["disk_drops"]) == (1, 2, 1)
+    assert tiers.tokens("a") is None and len(list(tmp_path.glob("*.kv"))) == 2
+    taken = tiers.take("b")
+    assert taken is not None and taken[1] == bytearray(b"b" * 60) and taken[2] == "disk"
+    assert list(taken[0]) == tokens and tiers.take("b") is None
+    reopened = KvTiers(host_bytes=100, disk_dir=tmp_path, disk_bytes=150)
+    assert reopened.tokens("c") is not None and reopened.tokens("d") is None  # "d" is in RAM
+    reopened.close()
