@@ -259,6 +259,7 @@ class Companion:
             model=engine.info.name,
             cached=False,
             timings=timings,
+            finish_reason=done.finish_reason,
         )
         if probe is not None and done.text.strip() and done.finish_reason in ("stop", "length"):
             try:
@@ -489,6 +490,7 @@ class Companion:
             model=entry.model,
             cached=True,
             timings=timings,
+            finish_reason=entry.finish_reason,
         )
         if self.personal is not None and notes is not None:
             self.personal.after_turn(user_id, session_id, text, user_msg.id, notes)

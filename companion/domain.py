@@ -39,6 +39,9 @@ class Message:
     model: str | None
     timings: dict[str, float]
     created_at: datetime
+    finish_reason: str | None = None  # stop | length | cancelled (None: not recorded)
+    active: bool = True  # False once a regenerate or an edit replaced it (kept, not in prompts)
+    alt_group: int | None = None  # the replies to one message share it (regenerate)
 
 
 @dataclass(frozen=True)

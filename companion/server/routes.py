@@ -69,7 +69,12 @@ async def chat(body: ChatRequest, request: Request) -> Any:
     stream = admitted_chat(
         request, user, body.message, body.session_id, use_cache=body.cache, **body.options()
     )
-    if not body.stream:
+    return await reply_of(request, stream, body.stream)
+
+
+async def reply_of(request: Request, stream: AsyncIterator[str | ChatResult], sse: bool) -> Any:
+    """A chat stream as the response: the result's JSON, or Server-Sent Events."""
+    if not sse:
         result = None
         async for event in stream:
             if isinstance(event, ChatResult):
@@ -86,10 +91,17 @@ def admitted_chat(
     request: Request, user_id: str | None, message: str, session_id: str | None, **options: Any
 ) -> AsyncIterator[str | ChatResult]:
     """The chat stream inside the user's rate and concurrency limits (429 when over them)."""
+    stream = runtime_of(request).companion.chat_stream(user_id, message, session_id, **options)
+    return admitted(request, user_id, stream)
+
+
+def admitted(
+    request: Request, user_id: str | None, stream: AsyncIterator[str | ChatResult]
+) -> AsyncIterator[str | ChatResult]:
+    """Any chat stream inside the user's rate and concurrency limits (429 when over them)."""
     limits: UserLimits = request.app.state.limits
     key = user_id or DEFAULT_USER
     limits.acquire(key)
-    stream = runtime_of(request).companion.chat_stream(user_id, message, session_id, **options)
 
     async def held() -> AsyncIterator[str | ChatResult]:
         try:
@@ -235,6 +247,9 @@ def _session(s: Session) -> dict[str, Any]:
 
 def _message(m: Message) -> dict[str, Any]:
     return {
+        "finish_reason": m.finish_reason,
+        "active": m.active,
+        "alt_group": m.alt_group,
         "id": m.id,
         "role": m.role,
         "text": m.text,
@@ -249,5 +264,7 @@ def _message(m: Message) -> dict[str, Any]:
 
 # Memory, persona and user-data routes live in their own module; served under this router.
 from companion.server.personal_routes import router as personal_router  # noqa: E402
+from companion.server.session_routes import router as session_router  # noqa: E402
 
 router.include_router(personal_router)
+router.include_router(session_router)

@@ -72,6 +72,9 @@ class MessageBody(BaseModel):
     model: str | None
     timings: dict[str, float]
     created_at: str
+    finish_reason: str | None = None  # stop | length | cancelled (stopped) | error
+    active: bool = True  # false: replaced by a regenerate or an edit (kept)
+    alt_group: int | None = None  # the replies to one message share it
 
 
 class SessionMessages(BaseModel):

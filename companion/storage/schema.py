@@ -18,6 +18,13 @@ NAMING_CONVENTION: dict[str, str] = {
 }
 
 ID_LENGTH = 64
+# SQLite's FTS5 index of messages.text and its shadow tables (migration 0007): not in metadata
+FTS_TABLE = "messages_fts"
+
+
+def in_metadata(name: str | None, type_: str, _parents: object = None) -> bool:
+    """Alembic's include_name: everything but the full-text index's own tables."""
+    return not (type_ == "table" and (name or "").startswith(FTS_TABLE))
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -91,6 +98,11 @@ messages = sa.Table(
     sa.Column("model", sa.String(255), nullable=True),
     sa.Column("timings", sa.JSON(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+    # stop / regenerate / edit / continue (issue 17): why generation ended; false once a
+    # regenerate or an edit replaced it (kept, out of the prompt); the replies to one message
+    sa.Column("finish_reason", sa.String(16), nullable=True),
+    sa.Column("active", sa.Boolean(), nullable=False, server_default=sa.true()),
+    sa.Column("alt_group", MessageId, nullable=True),
     sa.Index("ix_messages_session_id_id", "session_id", "id"),
     # Never reuse a deleted id on SQLite (ignored by other dialects).
     sqlite_autoincrement=True,

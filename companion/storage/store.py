@@ -80,6 +80,8 @@ def _message(row: Mapping[str, Any]) -> Message:
         text=row["text"], status=cast(MessageStatus, row["status"]),
         token_count=row["token_count"], cached=bool(row["cached"]), model=row["model"],
         timings=dict(row["timings"] or {}), created_at=row["created_at"],
+        finish_reason=row.get("finish_reason"), active=bool(row.get("active", True)),
+        alt_group=row.get("alt_group"),
     )
 
 
@@ -264,7 +266,8 @@ class Store:
     @staticmethod
     def _insert_message(conn: Connection, session_id: str, role: str, text: str, *,
                         status: str, token_count: int | None, cached: bool, model: str | None,
-                        timings: Mapping[str, float] | None) -> Message:
+                        timings: Mapping[str, float] | None,
+                        finish_reason: str | None = None) -> Message:
         """Insert one message and bump its session's updated_at; NotFound if no such session."""
         _check_choice(role, ROLES, "role")
         _check_choice(status, STATUSES, "status")
@@ -279,6 +282,7 @@ class Store:
             "session_id": session_id, "role": role, "text": text, "status": status,
             "token_count": token_count, "cached": bool(cached), "model": model,
             "timings": _clean_timings(timings), "created_at": now,
+            "finish_reason": finish_reason,
         }
         result = conn.execute(sa.insert(messages).values(**values))
         return _message({**values, "id": result.inserted_primary_key[0]})
@@ -328,7 +332,8 @@ class Store:
 
     def complete_exchange(self, user_message_id: int, reply_text: str, *,
                           user_tokens: int | None, reply_tokens: int | None, model: str,
-                          cached: bool, timings: Mapping[str, float]) -> Message:
+                          cached: bool, timings: Mapping[str, float],
+                          finish_reason: str | None = None) -> Message:
         """In one transaction, mark the user message complete and store the reply; return it."""
         with self._write() as conn:
             user_msg = self._message_row(conn, user_message_id)
@@ -339,7 +344,8 @@ class Store:
                          .values(**values))
             return self._insert_message(conn, user_msg.session_id, "assistant", reply_text,
                                         status="complete", token_count=reply_tokens,
-                                        cached=cached, model=model, timings=timings)
+                                        cached=cached, model=model, timings=timings,
+                                        finish_reason=finish_reason)
 
     def fail_exchange(self, user_message_id: int, status: FailureStatus,
                       partial_reply: str | None, *, model: str | None,
@@ -354,7 +360,9 @@ class Store:
                 return None
             return self._insert_message(conn, user_msg.session_id, "assistant", partial_reply,
                                         status=status, token_count=None, cached=False,
-                                        model=model, timings=timings)
+                                        model=model, timings=timings,
+                                        finish_reason="cancelled" if status == "interrupted"
+                                        else "error")
 
     def recent_messages(self, session_id: str, limit: int,
                         statuses: tuple[str, ...] = ("complete",)) -> list[Message]:
@@ -362,7 +370,8 @@ class Store:
         if limit <= 0 or not statuses:
             return []
         query = (sa.select(messages)
-                 .where(messages.c.session_id == session_id, messages.c.status.in_(statuses))
+                 .where(messages.c.session_id == session_id, messages.c.status.in_(statuses),
+                        messages.c.active == sa.true())
                  .order_by(messages.c.id.desc()).limit(limit))
         with self._read() as conn:
             rows = [_message(row) for row in conn.execute(query).mappings()]

@@ -17,6 +17,7 @@ from alembic.script import ScriptDirectory
 
 from companion.errors import InputError, NotFound
 from companion.storage import Store, alembic_config, metadata, open_store
+from companion.storage.schema import in_metadata
 
 
 @pytest.fixture()
@@ -48,7 +49,7 @@ def test_open_store_creates_folder_tables_indexes_and_version(db_url: str, tmp_p
         assert {"users", "sessions", "messages", "alembic_version"} <= set(insp.get_table_names())
         assert {c["name"] for c in insp.get_columns("messages")} == {
             "id", "session_id", "role", "text", "status", "token_count", "cached", "model",
-            "timings", "created_at",
+            "timings", "created_at", "finish_reason", "active", "alt_group",
         }
         session_ix = {ix["name"]: ix["column_names"] for ix in insp.get_indexes("sessions")}
         assert session_ix["ix_sessions_user_id_updated_at"] == ["user_id", "updated_at"]
@@ -59,7 +60,8 @@ def test_open_store_creates_folder_tables_indexes_and_version(db_url: str, tmp_p
         with s.engine.connect() as conn:
             assert MigrationContext.configure(conn).get_current_revision() == _head()
             # The migration and schema.py describe the same tables.
-            diffs = compare_metadata(MigrationContext.configure(conn), metadata)
+            context = MigrationContext.configure(conn, opts={"include_name": in_metadata})
+            diffs = compare_metadata(context, metadata)
         assert diffs == []
         assert s.dialect == "sqlite"
         assert s.url == db_url

@@ -1,0 +1,186 @@
+"""Chat actions on stored messages: regenerate a reply (the old one kept as an alternative),
+edit a message and resend it, continue a reply that was cut at max_tokens or stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from companion.chat import DEFAULT_USER, Companion, options_from
+from companion.domain import ChatResult, Message, Usage
+from companion.errors import DeadlineExceeded, InputError, NotFound
+from companion.llm.base import GenerationDone, GenerationRequest
+from companion.storage import conversations as conv
+
+ChatEvents = AsyncIterator[str | ChatResult]
+CONTINUABLE = ("length", "cancelled")  # cut at max_tokens, or stopped by the user
+
+
+class ChatActions:
+    """Regenerate, edit-and-resend and continue, over one Companion."""
+
+    def __init__(self, companion: Companion) -> None:
+        self.companion = companion
+        self.store = companion.store
+
+    def message_of(self, message_id: int) -> tuple[Message, str]:
+        """A message and the user it belongs to (NotFound when either is gone)."""
+        msg = conv.get_message(self.store, message_id)
+        session = self.store.get_session(msg.session_id)
+        if session is None:
+            raise NotFound(f"no message {message_id}", field="message_id")
+        return msg, session.user_id
+
+    def _last_exchange(self, reply: Message) -> tuple[Message, list[Message]]:
+        """The user message a reply answers and the conversation before it; the reply must be
+        the last message shown (only the newest reply can be regenerated or continued)."""
+        shown = conv.active_messages(self.store, reply.session_id)
+        if reply.role != "assistant" or not shown or shown[-1].id != reply.id:
+            raise InputError(
+                "only the last reply of a session can be regenerated or continued",
+                field="message_id",
+            )
+        for i in range(len(shown) - 2, -1, -1):
+            if shown[i].role == "user":
+                return shown[i], shown[:i]
+        raise InputError("this reply answers no message", field="message_id")
+
+    async def regenerate(self, reply_id: int, **options: Any) -> ChatEvents:
+        """A new reply to the same message; the old reply stays, as an alternative."""
+        reply, user_id = await asyncio.to_thread(self.message_of, reply_id)
+        asked, _ = await asyncio.to_thread(self._last_exchange, reply)
+        await asyncio.to_thread(conv.retire_from, self.store, reply.session_id, asked.id)
+        group = reply.alt_group or reply.id
+        new_id: int | None = None
+        try:
+            stream = self.companion.chat_stream(
+                user_id, asked.text, reply.session_id, use_cache=False, **options
+            )
+            async for event in stream:
+                if isinstance(event, ChatResult):
+                    new_id = event.message_id
+                    event.extra["alt_group"] = group
+                yield event
+        finally:
+            await asyncio.to_thread(self._settle_regenerate, asked, reply, group, new_id)
+
+    def _settle_regenerate(
+        self, asked: Message, old: Message, group: int, new_id: int | None
+    ) -> None:
+        """Group the new reply (or the partial one a stop left) with the old one; with no new
+        reply at all, the old exchange comes back as it was."""
+        if new_id is None:
+            shown = conv.active_messages(self.store, old.session_id)
+            last = shown[-1] if shown else None
+            new_id = last.id if last is not None and last.role == "assistant" else None
+        if new_id is None:
+            conv.retire_from(self.store, old.session_id, old.id + 1)
+            conv.reactivate(self.store, [asked.id, old.id])
+            return
+        conv.group_replies(self.store, group, [old.id, new_id])
+
+    async def edit(self, message_id: int, text: str, **options: Any) -> ChatEvents:
+        """Replace one of the user's messages and answer it again; what followed is kept but
+        leaves the conversation (and the prompt)."""
+        msg, user_id = await asyncio.to_thread(self.message_of, message_id)
+        if msg.role != "user" or not msg.active:
+            raise InputError(
+                "only a message you sent (still shown) can be edited", field="message_id"
+            )
+        self.companion._validate(text)  # before anything is retired
+        await asyncio.to_thread(conv.retire_from, self.store, msg.session_id, msg.id)
+        async for event in self.companion.chat_stream(user_id, text, msg.session_id, **options):
+            yield event
+
+    async def continue_reply(self, reply_id: int, **options: Any) -> ChatEvents:
+        """Generate more of a reply cut at max_tokens (or stopped), appended to the same one."""
+        started = time.perf_counter()
+        reply, user_id = await asyncio.to_thread(self.message_of, reply_id)
+        asked, before = await asyncio.to_thread(self._last_exchange, reply)
+        if reply.finish_reason not in CONTINUABLE:
+            raise InputError(
+                "this reply is complete: only a reply cut at max_tokens or "
+                "stopped can be continued",
+                field="message_id",
+            )
+        engine = self.companion.engine
+        engine.check_serving()
+        opts = options_from(self.companion.settings, **options)
+        system = await asyncio.to_thread(self.companion._system_prompt, user_id or DEFAULT_USER)
+        tokens = self._prompt(
+            system, before, asked, reply, engine.info.context_length - opts.max_tokens
+        )
+        request = GenerationRequest(tokens, opts, session_key=reply.session_id)
+        pieces: list[str] = []
+        done: GenerationDone | None = None
+        try:
+            async with asyncio.timeout(self.companion.settings.request_timeout_s):
+                async for event in engine.generate(request):
+                    if isinstance(event, GenerationDone):
+                        done = event
+                    else:
+                        pieces.append(event)
+                        yield event
+        except TimeoutError:
+            raise DeadlineExceeded("no complete continuation within request_timeout_s") from None
+        finally:
+            if done is None:
+                request.cancelled = True
+                if pieces:
+                    conv.extend_reply(
+                        self.store,
+                        reply.id,
+                        "".join(pieces),
+                        asked_id=asked.id,
+                        finish_reason="cancelled",
+                        tokens=len(pieces),
+                        timings={},
+                    )
+        timings = {**done.timings, "total_ms": round((time.perf_counter() - started) * 1000, 2)}
+        stored = await asyncio.to_thread(
+            conv.extend_reply,
+            self.store,
+            reply.id,
+            done.text,
+            asked_id=asked.id,
+            finish_reason=done.finish_reason,
+            tokens=done.completion_tokens,
+            timings=timings,
+        )
+        yield ChatResult(
+            response=stored.text,
+            session_id=reply.session_id,
+            user_id=user_id,
+            cached=False,
+            model=engine.info.name,
+            usage=Usage(done.prompt_tokens, done.completion_tokens),
+            timings=timings,
+            finish_reason=done.finish_reason,
+            message_id=reply.id,
+        )
+
+    def _prompt(
+        self, system: str, before: list[Message], asked: Message, reply: Message, budget: int
+    ) -> list[int]:
+        """The chat so far, ending inside the reply (no end-of-turn), oldest turns dropped to
+        fit the budget."""
+        engine = self.companion.engine
+        turns = [{"role": m.role, "content": m.text} for m in before if m.status == "complete"][
+            -self.companion.settings.history_messages :
+        ]
+        head = [{"role": "system", "content": system}]
+        ask = [{"role": "user", "content": asked.text}]
+        tokens: list[int] = []
+        for start in range(len(turns) + 1):
+            if start < len(turns) and turns[start]["role"] == "assistant":
+                continue
+            text = engine.render_chat(head + turns[start:] + ask) + reply.text
+            tokens = engine.tokenize(text)
+            if len(tokens) <= budget:
+                return tokens
+        raise InputError(
+            f"the reply is too long to continue: {len(tokens)} prompt tokens, {budget} allowed",
+            field="message_id",
+        )
