@@ -384,7 +384,7 @@ class Companion:
         if self.personal is None:
             return self.settings.system_prompt
         persona, relationship = self.personal.personas.active(user_id)
-        return system_prompt(persona, relationship)
+        return system_prompt(persona, relationship, user_id)
 
     def get_performance_stats(self) -> dict[str, Any]:
         """The spec's figures plus the engine's and the loaded model's."""

@@ -86,7 +86,7 @@ class Personal:
         recalled_at = time.perf_counter()
         summary = self.summaries.get(session_id)
         return TurnNotes(
-            persona=persona, relationship=rel, system_prompt=system_prompt(persona, rel),
+            persona=persona, relationship=rel, system_prompt=system_prompt(persona, rel, user_id),
             memories=recalled, summary=summary,
             sampling=sampling(persona, self.settings.temperature, self.settings.max_tokens),
             timings={

@@ -53,8 +53,9 @@ def to_card(persona: Persona) -> dict[str, Any]:
 
 
 def _macros(text: str, name: str) -> str:
-    """Expand the card macros we do not run at chat time: {{char}} and {{user}}."""
-    return text.replace("{{char}}", name).replace("{{user}}", "the user")
+    """A card's text as stored: macros such as {{char}} and {{user}} stay, for chat time
+    (persona/prompt.py expand_macros), so one card greets each user by their own name."""
+    return text
 
 
 def _examples(mes_example: str, name: str) -> list[str]:

@@ -23,8 +23,28 @@ LOW, HIGH = 0.35, 0.65
 MAX_EXAMPLES_IN_PROMPT = 3
 
 
-def system_prompt(persona: Persona, relationship: Relationship | None = None) -> str:
-    """The persona's system prompt; stable while its stage with the user stays the same."""
+def user_name(user_id: str | None) -> str:
+    """How {{user}} reads: the user's id, or "the user" for the shared default user."""
+    return "the user" if not user_id or user_id == "default" else user_id
+
+
+def expand_macros(text: str, persona: Persona, user_id: str | None) -> str:
+    """Character-card macros at chat time: {{char}} is the persona, {{user}} the user."""
+    for macro, value in (("{{char}}", persona.name), ("{{user}}", user_name(user_id))):
+        text = re.sub(re.escape(macro), lambda _m, v=value: v, text, flags=re.IGNORECASE)
+    return text
+
+
+def system_prompt(
+    persona: Persona, relationship: Relationship | None = None, user_id: str | None = None
+) -> str:
+    """The persona's system prompt, macros expanded for `user_id`; stable while its stage with
+    the user stays the same."""
+    return expand_macros(_system_prompt(persona, relationship), persona, user_id)
+
+
+def _system_prompt(persona: Persona, relationship: Relationship | None) -> str:
+    """The persona's system prompt with the card macros left in."""
     if persona.system_prompt:
         lines = [persona.system_prompt]
     else:

@@ -10,7 +10,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from companion.errors import InputError, NotFound
-from companion.persona.card import from_card, load_card
+from companion.persona.avatars import drop_avatar, save_avatar
+from companion.persona.card import PNG_SIGNATURE, from_card, load_card
 from companion.persona.model import (
     DEFAULT_ID,
     Persona,
@@ -86,10 +87,49 @@ class PersonaStore:
             conn.execute(sa.delete(personas).where(personas.c.id == persona_id))
             conn.execute(sa.delete(relationships)
                          .where(relationships.c.persona_id == persona_id))
+        drop_avatar(self.store, persona_id)
 
-    def import_card(self, raw: bytes, persona_id: str | None = None) -> Persona:
-        """Create a persona from a Character Card V2 file (JSON or PNG)."""
-        return self.create(from_card(load_card(raw), persona_id))
+    def import_card(self, raw: bytes, persona_id: str | None = None,
+                    on_conflict: str = "refuse") -> Persona:
+        """A persona from a Character Card V2 file (JSON or PNG; a PNG is kept as its avatar).
+
+        When the id is taken: `refuse` (InputError), `overwrite` it, or `rename` (a free id
+        and "Name (2)")."""
+        card = from_card(load_card(raw), persona_id)
+        if card.id == DEFAULT_ID or self._exists(card.id):
+            if on_conflict == "overwrite" and card.id != DEFAULT_ID:
+                made = self._replace(card)
+            elif on_conflict in ("rename", "overwrite"):
+                made = self.create(self._renamed(card))
+            else:
+                raise InputError(f"persona {card.id!r} exists already: import again with "
+                                 "overwrite or rename", field="id")
+        else:
+            made = self.create(card)
+        if raw.startswith(PNG_SIGNATURE):
+            save_avatar(self.store, made.id, raw)
+        return made
+
+    def _replace(self, persona: Persona) -> Persona:
+        """Write every field of a stored persona anew (an overwriting import)."""
+        with self.store.writing() as conn:
+            conn.execute(sa.update(personas).where(personas.c.id == persona.id).values(
+                name=persona.name, data=persona.to_dict(), updated_at=_now()))
+        return persona
+
+    def _exists(self, persona_id: str) -> bool:
+        """Whether a stored persona has this id."""
+        with self.store.reading() as conn:
+            found = conn.execute(sa.select(personas.c.id).where(personas.c.id == persona_id))
+            return found.first() is not None
+
+    def _renamed(self, persona: Persona) -> Persona:
+        """The persona under the first free id of `id-2`, `id-3`, ... and "Name (n)"."""
+        n = 2
+        while self._exists(f"{persona.id[:60]}-{n}"):
+            n += 1
+        data = {**persona.to_dict(), "name": f"{persona.name} ({n})"}
+        return persona_from(data, persona_id=f"{persona.id[:60]}-{n}")
 
     # users
 

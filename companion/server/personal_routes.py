@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from companion.errors import InputError, NotFound
 from companion.memory.service import MemoryService
+from companion.persona.avatars import avatar, with_avatars
 from companion.persona.card import to_card, write_png_card
 from companion.persona.model import persona_from
 from companion.persona.prompt import system_prompt
@@ -140,7 +141,8 @@ async def forget_user(user_id: str, request: Request) -> dict[str, Any]:
 async def list_personas(request: Request) -> dict[str, Any]:
     """Every persona (the default first)."""
     found = await asyncio.to_thread(_personal(request).personas.all)
-    return {"personas": [p.to_dict() for p in found]}
+    pictured = await asyncio.to_thread(with_avatars, request.app.state.runtime.store)
+    return {"personas": [{**p.to_dict(), "avatar": p.id in pictured} for p in found]}
 
 
 @router.post("/api/v1/personas", status_code=201, tags=["persona"])
@@ -151,13 +153,25 @@ async def create_persona(body: PersonaBody, request: Request) -> dict[str, Any]:
 
 
 @router.post("/api/v1/personas/import", status_code=201, tags=["persona"])
-async def import_persona(request: Request, id: str | None = None) -> dict[str, Any]:
-    """Create a persona from a Character Card V2 (request body: the JSON or the PNG file)."""
+async def import_persona(request: Request, id: str | None = None,
+                         on_conflict: Literal["refuse", "overwrite", "rename"] = "refuse"
+                         ) -> dict[str, Any]:
+    """Create a persona from a Character Card V2 (request body: the JSON or the PNG file; a
+    PNG's image becomes the avatar). A taken id: `on_conflict` refuse (422), overwrite, rename."""
     raw = await request.body()
     if len(raw) > MAX_CARD_BYTES:
         raise InputError("card file is over 4 MiB", field="card")
-    made = await asyncio.to_thread(_personal(request).personas.import_card, raw, id)
+    made = await asyncio.to_thread(_personal(request).personas.import_card, raw, id, on_conflict)
     return made.to_dict()
+
+
+@router.get("/api/v1/personas/{persona_id}/avatar", tags=["persona"])
+async def persona_avatar(persona_id: str, request: Request) -> Response:
+    """The persona's avatar (the image of its PNG card); 404 when it has none."""
+    png = await asyncio.to_thread(avatar, request.app.state.runtime.store, persona_id)
+    if png is None:
+        raise NotFound(f"persona {persona_id!r} has no avatar", field="persona_id")
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/api/v1/personas/{persona_id}", tags=["persona"])
@@ -188,7 +202,8 @@ async def export_card(persona_id: str, request: Request, format: str = "json") -
     persona = await asyncio.to_thread(_personal(request).personas.get, persona_id)
     card = to_card(persona)
     if format == "png":
-        return Response(write_png_card(card), media_type="image/png")
+        image = await asyncio.to_thread(avatar, request.app.state.runtime.store, persona_id)
+        return Response(write_png_card(card, image), media_type="image/png")
     if format != "json":
         raise InputError("format must be json or png", field="format")
     return Response(json.dumps(card, ensure_ascii=False), media_type="application/json")

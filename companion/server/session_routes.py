@@ -14,7 +14,7 @@ from companion.domain import Session
 from companion.errors import NotFound
 from companion.server.personal_routes import USER, _user
 from companion.server.schemas import INT64_MAX, INT64_MIN, ChatResponse, SessionBody
-from companion.server.security import own_user
+from companion.server.security import own_user, principal_of
 from companion.storage import conversations as conv
 
 router = APIRouter()
@@ -60,6 +60,15 @@ async def _owned_session(request: Request, session_id: str) -> Session:
         raise NotFound(f"no session {session_id!r}", field="session_id")
     own_user(request, session.user_id)
     return session
+
+
+@router.get("/api/v1/me", tags=["users"])
+async def me(request: Request) -> dict[str, Any]:
+    """Who the caller is: with auth on, the key's user and whether it is an admin key (the
+    page's sign-in checks a key with it); with auth off, anyone may act for any user."""
+    principal = principal_of(request)
+    auth = bool(_runtime(request).settings.auth)
+    return {"auth": auth, "user_id": principal.user_id if auth else None, "admin": principal.admin}
 
 
 @router.patch("/api/v1/sessions/{session_id}", response_model=SessionBody, tags=["chat"])

@@ -208,6 +208,15 @@ personas = sa.Table(
     sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
 
+# The image of an imported PNG character card (issue 17), shown as the persona's avatar.
+persona_avatars = sa.Table(
+    "persona_avatars",
+    metadata,
+    sa.Column("persona_id", sa.String(ID_LENGTH), primary_key=True),
+    sa.Column("png", sa.LargeBinary(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
 # Per user and persona: which persona is active, and how the relationship stands.
 relationships = sa.Table(
     "relationships",

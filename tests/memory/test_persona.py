@@ -20,7 +20,7 @@ from companion.persona.card import (
     write_png_card,
 )
 from companion.persona.model import Relationship, interacted, stage
-from companion.persona.prompt import feedback, sampling, system_prompt
+from companion.persona.prompt import expand_macros, feedback, sampling, system_prompt
 from companion.storage import Store
 
 MAX = {
@@ -135,8 +135,12 @@ def test_import_of_a_foreign_v2_card_and_a_v1_card() -> None:
         "character_version": "1", "extensions": {}}}
     persona = from_card(load_card(sillytavern_png(v2)))
     assert persona.id == "seraphina"
-    assert persona.description == "Seraphina is a guardian of the forest."
-    assert persona.greeting == "Hello, the user."
+    assert persona.description == "{{char}} is a guardian of the forest."  # expanded at chat time
+    assert persona.greeting == "Hello, {{user}}."
+    assert expand_macros(persona.greeting, persona, "ana") == "Hello, ana."
+    assert system_prompt(persona, None, "ana").startswith(
+        "You are Seraphina. Seraphina is a guardian of the forest."
+    )
     assert persona.example_lines == ("*smiles* Welcome, traveller.",)
     assert persona.speaking_style == "gentle, caring"
     v1 = {"name": "Old", "description": "A V1 card.", "personality": "", "first_mes": "Hi",

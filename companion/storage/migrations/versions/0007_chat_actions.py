@@ -1,5 +1,5 @@
 """Messages: finish_reason, active and alt_group (stop, regenerate, edit, continue); full-text
-search over message text (FTS5 on SQLite, a GIN tsvector index on PostgreSQL).
+search over message text (FTS5 on SQLite, a GIN tsvector index on PostgreSQL); persona avatars.
 
 Revision ID: 0007
 Revises: 0004
@@ -51,6 +51,13 @@ def upgrade() -> None:
             sa.Column("active", sa.Boolean(), nullable=False, server_default=sa.true())
         )
         batch.add_column(sa.Column("alt_group", ROW_ID, nullable=True))
+    op.create_table(
+        "persona_avatars",
+        sa.Column("persona_id", sa.String(64), nullable=False),
+        sa.Column("png", sa.LargeBinary(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("persona_id", name="pk_persona_avatars"),
+    )
     dialect = op.get_bind().dialect.name
     if dialect == "sqlite":
         for statement in SQLITE_FTS:
@@ -60,7 +67,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Drop the index and the columns."""
+    """Drop the avatars, the index and the columns."""
+    op.drop_table("persona_avatars")
     dialect = op.get_bind().dialect.name
     if dialect == "sqlite":
         for statement in SQLITE_FTS_DROP:
