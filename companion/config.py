@@ -11,6 +11,7 @@ import tomllib
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import platformdirs
 from pydantic import Field, ValidationError, field_validator
@@ -208,7 +209,19 @@ class Settings(BaseSettings):
 
     # Storage and server
     data_dir: Path = Field(default_factory=default_data_dir)
-    database_url: str | None = None
+    database_url: str | None = Field(
+        default=None, description="None = SQLite in data_dir; or postgresql+psycopg://..."
+    )
+    db_pool_size: int = Field(
+        default=10, ge=1, le=1000, description="PostgreSQL connections kept per instance"
+    )
+    db_max_overflow: int = Field(
+        default=10, ge=0, le=1000, description="extra PostgreSQL connections under bursts"
+    )
+    redis_url: str | None = Field(
+        default=None, description="redis://host:6379/0 shares cache, limits and locks"
+    )
+    redis_prefix: str = Field(default="companion:", description="prefix of every Redis key")
     host: str = "127.0.0.1"
     port: int = Field(default=13443, ge=1, le=65535)
 
@@ -250,9 +263,22 @@ class Settings(BaseSettings):
     def public_dict(self) -> dict[str, Any]:
         """The effective settings as JSON-friendly values."""
         data = self.model_dump(mode="json")
-        data["database_url"] = self.db_url
+        data["database_url"] = mask_url(self.db_url)
+        data["redis_url"] = mask_url(self.redis_url)
         data["models_dir"] = str(self.resolved_models_dir)
         return data
+
+
+def mask_url(url: str | None) -> str | None:
+    """The url with any password replaced by ***, safe to print or log."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def config_path(config_file: Path | str | None = None, data_dir: Path | str | None = None) -> Path:

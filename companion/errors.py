@@ -11,7 +11,8 @@
     │   ├── ModelLoadError          (503 model_load_failed) missing or corrupt GGUF
     │   └── ModelDown               (503 model_unavailable) the engine stopped or was closed
     ├── StorageError                (503 storage_unavailable) database read-only, locked, I/O
-    │   └── StorageFull             (507 storage_full)     disk or database size limit full
+    │   ├── StorageFull             (507 storage_full)     disk or database size limit full
+    │   └── DatabaseUnavailable     (503 database_unavailable) PostgreSQL unreachable; Retry-After
     ├── GenerationError             (500 generation_failed)
     │   └── DeadlineExceeded        (504 deadline_exceeded) request_timeout_s passed
     └── Overloaded                  (429 overloaded)       queue full; retry later
@@ -94,6 +95,14 @@ class StorageFull(StorageError):
 
     status_code = 507
     code = "storage_full"
+
+
+class DatabaseUnavailable(StorageError):
+    """The database server cannot be reached; nothing was written. Retry after a moment."""
+
+    status_code = 503
+    code = "database_unavailable"
+    retry_after_s = 2
 
 
 class GenerationError(CompanionError):

@@ -25,7 +25,7 @@ from companion.llm.hardware import (
 from companion.llm.registry import MODELS, Registry
 from companion.llm.routing import ModelRouter, RoutingRule
 from companion.personal import open_personal
-from companion.storage import Store, open_store
+from companion.storage import Store, store_for
 
 log = logging.getLogger("companion.runtime")
 
@@ -239,7 +239,7 @@ def open_runtime(settings: Settings) -> Runtime:
     routing = plan_routing(settings, registry, hardware, plan)
     if settings.model_routing and not routing.enabled:
         log.warning("model switching requested but off: %s", routing.reason)
-    store = open_store(settings.db_url)
+    store = store_for(settings)
     try:
         stale = store.mark_unfinished_interrupted()
         if stale:

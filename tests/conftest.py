@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +16,7 @@ from fastapi.testclient import TestClient
 from companion.config import Settings, load_settings
 from companion.runtime import Runtime, open_runtime
 from companion.server.app import create_app
+from tests.servers import Postgres, Redis
 
 # get_performance_stats()'s fields as the spec names them
 SPEC_STATS_FIELDS = (
@@ -27,6 +31,39 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for var in ("COMPANION_CONFIG", "COMPANION_DATA_DIR", "COMPANION_MODEL_SIZE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("COMPANION_DATA_DIR", str(tmp_path / "data"))
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Postgres]:
+    """The bundled PostgreSQL 18 + pgvector, started once per test session (in a folder of its
+    own: pytest's numbered temp folders are pruned by other pytest runs on the machine)."""
+    folder = Path(tempfile.mkdtemp(prefix="companion-pg-"))
+    try:
+        server = Postgres(folder / "data")
+        yield server
+        server.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(pg_server: Postgres) -> str:
+    """A fresh migrated PostgreSQL database for one test."""
+    return pg_server.fresh()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[Redis]:
+    """A private redis-server for the test session."""
+    server = Redis()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """A key prefix of one test's own (tests share the session's Redis)."""
+    return f"t{uuid.uuid4().hex[:10]}:"
 
 
 def make_settings(data_dir: Path, **overrides: object) -> Settings:

@@ -214,6 +214,6 @@ class SemanticCache:
             if index is not None:
                 return index
             index = self._partitions[partition] = PartitionIndex(self.dim)
-        for key, message, blob in self.table.partition(partition, self.clock()):
-            index.add(key, message, np.frombuffer(blob, dtype=np.float32))
+        for key, message, vector in self.table.partition(partition, self.clock()):
+            index.add(key, message, vector)
         return index

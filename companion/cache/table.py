@@ -31,7 +31,6 @@ def _epoch(value: datetime) -> float:
 
 def entry_from_row(row: Mapping[str, Any] | RowMapping) -> CacheEntry:
     """Turn a response_cache row into a CacheEntry."""
-    blob = row["embedding"]
     return CacheEntry(
         key=row["key"],
         partition=row["partition"],
@@ -44,13 +43,12 @@ def entry_from_row(row: Mapping[str, Any] | RowMapping) -> CacheEntry:
         finish_reason=row["finish_reason"],
         created_at=_epoch(row["created_at"]),
         expires_at=_epoch(row["expires_at"]),
-        vector=np.frombuffer(blob, dtype=np.float32) if blob else None,
+        vector=row["embedding"],
     )
 
 
 def _row_of(entry: CacheEntry, now: float) -> dict[str, Any]:
     """The column values of an entry."""
-    blob = entry.vector.astype(np.float32).tobytes() if entry.vector is not None else None
     return {
         "key": entry.key,
         "partition": entry.partition,
@@ -61,7 +59,7 @@ def _row_of(entry: CacheEntry, now: float) -> dict[str, Any]:
         "prompt_tokens": entry.prompt_tokens,
         "completion_tokens": entry.completion_tokens,
         "finish_reason": entry.finish_reason,
-        "embedding": blob,
+        "embedding": entry.vector,
         "size_bytes": entry.size_bytes,
         "hits": 0,
         "created_at": _dt(entry.created_at),
@@ -114,8 +112,8 @@ class CacheTable:
             )
         return self._upsert_stmt
 
-    def partition(self, partition: str, now: float) -> list[tuple[str, str, bytes]]:
-        """(key, message, vector blob) of a partition's live entries that have a vector."""
+    def partition(self, partition: str, now: float) -> list[tuple[str, str, np.ndarray]]:
+        """(key, message, vector) of a partition's live entries that have a vector."""
         query = sa.select(t.c.key, t.c.message, t.c.embedding).where(
             t.c.partition == partition, t.c.expires_at > _dt(now), t.c.embedding.is_not(None)
         )

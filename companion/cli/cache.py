@@ -11,13 +11,13 @@ import httpx
 from companion.cache import CacheTable, ResponseCache
 from companion.cli import Ctx, cli
 from companion.cli.config import server_url
-from companion.storage import open_store
+from companion.storage import store_for
 
 
 def _offline(obj: Ctx) -> tuple[ResponseCache, Any]:
     """The cache over the database alone (no model, no embedder), and its store to close."""
     settings = obj.settings()
-    store = open_store(settings.db_url)
+    store = store_for(settings)
     cache = ResponseCache(
         CacheTable(store.engine),
         None,

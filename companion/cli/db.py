@@ -1,4 +1,4 @@
-"""companion db backup | check"""
+"""companion db backup | check | migrate | copy"""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from pathlib import Path
 import click
 
 from companion.cli import Ctx, cli
+from companion.config import mask_url
 from companion.storage.backup import backup_sqlite, check_sqlite
+from companion.storage.copy import copy_database
+from companion.storage.store import migrate_database
 
 MAX_LISTED = 20
 
@@ -19,7 +22,7 @@ def _size(n: int) -> str:
 
 @cli.group()
 def db() -> None:
-    """Back up and check the SQLite database (safe while the server runs)."""
+    """Back up and check the SQLite database; migrate or copy to PostgreSQL."""
 
 
 @db.command("backup")
@@ -70,3 +73,37 @@ def check(obj: Ctx, as_json: bool) -> None:
         click.echo(f"  ... and {len(result.problems) - MAX_LISTED} more", err=True)
     raise click.ClickException(f"{result.path} failed the check: "
                                f"{len(result.problems)} problem(s) listed above")
+
+
+@db.command("migrate")
+@click.pass_obj
+def migrate(obj: Ctx) -> None:
+    """Upgrade the database schema to this version's head (PostgreSQL: under an advisory lock,
+    so instances started together migrate once). Run it before serving a new version.
+
+    Example: COMPANION_DATABASE_URL=postgresql+psycopg://companion@db/companion companion db migrate
+    """
+    settings = obj.settings()
+    before, after = migrate_database(settings.db_url)
+    shown = mask_url(settings.db_url)
+    if before == after:
+        click.echo(f"{shown}: already at revision {after}")
+    else:
+        click.echo(f"{shown}: migrated from revision {before or 'none'} to {after}")
+
+
+@db.command("copy")
+@click.option("--to", "target", required=True, metavar="URL",
+              help="The empty database to copy into, e.g. postgresql+psycopg://host/companion.")
+@click.pass_obj
+def copy(obj: Ctx, target: str) -> None:
+    """Copy every table of the configured database into URL and check the row counts.
+
+    Example: companion db copy --to postgresql+psycopg://companion@127.0.0.1/companion
+    """
+    report = copy_database(obj.settings().db_url, target)
+    total = sum(report.counts.values())
+    click.echo(f"copied {total} rows from {report.source} to {mask_url(report.target)} in "
+               f"{report.seconds:.1f} s; row counts match:")
+    for name, count in report.counts.items():
+        click.echo(f"  {name:22} {count}")

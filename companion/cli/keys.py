@@ -6,13 +6,13 @@ import click
 
 from companion.auth import KeyStore
 from companion.cli import Ctx, cli
-from companion.storage import open_store
+from companion.storage import store_for
 
 
 def key_store(obj: Ctx) -> KeyStore:
     settings = obj.settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return KeyStore(open_store(settings.db_url))
+    return KeyStore(store_for(settings))
 
 
 @cli.group()

@@ -18,7 +18,7 @@ from companion.embed import load_embedder
 from companion.errors import ConfigError
 from companion.memory.service import MemoryService
 from companion.personal import Personal, open_personal
-from companion.storage import open_store
+from companion.storage import store_for
 from companion.userdata import delete_user, export_user
 
 USER = click.option("--user", "user_id", default="default", show_default=True, help="User id.")
@@ -28,7 +28,7 @@ USER = click.option("--user", "user_id", default="default", show_default=True, h
 def personal_of(obj: Ctx) -> Iterator[Personal]:
     """The personal side over the configured database, closed afterwards."""
     settings = obj.settings()
-    store = open_store(settings.db_url)
+    store = store_for(settings)
     personal = open_personal(settings, store, load_embedder() if settings.memory_enabled else None)
     try:
         yield personal

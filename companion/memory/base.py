@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -134,4 +134,47 @@ class MemoryStore(Protocol):
 
     def cleanup(self, user_id: str | None = None) -> CleanupReport:
         """Apply the expiry and per-user limit policy."""
+        ...
+
+
+class SearchIndex(Protocol):
+    """Full-text and vector search over users' memories: in process on SQLite (index.py),
+    in the database on PostgreSQL (pg_index.py)."""
+
+    def ensure(self, user_id: str, load: Callable[[str], list[Memory]]) -> None:
+        """Make the user's memories searchable (load them with `load` where that is needed)."""
+        ...
+
+    def put_many(self, user_id: str, items: Iterable[Memory]) -> None:
+        """Memories just written."""
+        ...
+
+    def remove(self, user_id: str, ids: Iterable[int]) -> None:
+        """Memories just deleted."""
+        ...
+
+    def drop(self, user_id: str) -> None:
+        """Forget whatever is held for the user."""
+        ...
+
+    def memories(self, user_id: str) -> dict[int, Memory]:
+        """Every searchable memory of the user by id."""
+        ...
+
+    def fetch(self, user_id: str, ids: Iterable[int]) -> dict[int, Memory]:
+        """These memories of the user by id."""
+        ...
+
+    def text_search(self, user_id: str, query: str, limit: int = 50,
+                    column: str | None = None) -> list[tuple[int, float]]:
+        """(id, score) best first; the score is negative, lower is better (bm25's sign)."""
+        ...
+
+    def vector_search(self, user_id: str, vector: Vector,
+                      limit: int = 50) -> list[tuple[int, float]]:
+        """(id, cosine similarity) best first."""
+        ...
+
+    def close(self) -> None:
+        """Free what the index holds."""
         ...

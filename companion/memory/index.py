@@ -1,5 +1,9 @@
 """The in-process search index of each user's memories: SQLite FTS5 plus a vector matrix.
 
+(The SQLite backend of the memory index; memory/pg_index.py is the PostgreSQL one. Both have
+the methods of `SearchIndex` in memory/base.py, and tests/memory/test_index_contract.py runs
+one test body against both.)
+
 The database holds the memories; this index holds, per loaded user, an FTS5 table (in an
 in-memory SQLite connection, so its shadow tables never touch the main schema, and the same
 code serves a PostgreSQL store) and the user's vectors as one float32 matrix. A user is loaded
@@ -120,6 +124,13 @@ class MemoryIndex:
         with self._lock:
             index = self._users.get(user_id)
             return dict(index.memories) if index else {}
+
+    def fetch(self, user_id: str, ids: Iterable[int]) -> dict[int, Memory]:
+        """These loaded memories of the user by id."""
+        with self._lock:
+            index = self._users.get(user_id)
+            held = index.memories if index else {}
+            return {i: held[i] for i in ids if i in held}
 
     def text_search(self, user_id: str, query: str, limit: int = SEARCH_LIMIT,
                     column: str | None = None) -> list[tuple[int, float]]:

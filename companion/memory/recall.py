@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from companion.embed.base import Vector
-from companion.memory.base import Memory, Recalled
+from companion.memory.base import Memory, Recalled, SearchIndex
 from companion.memory.extract import content_words, words
-from companion.memory.index import MemoryIndex
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ def score(memory: Memory, similarity: float, text: float, now: datetime,
     return relevance * factor, parts
 
 
-def recall(index: MemoryIndex, user_id: str, query: str, vector: Vector | None, k: int,
+def recall(index: SearchIndex, user_id: str, query: str, vector: Vector | None, k: int,
            now: datetime, weights: Weights | None = None) -> list[Recalled]:
     """The top `k` memories of `user_id` for `query` (the index must have the user loaded)."""
     weights = weights or Weights()
@@ -73,7 +72,7 @@ def recall(index: MemoryIndex, user_id: str, query: str, vector: Vector | None, 
     best = min((bm for _, bm in text_hits), default=0.0)
     text_scores = {mid: (bm / best if best < 0 else 0.0) for mid, bm in text_hits}
     sims = dict(index.vector_search(user_id, vector)) if vector is not None else {}
-    loaded = index.memories(user_id)
+    loaded = index.fetch(user_id, set(text_scores) | set(sims))
     chosen: list[Recalled] = []
     for memory_id in set(text_scores) | set(sims):
         memory = loaded.get(memory_id)

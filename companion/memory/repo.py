@@ -6,7 +6,6 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
@@ -19,16 +18,6 @@ from companion.storage.schema import memories, memory_history
 MAX_SOURCES = 8  # source message ids kept per memory (the newest)
 
 
-def to_blob(vector: Vector | None) -> bytes | None:
-    """float32 bytes of a vector (the SQLite form; PostgreSQL would use pgvector)."""
-    return None if vector is None else np.asarray(vector, dtype=np.float32).tobytes()
-
-
-def from_blob(blob: bytes | None) -> Vector | None:
-    """The vector stored by to_blob."""
-    return None if blob is None else np.frombuffer(blob, dtype=np.float32).copy()
-
-
 def memory_of(row: RowMapping) -> Memory:
     """A memories row as a Memory."""
     return Memory(
@@ -37,7 +26,7 @@ def memory_of(row: RowMapping) -> Memory:
         importance=float(row["importance"]), use_count=int(row["use_count"]),
         source_ids=tuple(int(i) for i in row["source_ids"] or ()), created_at=row["created_at"],
         updated_at=row["updated_at"], last_used_at=row["last_used_at"],
-        embedding=from_blob(row["embedding"]),
+        embedding=row["embedding"],
     )
 
 
@@ -62,7 +51,7 @@ class MemoryRepo:
             "user_id": user_id, "kind": cand.kind, "slot": cand.slot, "subject": cand.subject,
             "text": cand.text, "topics": " ".join(cand.topics), "importance": cand.importance,
             "use_count": 0, "source_ids": [] if message_id is None else [message_id],
-            "embedding": to_blob(vector), "embedding_model": self.embedding_model,
+            "embedding": vector, "embedding_model": self.embedding_model,
             "created_at": now, "updated_at": now, "last_used_at": None,
         }
         key = conn.execute(sa.insert(memories).values(**values)).inserted_primary_key
@@ -70,9 +59,8 @@ class MemoryRepo:
         return self.one(conn, int(key[0]))
 
     def update(self, conn: Connection, memory_id: int, **values: Any) -> Memory:
-        """Change some columns of one memory; a vector is stored as its blob."""
+        """Change some columns of one memory (a new vector records the embedding model)."""
         if "embedding" in values:
-            values["embedding"] = to_blob(values["embedding"])
             values["embedding_model"] = self.embedding_model
         if "topics" in values:
             values["topics"] = " ".join(values["topics"])

@@ -22,10 +22,12 @@ from companion.memory.base import (
     Kind,
     Memory,
     Recalled,
+    SearchIndex,
 )
 from companion.memory.cleanup import CleanupPolicy, Schedule, doomed
 from companion.memory.extract import extract, topics_of
 from companion.memory.index import MemoryIndex
+from companion.memory.pg_index import PgMemoryIndex
 from companion.memory.recall import Weights, recall
 from companion.memory.reconcile import Decision, decide
 from companion.memory.repo import MemoryRepo, merge_sources
@@ -53,7 +55,10 @@ class MemoryService:
         self.policy = policy or CleanupPolicy()
         self.weights = weights or Weights()
         self.repo = MemoryRepo(store, embedder.name)
-        self.index = MemoryIndex(embedder.dim, max_loaded_users)
+        self.index: SearchIndex = (
+            PgMemoryIndex(store) if store.dialect == "postgresql"
+            else MemoryIndex(embedder.dim, max_loaded_users)
+        )
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()  # one reconciliation at a time: decide, write, index
         self._schedule: Schedule | None = None
@@ -156,8 +161,8 @@ class MemoryService:
         if topic is None:
             return self.repo.page(user_id, limit, offset)
         self.index.ensure(user_id, self.repo.for_user)
-        loaded = self.index.memories(user_id)
         hits = self.index.text_search(user_id, topic, limit=limit + offset, column="topics")
+        loaded = self.index.fetch(user_id, [i for i, _ in hits[offset:]])
         return [loaded[i] for i, _ in hits[offset:] if i in loaded]
 
     def history(self, user_id: str, memory_id: int | None = None) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 
 from companion import __version__
 from companion.config import Settings
-from companion.errors import CompanionError, Overloaded
+from companion.errors import CompanionError
 from companion.limits import UserLimits
 from companion.runtime import Runtime, open_runtime
 from companion.server.badinput import RejectUnencodableText, overflow_error
@@ -113,7 +113,8 @@ async def _companion_error(request: Request, exc: Exception) -> JSONResponse:
             exc.code,
             exc.message,
         )
-    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Overloaded) else None
+    retry = getattr(exc, "retry_after_s", None)  # Overloaded, DatabaseUnavailable
+    headers = {"Retry-After": str(retry)} if retry is not None else None
     if _is_openai(request):
         kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
         resp = openai_error(exc.status_code, exc.message, kind, exc.field, exc.code)

@@ -9,6 +9,7 @@ from companion.storage.store import (
     alembic_config,
     create_store_engine,
     open_store,
+    store_for,
     upgrade_to_head,
 )
 
@@ -19,5 +20,6 @@ __all__ = [
     "create_store_engine",
     "metadata",
     "open_store",
+    "store_for",
     "upgrade_to_head",
 ]

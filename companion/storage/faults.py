@@ -4,6 +4,8 @@ SQLite reports a full disk (or a database at its max_page_count), a read-only fi
 error and a lock held past busy_timeout as OperationalError. Each write runs in one transaction,
 so a refused write is rolled back whole: the data stored before it stays intact. Other
 OperationalErrors (a missing table, an SQL mistake) are bugs, not faults: they stay as they are.
+PostgreSQL unreachable (psycopg's OperationalError) is DatabaseUnavailable: 503 with Retry-After;
+the pool pings connections before use, so serving resumes by itself once the server is back.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from contextlib import contextmanager
 
 from sqlalchemy.exc import OperationalError
 
-from companion.errors import StorageError, StorageFull
+from companion.errors import DatabaseUnavailable, StorageError, StorageFull
 
 _INTACT = "the data stored before is intact"
 
@@ -43,8 +45,22 @@ def _code(exc: BaseException) -> tuple[int | None, str]:
     return next((c for needle, c in _BY_TEXT if needle in lowered), None), text
 
 
+def _server_down(exc: BaseException) -> DatabaseUnavailable | None:
+    """PostgreSQL unreachable, restarting or out of connections (psycopg's OperationalError)."""
+    orig = getattr(exc, "orig", None) or exc
+    if type(orig).__module__.split(".")[0] != "psycopg":
+        return None
+    first = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    return DatabaseUnavailable(
+        f"the database server is unavailable ({first}); nothing was changed: retry shortly"
+    )
+
+
 def storage_error(exc: BaseException) -> StorageError | None:
     """The StorageError for a database fault, or None when `exc` is not one."""
+    down = _server_down(exc)
+    if down is not None:
+        return down
     code, text = _code(exc)
     if code == _FULL:
         return StorageFull(

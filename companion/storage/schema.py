@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
@@ -55,6 +56,36 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+class Embedding(sa.TypeDecorator[np.ndarray]):
+    """A float32 vector: float32 bytes on SQLite, a pgvector `vector` on PostgreSQL (0008)."""
+
+    impl = sa.LargeBinary()
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        """pgvector's type on PostgreSQL, a BLOB elsewhere."""
+        if dialect.name == "postgresql":
+            from pgvector.sqlalchemy import Vector
+
+            return dialect.type_descriptor(Vector())
+        return dialect.type_descriptor(sa.LargeBinary())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        """A numpy float32 array for pgvector, its bytes for SQLite."""
+        if value is None:
+            return None
+        vector = np.asarray(value, dtype=np.float32)
+        return vector if dialect.name == "postgresql" else vector.tobytes()
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> np.ndarray | None:
+        """Always a writable float32 array."""
+        if value is None:
+            return None
+        if isinstance(value, bytes | memoryview):
+            return np.frombuffer(value, dtype=np.float32).copy()
+        return np.asarray(value, dtype=np.float32)
 
 
 users = sa.Table(
@@ -121,7 +152,7 @@ response_cache = sa.Table(
     sa.Column("prompt_tokens", sa.Integer(), nullable=False),
     sa.Column("completion_tokens", sa.Integer(), nullable=False),
     sa.Column("finish_reason", sa.String(16), nullable=False),
-    sa.Column("embedding", sa.LargeBinary(), nullable=True),
+    sa.Column("embedding", Embedding(), nullable=True),
     sa.Column("size_bytes", sa.Integer(), nullable=False),
     sa.Column("hits", sa.Integer(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
@@ -133,7 +164,8 @@ response_cache = sa.Table(
     sa.Index("ix_response_cache_last_used_at", "last_used_at"),
 )
 
-# Long-term memory (issue 5). The full-text and vector indexes live in process (memory/index.py).
+# Long-term memory (issue 5). On SQLite the full-text and vector indexes live in process
+# (memory/index.py); on PostgreSQL they are a GIN index and pgvector (memory/pg_index.py, 0008).
 memories = sa.Table(
     "memories",
     metadata,
@@ -152,7 +184,7 @@ memories = sa.Table(
     sa.Column("importance", sa.Float(), nullable=False),
     sa.Column("use_count", sa.Integer(), nullable=False),
     sa.Column("source_ids", sa.JSON(), nullable=False),
-    sa.Column("embedding", sa.LargeBinary(), nullable=True),
+    sa.Column("embedding", Embedding(), nullable=True),
     sa.Column("embedding_model", sa.String(255), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),

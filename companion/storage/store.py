@@ -17,8 +17,10 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
 
+from companion.config import Settings
 from companion.domain import Message, MessageStatus, Role, Session, User
 from companion.errors import InputError, NotFound
+from companion.storage import postgres
 from companion.storage.faults import storage_faults
 from companion.storage.schema import ID_LENGTH, messages, sessions, users
 
@@ -97,11 +99,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def create_store_engine(url: str) -> Engine:
-    """Build the engine for url; for SQLite, make the file's folder and add the pragmas."""
-    parsed = sa.make_url(url)
+def create_store_engine(url: str, pool_size: int = 10, max_overflow: int = 10) -> Engine:
+    """Build the engine for url; for SQLite, make the file's folder and add the pragmas; for
+    PostgreSQL, a pool of pool_size (+ max_overflow) psycopg 3 connections."""
+    parsed = postgres.normalise_url(sa.make_url(url))
     kwargs: dict[str, Any] = {}
-    if parsed.get_backend_name() == "sqlite":
+    if parsed.get_backend_name() == "postgresql":
+        kwargs = postgres.engine_options(pool_size, max_overflow)
+    elif parsed.get_backend_name() == "sqlite":
         if _is_memory_sqlite(parsed):
             kwargs = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
         elif parsed.database and not parsed.database.startswith("file:"):
@@ -122,23 +127,54 @@ def alembic_config(url: str | None = None) -> Config:
 
 
 def upgrade_to_head(engine: Engine) -> None:
-    """Run `alembic upgrade head` on one connection of engine, committed at the end."""
+    """Run `alembic upgrade head` on one connection of engine, committed at the end (on
+    PostgreSQL under an advisory lock, so instances started together migrate once)."""
     config = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as connection:
+        postgres.lock_for_migration(connection)
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
 
-def open_store(url: str) -> Store:
-    """Open (creating and migrating as needed) the database at url and wrap it in a Store."""
-    engine = create_store_engine(url)
+def migrate_database(url: str) -> tuple[str | None, str | None]:
+    """`companion db migrate`: upgrade to head; return the revisions before and after."""
+    engine = create_store_engine(url, pool_size=1, max_overflow=0)
     try:
         with storage_faults():
+            with engine.connect() as conn:
+                before = postgres.current_revision(conn)
             upgrade_to_head(engine)
+            with engine.connect() as conn:
+                return before, postgres.current_revision(conn)
+    finally:
+        engine.dispose()
+
+
+def open_store(url: str, *, pool_size: int = 10, max_overflow: int = 10,
+               migrate: bool | None = None) -> Store:
+    """Open the database at url and wrap it in a Store.
+
+    `migrate`: upgrade the schema first; None means yes for SQLite (the embedded default
+    creates and upgrades its own file) and no for PostgreSQL, where a schema behind is refused
+    with one line naming `companion db migrate` (run once per upgrade, not by every instance).
+    """
+    engine = create_store_engine(url, pool_size, max_overflow)
+    try:
+        with storage_faults():
+            if migrate or (migrate is None and engine.dialect.name != "postgresql"):
+                upgrade_to_head(engine)
+            if engine.dialect.name == "postgresql":
+                postgres.check_ready(engine, str(MIGRATIONS_DIR))
     except BaseException:
         engine.dispose()
         raise
     return Store(engine)
+
+
+def store_for(settings: Settings, migrate: bool | None = None) -> Store:
+    """The Store of the configured database_url, with its pool settings."""
+    return open_store(settings.db_url, pool_size=settings.db_pool_size,
+                      max_overflow=settings.db_max_overflow, migrate=migrate)
 
 
 class Store:

