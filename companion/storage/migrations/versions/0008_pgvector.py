@@ -4,7 +4,7 @@ Nothing changes on SQLite (float32 blobs, FTS5 in process). On PostgreSQL the ex
 `vector` must be available: a server without it stops here with a message that says so.
 
 Revision ID: 0008
-Revises: 0004
+Revises: 0007
 Create Date: 2026-12-02
 """
 
@@ -19,7 +19,7 @@ from alembic import op
 from companion.errors import ConfigError
 
 revision: str = "0008"
-down_revision: str | None = "0004"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
