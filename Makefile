@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean vendor
 
 # llama.cpp for any x86-64 with AVX2, not -march=native: a native build on a CPU with Intel AMX
 # puts quantized weights in ggml's AMX buffers, whose matmul segfaulted (llama-cpp-python 0.3.36)
@@ -35,6 +35,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	mkdir -p artifacts
 	$(BIN)/companion bench models --json artifacts/bench-models.json
+
+# the page's Markdown, sanitiser and highlighter from npm, with their licences (committed)
+vendor:
+	scripts/vendor-web.sh
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -25,35 +26,44 @@ def companion_bin() -> str:
     return str(Path(sys.executable).with_name("companion"))
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
+@contextmanager
+def serving(data_dir: Path, **env_extra: str) -> Iterator[str]:
+    """A real `companion serve` on a free port (tiny model), its log in a file beside data_dir;
+    stopped with SIGTERM and checked for a clean shutdown."""
     port = free_port()
-    env = {
-        **os.environ,
-        "COMPANION_DATA_DIR": str(tmp_path / "data"),
-        "COMPANION_MODEL_SIZE": "tiny",
-    }
-    proc = subprocess.Popen(
-        [companion_bin(), "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail(f"server did not start: {proc.communicate()[0]}")
-    yield url
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=30)
+    env = {**os.environ, "COMPANION_DATA_DIR": str(data_dir), "COMPANION_MODEL_SIZE": "tiny",
+           **env_extra}  # fmt: skip
+    log_path = data_dir.with_name(data_dir.name + "-server.log")
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [companion_bin(), "serve", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"server did not start: {log_path.read_text()}")
+        yield url
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    out = log_path.read_text()
     # uvicorn shuts down cleanly, then re-raises the signal it caught
     assert proc.returncode in (0, -signal.SIGTERM), out
     assert "Application shutdown complete" in out
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    with serving(tmp_path / "data") as url:
+        yield url

@@ -1,102 +1,127 @@
-"""The web page in headless Chromium (Debian's), driven by Playwright against a real server."""
+"""The chat in the web page, in Debian's Chromium against a real server and the tiny model:
+streaming, Markdown, stop, continue, regenerate, copy, edit-and-resend, rejected messages."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+import httpx
+from playwright.sync_api import Browser, Page, expect
 
-import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from tests.server.page_kit import SLOW, browser, new_context, open_page, send, shots, site
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+__all__ = ["browser", "site"]  # fixtures
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        yield b
-        b.close()
+def test_send_continue_regenerate_copy_and_reopen(browser: Browser, site: str) -> None:
+    context = new_context(browser, user="chat1", permissions=["clipboard-read", "clipboard-write"])
+    page = open_page(context, site)
+    expect(page.get_by_role("heading", name="companion")).to_be_visible()
+    send(page, "Tell me a long story about a lighthouse keeper.")
+    reply = page.locator("#messages li.assistant").last
+    expect(page.locator("#messages li.user")).to_contain_text("Tell me a long story")
+    expect(reply.locator("time")).to_be_visible()  # timestamps on both sides
+    expect(page.locator("#messages li.user time")).to_be_visible()
+    expect(reply.locator(".meta")).to_contain_text("tokens")
+    expect(reply.locator(".flag")).to_have_text("✂ Cut at the length limit")  # max_tokens 4
+    before = reply.locator(".text").inner_text()
 
+    reply.get_by_role("button", name="→ Continue").click()
+    page.wait_for_function("() => !document.querySelector('[aria-busy=true]')", timeout=SLOW)
+    reply = page.locator("#messages li.assistant").last
+    expect(reply.locator(".meta")).to_be_visible()
+    grown = reply.locator(".text").inner_text()
+    assert grown.startswith(before.strip()[:5]) and len(grown) > len(before)
+    assert page.locator("#messages li.assistant").count() == 1  # the same reply, longer
 
-@pytest.fixture
-def page(browser: Browser, server: str) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    pg = context.new_page()
-    pg.goto(server + "/")
-    yield pg
+    reply.get_by_role("button", name="Copy").click()
+    expect(page.locator("#toast")).to_have_text("Copied to the clipboard.")
+    assert page.evaluate("navigator.clipboard.readText()").strip() == grown.strip()
+
+    reply.get_by_role("button", name="↻ Regenerate").click()
+    expect(page.locator("#messages .alts")).to_contain_text("2/2", timeout=SLOW)
+    assert page.locator("#messages li.assistant").count() == 1
+    page.get_by_role("button", name="Previous reply").click()
+    expect(page.locator("#messages .alts")).to_contain_text("1/2")
+    expect(page.locator("#messages li.assistant .text")).to_have_text(grown)
+    shots(page, "chat")
+
+    page.get_by_role("button", name="+ New chat").click()
+    expect(page.locator("#messages li")).to_have_count(0)
+    page.locator("#session-list .open").first.click()  # reopened: the tokens/ms line is back
+    expect(page.locator("#messages li.assistant .meta")).to_contain_text("ms")
     context.close()
 
 
-def test_send_a_message_and_see_the_streamed_reply(page: Page) -> None:
-    expect(page.get_by_role("heading", name="companion")).to_be_visible()
+def test_stop_keeps_the_partial_reply_marked(browser: Browser, site: str) -> None:
+    context = new_context(browser, user="chat2", options={"max_tokens": 400})
+    page = open_page(context, site)
     box = page.get_by_label("Message", exact=True)
-    box.fill("Hello! Tell me something nice.")
+    box.fill("Write a very long poem about the sea, with many verses.")
     box.press("Enter")
+    stop = page.get_by_role("button", name="■ Stop")
+    expect(stop).to_be_visible()
+    page.wait_for_function(
+        "() => (document.querySelector('#messages li.assistant .text')?.textContent || '')"
+        ".trim().length > 3",
+        timeout=SLOW,
+    )
+    stop.click()
+    expect(page.get_by_role("button", name="Send")).to_be_visible()
     reply = page.locator("#messages li.assistant").last
-    expect(reply.locator(".meta")).to_contain_text("tokens", timeout=60_000)
+    expect(reply.locator(".flag")).to_have_text("■ Stopped", timeout=30_000)
     assert reply.locator(".text").inner_text().strip()
-    expect(page.locator("#messages li.user")).to_have_text(
-        "You said: Hello! Tell me something nice."
-    )
-    expect(page.locator("#session-list li")).to_have_count(1)
-    page.get_by_role("tab", name="Performance").click()
-    expect(page.locator('dd[data-metric="Requests"]')).to_have_text("1", timeout=10_000)
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "page-chat.png"), full_page=True)
+    expect(reply.get_by_role("button", name="→ Continue")).to_be_visible()
+    expect(page.locator("#status")).to_contain_text("Stopped")
+    session = page.evaluate("window.C.state.session")
+    msgs = httpx.get(f"{site}/api/v1/sessions/{session}/messages").json()["messages"]
+    assert [m["status"] for m in msgs] == ["interrupted", "interrupted"]
+    assert msgs[1]["finish_reason"] == "cancelled" and msgs[1]["text"].strip()
+    shots(page, "stopped")
+    context.close()
 
 
-def test_keyboard_and_phone_width(page: Page) -> None:
-    page.set_viewport_size({"width": 390, "height": 844})
-    page.keyboard.press("Tab")
-    expect(page.get_by_role("link", name="Skip to message box")).to_be_focused()
-    page.keyboard.press("Enter")
-    expect(page.get_by_label("Message", exact=True)).to_be_focused()
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= 390
-    page.get_by_role("tab", name="Memory").focus()
-    page.keyboard.press("ArrowRight")
-    expect(page.get_by_role("tab", name="Persona")).to_have_attribute("aria-selected", "true")
-    page.screenshot(path=str(ARTIFACTS / "page-phone.png"), full_page=True)
+def test_edit_and_resend_and_a_rejected_message(browser: Browser, site: str) -> None:
+    context = new_context(browser, user="chat3")
+    page = open_page(context, site)
+    send(page, "My dog is called Rex.")
+    mine = page.locator("#messages li.user").first
+    mine.get_by_role("button", name="Edit and resend").click()
+    edit = page.get_by_label("Edit your message")
+    edit.fill("My cat is called Tom.")
+    page.get_by_role("button", name="Save & send").click()
+    page.wait_for_function("() => !document.querySelector('[aria-busy=true]')", timeout=SLOW)
+    expect(page.locator("#messages li.assistant .meta")).to_have_count(1, timeout=SLOW)
+    expect(page.locator("#messages li.user")).to_have_count(1)
+    expect(page.locator("#messages li.user .text")).to_have_text("My cat is called Tom.")
 
-
-def test_a_memory_appears_is_used_and_can_be_deleted(page: Page) -> None:
+    long_text = "x" * 40_000  # over max_message_chars: refused with 413
     box = page.get_by_label("Message", exact=True)
-    box.fill("I live in Lisbon and I love sailing.")
+    box.fill(long_text)
     box.press("Enter")
-    expect(page.locator("#messages li.assistant .meta")).to_have_count(1, timeout=60_000)
-    memories = page.locator("#memory-list li", has_text="Lisbon")
-    expect(memories.first).to_be_visible(timeout=30_000)  # stored after the reply
-    box.fill("Where do I live?")
-    box.press("Enter")
-    expect(page.locator("#messages li.assistant .meta")).to_have_count(2, timeout=60_000)
-    expect(page.locator("#used-memories li", has_text="Lisbon").first).to_be_visible(timeout=30_000)
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "page-memory.png"), full_page=True)
-    count = memories.count()
-    memories.first.get_by_role("button", name="Delete").click()
-    expect(page.locator("#memory-list li", has_text="Lisbon")).to_have_count(
-        count - 1, timeout=30_000
+    expect(page.locator("#status")).to_contain_text("Not sent", timeout=30_000)
+    expect(page.locator("#messages li.user")).to_have_count(1)  # the refused one is not shown
+    assert box.input_value() == long_text  # and is back in the box to fix
+    width = page.evaluate("document.querySelector('#messages').scrollWidth")
+    assert width <= page.evaluate("document.querySelector('#messages').clientWidth")
+    context.close()
+
+
+def test_markdown_is_rendered_highlighted_and_sanitised(browser: Browser, site: str) -> None:
+    context = new_context(browser)
+    page: Page = open_page(context, site)
+    page.wait_for_function("() => window.marked && window.DOMPurify && window.hljs")
+    html = page.evaluate(
+        """() => {
+          const div = document.createElement('div');
+          window.C.renderMarkdown(div, '**bold** [x](https://example.org)'
+            + ' <img src=x onerror=alert(1)> <script>alert(2)</script>'
+            + '\\n\\n```python\\nprint(1)\\n```');
+          return div.innerHTML;
+        }"""
     )
-
-
-def test_persona_panel_saves_and_selects_a_persona(page: Page) -> None:
-    page.get_by_role("tab", name="Persona").click()
-    page.get_by_role("button", name="New persona").click()
-    form = page.locator("#persona-form")
-    form.get_by_label("Name").fill("Captain Ada")
-    form.get_by_label("Description").fill("A cheerful sea captain who loves stories.")
-    form.get_by_label("warmth").fill("0.9")
-    form.get_by_role("button", name="Save persona").click()
-    expect(page.locator("#persona-status")).to_have_text("Saved Captain Ada.")
-    expect(page.locator("#persona-select")).to_have_value("captain-ada")
+    assert "<strong>bold</strong>" in html
+    assert 'target="_blank"' in html and "noopener" in html
+    assert "onerror" not in html and "<script" not in html
+    assert "hljs" in html and "language-python" in html
+    for name in ("marked.umd.js", "purify.min.js", "highlight.min.js", "LICENSE.marked.txt"):
+        assert httpx.get(f"{site}/static/vendor/{name}").status_code == 200
+    context.close()

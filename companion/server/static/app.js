@@ -1,233 +1,218 @@
-// companion web page: chat with streamed tokens, sessions, memory, persona, performance.
+// companion web page: shared state, the API client (with the sign-in key), user switching,
+// theme toggle, phone drawers, tabs, dialogs and the toast. Other files add to window.C.
 "use strict";
 
-const $ = (sel) => document.querySelector(sel);
-const state = { session: null, busy: false, rt: [], tps: [] };
+window.C = (() => {
+  const $ = (sel, root = document) => root.querySelector(sel);
+  const USER_RE = /^[A-Za-z0-9_.:@-]{1,64}$/;
+  const KEY = "companion.key";
+  const state = { session: null, busy: false, me: { auth: false, admin: true, user_id: null } };
+  const listeners = { user: [], signin: [] };
 
-function userId() {
-  const v = $("#user-id").value.trim();
-  return /^[A-Za-z0-9_.:@-]{1,64}$/.test(v) ? v : "default";
-}
-
-async function api(method, path, body) {
-  const opts = { method, headers: {} };
-  if (body !== undefined) {
-    opts.headers["Content-Type"] = "application/json";
-    opts.body = JSON.stringify(body);
-  }
-  const resp = await fetch(path, opts);
-  const data = resp.status === 204 ? null : await resp.json().catch(() => null);
-  if (!resp.ok) throw new Error((data && data.error && data.error.message) || `HTTP ${resp.status}`);
-  return data;
-}
-
-function setStatus(text, isError = false) {
-  const el = $("#status");
-  el.textContent = text;
-  el.classList.toggle("danger", isError);
-}
-
-function addMessage(role, text, meta) {
-  const li = document.createElement("li");
-  li.className = role;
-  const who = document.createElement("span");
-  who.className = "sr-only";
-  who.textContent = role === "user" ? "You said: " : "Companion said: ";
-  const body = document.createElement("span");
-  body.className = "text";
-  body.textContent = text;
-  li.append(who, body);
-  if (meta) li.append(metaLine(meta));
-  $("#messages").append(li);
-  li.scrollIntoView({ block: "end" });
-  return li;
-}
-
-function metaLine(text) {
-  const m = document.createElement("span");
-  m.className = "meta";
-  m.textContent = text;
-  return m;
-}
-
-// Reads a text/event-stream response body, calling onEvent(name, data) per event.
-async function readSSE(resp, onEvent) {
-  const reader = resp.body.getReader();
-  const decoder = new TextDecoder();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buffer += decoder.decode(value, { stream: true }).replace(/\r\n/g, "\n");
-    let cut;
-    while ((cut = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, cut);
-      buffer = buffer.slice(cut + 2);
-      let name = "message", data = "";
-      for (const line of block.split("\n")) {
-        if (line.startsWith("event: ")) name = line.slice(7);
-        else if (line.startsWith("data: ")) data += line.slice(6);
-      }
-      if (data) onEvent(name, JSON.parse(data));
+  function el(tag, attrs = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) {
+      if (v === undefined || v === null || v === false) continue;
+      if (k === "class") node.className = v;
+      else if (k === "text") node.textContent = v;
+      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else node.setAttribute(k, v === true ? "" : v);
     }
+    node.append(...children.filter((c) => c !== null && c !== undefined));
+    return node;
   }
-}
 
-async function send(text) {
-  state.busy = true;
-  $("#send").disabled = true;
-  addMessage("user", text);
-  const reply = addMessage("assistant", "");
-  reply.setAttribute("aria-busy", "true");
-  const body = { message: text, user_id: userId(), stream: true };
-  if (state.session) body.session_id = state.session;
-  try {
-    const resp = await fetch("/api/v1/chat", {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
-    });
-    if (!resp.ok) {
-      const err = await resp.json().catch(() => ({}));
-      throw new Error((err.error && err.error.message) || `HTTP ${resp.status}`);
+  // Every API call: JSON in and out, the key when signed in; a 401 opens the sign-in.
+  async function api(method, path, body, { raw, blob } = {}) {
+    const opts = { method, headers: authHeaders() };
+    if (raw !== undefined) opts.body = raw;
+    else if (body !== undefined) {
+      opts.headers["Content-Type"] = "application/json";
+      opts.body = JSON.stringify(body);
     }
-    await readSSE(resp, (name, data) => {
-      if (name === "token") reply.querySelector(".text").textContent += data.text;
-      else if (name === "done") finishReply(reply, data);
-      else if (name === "error") throw new Error(data.error.message);
-    });
-    setStatus("");
-  } catch (e) {
-    reply.remove();
-    setStatus(`Error: ${e.message}`, true);
-  } finally {
-    reply.removeAttribute("aria-busy");
-    state.busy = false;
-    $("#send").disabled = false;
-    refreshAll();
+    const resp = await fetch(path, opts);
+    if (resp.status === 401) { signIn(); throw new Error("Please sign in with your API key."); }
+    if (!resp.ok) throw new Error(await errorText(resp));
+    if (resp.status === 204) return null;
+    return blob ? resp.blob() : resp.json();
   }
-}
 
-function finishReply(li, result) {
-  li.querySelector(".text").textContent = result.response;
-  const t = result.timings || {};
-  li.append(metaLine(`${result.usage.completion_tokens} tokens · ${Math.round(t.total_ms || 0)} ms` +
-    (result.cached ? " · cached" : "")));
-  state.session = result.session_id;
-  showUsedMemories(result.memories_used || []);
-}
-
-async function loadSessions() {
-  const list = $("#session-list");
-  const sessions = await api("GET", `/api/v1/sessions?user_id=${encodeURIComponent(userId())}`);
-  list.replaceChildren();
-  for (const s of sessions) {
-    const li = document.createElement("li");
-    const b = document.createElement("button");
-    b.type = "button";
-    b.textContent = s.title || new Date(s.updated_at).toLocaleString();
-    b.setAttribute("aria-current", String(s.id === state.session));
-    b.addEventListener("click", () => openSession(s.id));
-    li.append(b);
-    list.append(li);
+  async function errorText(resp) {
+    const data = await resp.json().catch(() => null);
+    return (data && data.error && data.error.message) || `HTTP ${resp.status}`;
   }
-}
 
-async function openSession(id) {
-  state.session = id;
-  const data = await api("GET", `/api/v1/sessions/${encodeURIComponent(id)}/messages`);
-  $("#messages").replaceChildren();
-  for (const m of data.messages) {
-    addMessage(m.role, m.text, m.status === "complete" ? null : m.status);
+  function authHeaders() {
+    const key = sessionStorage.getItem(KEY);
+    return key ? { Authorization: `Bearer ${key}` } : {};
   }
-  loadSessions();
-}
 
-function newSession() {
-  state.session = null;
-  $("#messages").replaceChildren();
-  loadSessions();
-  $("#composer-input").focus();
-}
+  function userId() { return state.userId || "default"; }
 
-function sparkline(svg, values) {
-  const w = svg.clientWidth || 300, h = svg.clientHeight || 60;
-  const max = Math.max(...values, 1);
-  const step = values.length > 1 ? w / (values.length - 1) : w;
-  const pts = values.map((v, i) => `${(i * step).toFixed(1)},${(h - (v / max) * (h - 4) - 2).toFixed(1)}`);
-  svg.innerHTML = `<polyline points="${pts.join(" ")}"></polyline>`;
-}
-
-async function loadStats() {
-  const s = await api("GET", "/api/v1/stats");
-  $("#model-name").textContent = `${s.model} (${s.model_size})`;
-  const rows = [
-    ["Avg response", `${s.avg_response_time.toFixed(0)} ms`],
-    ["p95 response", `${s.p95_response_time.toFixed(0)} ms`],
-    ["Time to first token", `${s.avg_time_to_first_token.toFixed(0)} ms`],
-    ["Tokens/s", s.tokens_per_second.toFixed(1)],
-    ["Cache hit rate", `${(s.cache_hit_rate * 100).toFixed(1)} %`],
-    ["Memory use", `${s.memory_usage_mb.toFixed(0)} MB`],
-    ["Active users", String((s.engine && s.engine.active_sequences) || 0)],
-    ["Requests", String(s.requests)],
-    ["Errors", String(s.errors)],
-  ];
-  const dl = $("#perf");
-  dl.replaceChildren();
-  for (const [k, v] of rows) {
-    const dt = document.createElement("dt"); dt.textContent = k;
-    const dd = document.createElement("dd"); dd.textContent = v; dd.dataset.metric = k;
-    dl.append(dt, dd);
+  // Switch user: validate, remember, and let every panel reload.
+  function setUser(value, { quiet = false } = {}) {
+    const input = $("#user-id");
+    const v = String(value || "").trim();
+    const ok = USER_RE.test(v);
+    input.setAttribute("aria-invalid", String(!ok));
+    $("#user-error").textContent = ok ? "" : "User ids are 1–64 letters, digits or _ . : @ -";
+    if (!ok) return false;
+    input.value = v;
+    if (v === state.userId && quiet) return true;
+    state.userId = v;
+    localStorage.setItem("companion.user", v);
+    listeners.user.forEach((fn) => fn(v));
+    return true;
   }
-  state.rt.push(s.avg_response_time); state.tps.push(s.tokens_per_second);
-  state.rt = state.rt.slice(-60); state.tps = state.tps.slice(-60);
-  sparkline($("#chart-rt"), state.rt);
-  sparkline($("#chart-tps"), state.tps);
-}
 
-function setupTabs() {
-  const tabs = [...document.querySelectorAll('[role="tab"]')];
-  const select = (tab) => {
-    for (const t of tabs) {
-      const on = t === tab;
-      t.setAttribute("aria-selected", String(on));
-      t.tabIndex = on ? 0 : -1;
-      document.getElementById(t.getAttribute("aria-controls")).hidden = !on;
-    }
-    tab.focus();
-  };
-  tabs.forEach((t, i) => {
-    t.addEventListener("click", () => select(t));
-    t.addEventListener("keydown", (e) => {
-      if (e.key === "ArrowRight") select(tabs[(i + 1) % tabs.length]);
-      if (e.key === "ArrowLeft") select(tabs[(i - 1 + tabs.length) % tabs.length]);
-    });
-  });
-}
+  async function whoAmI() {
+    state.me = await api("GET", "/api/v1/me");
+    $("#sign-out").hidden = !state.me.auth;
+    const input = $("#user-id");
+    input.readOnly = state.me.auth && !state.me.admin; // a user key acts only for its user
+    if (state.me.auth && !state.me.admin) setUser(state.me.user_id);
+    return state.me;
+  }
 
-function refreshAll() {
-  loadSessions().catch((e) => setStatus(e.message, true));
-  loadStats().catch(() => {});
-  if (window.companionPanels) window.companionPanels.refresh();
-}
+  function signIn() {
+    const dialog = $("#login");
+    if (!dialog.open) dialog.showModal();
+    $("#login-key").focus();
+  }
 
-function showUsedMemories(list) {
-  if (window.companionPanels) window.companionPanels.showUsed(list);
-}
-
-document.addEventListener("DOMContentLoaded", () => {
-  setupTabs();
-  $("#composer").addEventListener("submit", (e) => {
+  async function submitKey(e) {
     e.preventDefault();
-    const input = $("#composer-input");
-    const text = input.value.trim();
-    if (!text || state.busy) return;
-    input.value = "";
-    send(text);
-  });
-  $("#composer-input").addEventListener("keydown", (e) => {
-    if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); $("#composer").requestSubmit(); }
-  });
-  $("#new-session").addEventListener("click", newSession);
-  $("#user-id").addEventListener("change", newSession);
-  refreshAll();
-  setInterval(() => loadStats().catch(() => {}), 3000);
-});
+    const key = $("#login-key").value.trim();
+    if (!key) return;
+    sessionStorage.setItem(KEY, key);
+    try {
+      await whoAmI();
+      $("#login").close();
+      $("#login-key").value = "";
+      $("#login-error").textContent = "";
+      if (state.me.admin) setUser(localStorage.getItem("companion.user") || "default");
+      listeners.signin.forEach((fn) => fn());
+    } catch (err) {
+      sessionStorage.removeItem(KEY);
+      $("#login-error").textContent = "That key was not accepted. Check it and try again.";
+    }
+  }
+
+  function signOut() {
+    sessionStorage.removeItem(KEY);
+    state.session = null;
+    $("#messages").replaceChildren();
+    signIn();
+  }
+
+  function toast(text, action) {
+    const t = $("#toast");
+    clearTimeout(toast.timer);
+    t.replaceChildren(el("span", { text }));
+    if (action) {
+      t.append(el("button", { type: "button", text: action.label, onclick: () => {
+        t.hidden = true; action.run();
+      } }));
+    }
+    t.hidden = false;
+    toast.timer = setTimeout(() => { t.hidden = true; }, action ? 8000 : 3000);
+  }
+
+  function confirm(text, ok = "Delete") {
+    const dialog = $("#confirm");
+    $("#confirm-text").textContent = text;
+    $("#confirm-ok").textContent = ok;
+    dialog.showModal();
+    return new Promise((resolve) => {
+      dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+    });
+  }
+
+  function setStatus(text, isError = false) {
+    const s = $("#status");
+    s.textContent = text;
+    s.classList.toggle("danger", isError);
+  }
+
+  function applyTheme(choice) {
+    const dark = choice === "system" ? matchMedia("(prefers-color-scheme: dark)").matches : choice === "dark";
+    document.documentElement.dataset.theme = dark ? "dark" : "light";
+    document.documentElement.dataset.themeChoice = choice;
+    const b = $("#theme-toggle");
+    const [icon, label] = { system: ["◐", "Auto"], light: ["☀", "Light"], dark: ["☾", "Dark"] }[choice];
+    b.replaceChildren(icon, el("span", { class: "theme-label", text: ` ${label}` }));
+    b.setAttribute("aria-label", `Theme: ${choice === "system" ? "follows the system" : choice}. Change theme`);
+  }
+
+  function setupTheme() {
+    applyTheme(document.documentElement.dataset.themeChoice || "system");
+    $("#theme-toggle").addEventListener("click", () => {
+      const order = ["system", "light", "dark"];
+      const next = order[(order.indexOf(document.documentElement.dataset.themeChoice) + 1) % 3];
+      if (next === "system") localStorage.removeItem("companion.theme");
+      else localStorage.setItem("companion.theme", next);
+      applyTheme(next);
+    });
+    matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
+      if (document.documentElement.dataset.themeChoice === "system") applyTheme("system");
+    });
+  }
+
+  // Phone layout: sessions and panels are drawers over the chat.
+  function setupDrawers() {
+    const pairs = [["#open-sessions", "#sessions"], ["#open-panels", "#panels"]];
+    const closeAll = () => {
+      for (const [b, d] of pairs) { $(d).classList.remove("open"); $(b).setAttribute("aria-expanded", "false"); }
+      $("#backdrop").hidden = true;
+    };
+    for (const [button, drawer] of pairs) {
+      $(button).addEventListener("click", () => {
+        const open = !$(drawer).classList.contains("open");
+        closeAll();
+        if (!open) return;
+        $(drawer).classList.add("open");
+        $(button).setAttribute("aria-expanded", "true");
+        $("#backdrop").hidden = false;
+        const first = $(drawer).querySelector("button, input");
+        if (first) first.focus();
+      });
+    }
+    $("#backdrop").addEventListener("click", closeAll);
+    document.querySelectorAll(".close-drawer").forEach((b) => b.addEventListener("click", closeAll));
+    document.addEventListener("keydown", (e) => { if (e.key === "Escape") closeAll(); });
+    return closeAll;
+  }
+
+  function setupTabs() {
+    const tabs = [...document.querySelectorAll('[role="tab"]')];
+    const select = (tab) => {
+      for (const t of tabs) {
+        const on = t === tab;
+        t.setAttribute("aria-selected", String(on));
+        t.tabIndex = on ? 0 : -1;
+        document.getElementById(t.getAttribute("aria-controls")).hidden = !on;
+      }
+      tab.focus();
+    };
+    tabs.forEach((t, i) => {
+      t.addEventListener("click", () => select(t));
+      t.addEventListener("keydown", (e) => {
+        if (e.key === "ArrowRight") select(tabs[(i + 1) % tabs.length]);
+        if (e.key === "ArrowLeft") select(tabs[(i - 1 + tabs.length) % tabs.length]);
+      });
+    });
+  }
+
+  function when(date) {
+    const d = new Date(date);
+    const today = new Date().toDateString() === d.toDateString();
+    return today ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+      : d.toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+  }
+
+  return {
+    $, el, api, state, userId, setUser, whoAmI, signIn, submitKey, signOut, toast, confirm,
+    setStatus, setupTheme, setupDrawers, setupTabs, authHeaders, errorText, when, USER_RE,
+    onUser: (fn) => listeners.user.push(fn), onSignIn: (fn) => listeners.signin.push(fn),
+  };
+})();
