@@ -91,12 +91,15 @@ async def engine_stream(
 
 
 async def sweep(
-    engine: BatchedEngine, prompts: list[list[int]], opts: GenerationOptions
+    engine: BatchedEngine,
+    prompts: list[list[int]],
+    opts: GenerationOptions,
+    sizes: tuple[int, ...] = SWEEP,
 ) -> dict[str, float]:
-    """N requests sent together for each N in SWEEP (fresh prompts each time)."""
+    """N requests sent together for each N in `sizes` (fresh prompts each time)."""
     figures: dict[str, float] = {}
     used = 0
-    for n in SWEEP:
+    for n in sizes:
         batch, used = prompts[used : used + n], used + n
         started = time.perf_counter()
         streams = await asyncio.gather(
@@ -158,6 +161,15 @@ async def turns(settings: Settings, engine: BatchedEngine, lines: list[str]) -> 
     Turn 1 is the session's cold start (its persona prefix not yet cached); a second session's
     first turn then shows what the shared persona prefix saves.
     """
+    ttft, shared = await session_ttfts(settings, engine, lines)
+    return {"ttft_turn1_s": round(ttft[0], 3), f"ttft_turn{len(ttft)}_s": round(ttft[-1], 3),
+            "ttft_turn1_shared_prefix_s": round(shared, 3)}  # fmt: skip
+
+
+async def session_ttfts(
+    settings: Settings, engine: BatchedEngine, lines: list[str]
+) -> tuple[list[float], float]:
+    """Seconds to first token of every turn of one session, and of a second session's first."""
     with tempfile.TemporaryDirectory() as tmp:
         store = open_store(f"sqlite:///{tmp}/turns.db")
         companion = Companion(settings, store, engine)
@@ -166,8 +178,7 @@ async def turns(settings: Settings, engine: BatchedEngine, lines: list[str]) -> 
             shared = await _turn_ttft(companion, lines[0], "bench-second-session")
         finally:
             store.close()
-    return {"ttft_turn1_s": round(ttft[0], 3), f"ttft_turn{len(ttft)}_s": round(ttft[-1], 3),
-            "ttft_turn1_shared_prefix_s": round(shared, 3)}  # fmt: skip
+    return ttft, shared
 
 
 async def _turn_ttft(companion: Companion, line: str, session: str) -> float:

@@ -54,14 +54,15 @@ def bench_ours(settings: Settings, size: str, path: Path, texts: list[str]) -> d
                 result = asyncio.run(companion.chat("bench", text, None, temperature=0.0))
                 seconds += time.perf_counter() - started
                 tokens += result.usage.completion_tokens
+            loaded = rss_mb()  # before close(): what the loaded model and its use hold
         finally:
             engine.close()
             store.close()
     return {
         "load_s": engine.info.load_time_s,
         "tokens_per_s": tokens / seconds if seconds else 0.0,
-        "rss_mb": rss_mb() - before,
-        "process_rss_mb": rss_mb(),
+        "rss_mb": loaded - before,
+        "process_rss_mb": loaded,
         "tokens": float(tokens),
     }
 

@@ -92,10 +92,11 @@ from companion.cli import (  # noqa: E402
     memory,
     models,
     persona,
+    report,
     serve,
 )
 
 __all__ = [
     "bench", "cache", "chat", "cli", "config", "db", "keys", "main", "memory", "models",
-    "persona", "serve",
+    "persona", "report", "serve",
 ]

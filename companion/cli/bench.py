@@ -18,6 +18,7 @@ SUITES = {
     "load": "companion.bench.load",
     "memory": "companion.bench.memory",
     "models": "companion.bench.models",
+    "user": "companion.bench.user",
 }
 
 

@@ -26,6 +26,7 @@ from companion.server.observe import TimingMiddleware
 from companion.server.observe import router as observe_router
 from companion.server.openai_api import openai_error
 from companion.server.openai_api import router as openai_router
+from companion.server.report_routes import router as report_router
 from companion.server.routes import router
 from companion.server.security import BodyLimit, authenticate
 from companion.storage.faults import storage_error
@@ -61,6 +62,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             yield
         finally:
             await companion.stats.loop_lag.stop()
+            if getattr(app.state, "report_job", None) is not None:
+                await asyncio.to_thread(app.state.report_job.stop)
             if owned:
                 await asyncio.to_thread(app.state.runtime.close)
 
@@ -74,6 +77,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(router, dependencies=secured)
     app.include_router(openai_router, dependencies=secured)
     app.include_router(observe_router, dependencies=secured)
+    app.include_router(report_router, dependencies=secured)
     app.add_middleware(RejectUnencodableText)  # inside BodyLimit: reads a bounded body
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(TimingMiddleware)
