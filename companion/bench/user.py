@@ -10,7 +10,7 @@ Query types, each timed alone (one request at a time, greedy):
   stored in the user's private cache scope).
 Per-user memory is read from what those turns stored: the long session's messages and its KV
 cells, the complex user's memories (rows and in-RAM vectors), persona and relationship rows,
-and a user's private cache rows.
+and a user's private cache rows; the context buffer is the engine's whole KV cache.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from companion.bench import persona_chat_openers
 from companion.bench.engine import session_lines
 from companion.bench.memory import fill, persona_facts, persona_rows
 from companion.config import Settings
+from companion.llm.llama_cpp import KV_BYTES
 from companion.llm.registry import gguf_metadata
 from companion.runtime import Runtime, open_runtime
 
@@ -37,15 +38,15 @@ COMPLEX = (
 CACHED_QUESTION = "What is a good hobby to start this winter?"
 
 
-def kv_bytes_per_token(model: Path) -> int:
-    """KV cache bytes one token takes: K and V (f16) of every layer, from the GGUF header."""
+def kv_bytes_per_token(model: Path, kv_type: str = "f16") -> float:
+    """KV cache bytes one token takes: K and V of every layer, from the GGUF header."""
     meta = gguf_metadata(model)
     arch = str(meta.get("general.architecture", "llama"))
     layers = int(meta.get(f"{arch}.block_count", 0))
     embd = int(meta.get(f"{arch}.embedding_length", 0))
     heads = int(meta.get(f"{arch}.attention.head_count", 1)) or 1
     kv_heads = int(meta.get(f"{arch}.attention.head_count_kv", heads))
-    return 2 * layers * (embd // heads) * kv_heads * 2
+    return 2 * layers * (embd // heads) * kv_heads * KV_BYTES[kv_type]
 
 
 async def _timed(rt: Runtime, calls: list[tuple[str, str, str | None, bool]], tokens: int) -> Any:
@@ -96,7 +97,8 @@ def _db_bytes(db: Path, sql: str, *args: Any) -> float:
 
 def per_user_mb(rt: Runtime, db: Path, session: str, last: Any) -> dict[str, float]:
     """What one active user costs (MB): conversation, memories, personality, private cache."""
-    kv = kv_bytes_per_token(Path(rt.model_info.path))
+    kv = kv_bytes_per_token(Path(rt.model_info.path), rt.settings.kv_cache_type)
+    cells = rt.companion.engine.stats().get("kv_cells", 0.0)
     used_tokens = last.usage.prompt_tokens + last.usage.completion_tokens
     messages = _db_bytes(db, "SELECT SUM(LENGTH(text) + LENGTH(timings)) FROM messages "
                          "WHERE session_id = ?", session)  # fmt: skip
@@ -118,6 +120,8 @@ def per_user_mb(rt: Runtime, db: Path, session: str, last: Any) -> dict[str, flo
         "personality_data_mb": round((persona + 64) / 2**20, 4),  # + the relationship row
         "cache_data_mb": round(cache / cache_users / 2**20, 4) if cache_users else 0.0,
         "kv_bytes_per_token": kv,
+        "kv_cells": cells,
+        "context_buffer_mb": round(cells * kv / 2**20, 1),  # the engine's whole KV cache
     }
 
 
@@ -152,6 +156,7 @@ def run(
         "max_tokens": tokens,
         "long_session_turns": f"turns {turns + 1}-{turns + n} of one session",
         "complex": f"a {len(COMPLEX.split())}-word question, {memories} memories, 3 prior turns",
-        "conversation_context": "stored messages + KV cells of the long session (f16 K and V)",
+        "conversation_context": "stored messages + KV cells of the long session",
+        "kv_cache_type": settings.kv_cache_type,
     }
     return found, notes

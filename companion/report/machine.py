@@ -13,9 +13,7 @@ from typing import Any
 import psutil
 
 from companion import __version__
-from companion.bench.user import kv_bytes_per_token
 from companion.config import Settings
-from companion.llm.batched import context_plan
 from companion.llm.hardware import detect_hardware, select_model, system_tier
 from companion.llm.registry import Registry
 
@@ -62,10 +60,8 @@ def describe(settings: Settings) -> dict[str, Any]:
     try:
         chosen = select_model("auto", registry, hw)
         choice = {"size": chosen.size, "model": chosen.spec.name, "reason": chosen.reason}
-        kv_token = kv_bytes_per_token(chosen.path)
     except Exception as exc:  # no model installed: the report says so
-        choice, kv_token = {"size": None, "model": None, "reason": str(exc)}, 0
-    plan = context_plan(settings)
+        choice = {"size": None, "model": None, "reason": str(exc)}
     return {
         "cpu": name,
         "cpu_ghz": cpu_ghz(name),
@@ -79,11 +75,6 @@ def describe(settings: Settings) -> dict[str, Any]:
         "tier": system_tier(hw),
         "chosen_model": choice,
         "installed_sizes": registry.installed(),
-        "context_buffer": {
-            "kv_tokens": plan.kv_tokens,
-            "kv_bytes_per_token": kv_token,
-            "mb": round(plan.kv_tokens * kv_token / 2**20, 1),
-        },  # fmt: skip
         "load_average": [round(x, 2) for x in psutil.getloadavg()],
         "platform": platform.platform(),
         "python": platform.python_version(),

@@ -100,26 +100,29 @@ def cache_metrics(f: Figures, notes: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def memory_usage(f: Figures, notes: dict[str, Any], machine: dict[str, Any]) -> dict[str, Any]:
+def memory_usage(f: Figures, notes: dict[str, Any]) -> dict[str, Any]:
     loaded = _get(f, "models", "tiny_rss_mb")  # the model and its context
     process = _get(f, "models", "tiny_process_rss_mb")
-    kv = machine["context_buffer"]
+    kv_mb = _get(f, "user", "context_buffer_mb")
     refs = spec.MEMORY_USAGE
     rows = [
         row("Python process", process - loaded if process and loaded else None, "MB",
             refs["Python process"]),
         row("SQLite database", _get(f, "cache", "db_mb"), "MB", refs["SQLite database"]),
-        row("LLM model", loaded - kv["mb"] if loaded else None, "MB", refs["LLM model"]),
-        row("Context buffer", kv["mb"], "MB", refs["Context buffer"]),
+        row("LLM model", loaded - kv_mb if loaded and kv_mb is not None else None, "MB",
+            refs["LLM model"]),
+        row("Context buffer", kv_mb, "MB", refs["Context buffer"]),
     ]  # fmt: skip
     n = notes.get("cache", {}).get("requests", 0)
+    cells, per = _get(f, "user", "kv_cells"), _get(f, "user", "kv_bytes_per_token")
+    kv_type = notes.get("user", {}).get("kv_cache_type", "f16")
     return table("memory_usage", "Memory Usage", "Base Memory Requirements", rows,
                  f"Process = resident memory without the model (bench models, tiny); SQLite = "
                  f"the file after the {n}-request cache workload (conversations + cache); "
-                 f"context buffer = {kv['kv_tokens']} KV cells x {kv['kv_bytes_per_token']} "
-                 "bytes (the engine's KV cache at the current settings: context_length x "
-                 "engine_parallel); LLM model = what loading added (bench models) less the "
-                 "context buffer.")  # fmt: skip
+                 f"context buffer = the engine's KV cache at the current settings ({cells:g} "
+                 f"cells x {per:g} bytes, {kv_type}); LLM model = what loading added (bench "
+                 "models) less the context buffer."
+                 if cells is not None and per is not None else "")  # fmt: skip
 
 
 def per_user(f: Figures, notes: dict[str, Any]) -> dict[str, Any]:
@@ -324,6 +327,6 @@ def build(report: dict[str, Any]) -> list[dict[str, Any]]:
     notes = {k: v["notes"] for k, v in report["steps"].items()}
     m = report["machine"]
     return [machine_table(m), cold_start(f, m), token_generation(f, m), cache_metrics(f, notes),
-            memory_usage(f, notes, m), per_user(f, notes), single_user(f, notes),
+            memory_usage(f, notes), per_user(f, notes), single_user(f, notes),
             multi_user(f), requirements(f, m), cache_by_type(f, notes),
             memory_query(f, notes), model_comparison(f, m), peers(f, m, notes)]  # fmt: skip
