@@ -12,6 +12,8 @@ import pytest
 
 from tests.server.conftest import server  # noqa: F401  (a real `companion serve`)
 
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"  # screenshots
+
 
 @dataclass
 class Run:

@@ -11,8 +11,8 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from companion.report.render import cell_text
-from tests.report.conftest import Run
-from tests.server.test_page import ARTIFACTS, CHROMIUM, FLAGS
+from tests.report.conftest import ARTIFACTS, Run
+from tests.server.page_kit import CHROMIUM, FLAGS
 
 pytestmark = pytest.mark.timeout(1500)
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")

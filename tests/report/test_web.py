@@ -15,8 +15,8 @@ from companion.report.job import record_latest
 from companion.runtime import open_runtime
 from companion.server.app import create_app
 from tests.conftest import make_settings
-from tests.report.conftest import Run
-from tests.server.test_page import ARTIFACTS, CHROMIUM, FLAGS
+from tests.report.conftest import ARTIFACTS, Run
+from tests.server.page_kit import CHROMIUM, FLAGS, SLOW
 
 pytestmark = pytest.mark.timeout(1500)
 
@@ -73,6 +73,7 @@ def test_the_performance_tab_shows_the_report_and_starts_a_run(
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(SLOW)
         page.goto(server + "/")
         page.get_by_role("tab", name="Performance").click()
         plots = page.locator("#report-plots figure img")
