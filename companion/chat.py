@@ -310,12 +310,15 @@ class Companion:
             extra={
                 "route": route.to_dict(),
                 "context": built.messages,  # the prompt as sent, for tests and debugging
-                "memory_ids": [r.memory.id for r in notes.memories[: built.memories_used]]
+                "memory_ids": [
+                    r.memory.id for r in notes.memories[: built.memories_used] if not r.is_episode
+                ]
                 if notes
                 else [],
                 "memories_used": [
                     {
                         "id": r.memory.id,
+                        "type": "episode" if r.is_episode else "fact",
                         "text": r.memory.text,
                         "score": round(r.score, 4),
                         "reasons": r.reasons,

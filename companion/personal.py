@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from companion.config import Settings
+from companion.domain import Message
 from companion.embed.base import Embedder, Vector
 from companion.llm.base import Engine
-from companion.memory.base import Change, Memory, Recalled
+from companion.memory.base import Change, Episode, Recalled
 from companion.memory.cleanup import CleanupPolicy
 from companion.memory.llm_extract import LlmExtractor
 from companion.memory.service import MemoryService
@@ -22,14 +23,44 @@ from companion.persona.store import PersonaStore
 from companion.storage import Store
 
 QUOTED_KINDS = ("event", "explicit")
+MEMORY_CHARS = 1600  # the notes' memory lines, split between facts and turns (FACTS_SHARE)
+FACTS_SHARE = 0.5
 
 
-def memory_line(memory: Memory) -> str:
-    """How one memory reads in the prompt: the fact, or the user's words with their date."""
-    text = memory.text
-    if memory.kind in QUOTED_KINDS:
-        text = f'said on {memory.created_at.date().isoformat()}: "{text}"'
-    return f"{memory.subject}: {text}" if memory.subject else text
+def memory_line(recalled: Recalled) -> str:
+    """How one recalled item reads in the prompt: a fact, the user's words with their date,
+    or what the companion itself said (never as the user's words)."""
+    item = recalled.memory
+    day = item.created_at.date().isoformat()
+    if isinstance(item, Episode):
+        who = ("you (the companion) said" if item.role == "assistant"
+               else f"{item.subject} said" if item.subject else "the user said")
+        later = " (since changed)" if item.superseded_at is not None else ""
+        return f'{who} on {day}: "{recalled.snippet or item.text}"{later}'
+    text = item.text
+    if item.kind in QUOTED_KINDS:
+        text = f'said on {day}: "{text}"'
+    return f"{item.subject}: {text}" if item.subject else text
+
+
+def split_budget(recalled: list[Recalled], chars: int = MEMORY_CHARS,
+                 facts_share: float = FACTS_SHARE) -> list[Recalled]:
+    """The recalled items that fit the notes' budget, best first: facts may use
+    `facts_share` of it and turns the rest; what one kind leaves unused goes to the other."""
+    lines = [(r, len(memory_line(r))) for r in recalled]
+    need = {kind: sum(n for r, n in lines if r.is_episode == kind) for kind in (False, True)}
+    share = {False: chars * facts_share, True: chars * (1 - facts_share)}
+    for kind in (False, True):
+        spare = share[kind] - need[kind]
+        if spare > 0:
+            share[not kind] += spare
+            share[kind] = need[kind]
+    kept = []
+    for r, n in lines:
+        if n <= share[r.is_episode]:
+            share[r.is_episode] -= n
+            kept.append(r)
+    return kept
 
 
 @dataclass(frozen=True)
@@ -47,7 +78,7 @@ class TurnNotes:
     @property
     def lines(self) -> list[str]:
         """The memory lines, best first."""
-        return [memory_line(r.memory) for r in self.memories]
+        return [memory_line(r) for r in self.memories]
 
     @property
     def personal(self) -> bool:
@@ -64,6 +95,7 @@ class Personal:
         self.settings = settings
         self.memory = memory
         self.personas = personas
+        self.store = store
         self.summaries = SessionSummaries(store)
         self.extractor: LlmExtractor | None = None  # LLM extraction, once use_engine() is called
 
@@ -81,7 +113,8 @@ class Personal:
         """Persona, relationship, the top memories for `text` and the session summary."""
         started = time.perf_counter()
         persona, rel = self.personas.active(user_id)
-        recalled = (self.memory.recall(user_id, text, vector, self.settings.memory_top_k)
+        recalled = (split_budget(self.memory.recall(user_id, text, vector,
+                                                    self.settings.memory_top_k))
                     if self.memory is not None else [])
         recalled_at = time.perf_counter()
         summary = self.summaries.get(session_id)
@@ -101,13 +134,21 @@ class Personal:
         and the session summary."""
         changes: list[Change] = []
         if self.memory is not None:
-            self.memory.mark_used(user_id, [r.memory.id for r in notes.memories])
-            changes = self.memory.observe(user_id, text, message_id)
+            self.memory.mark_recalled(user_id, notes.memories)
+            changes = self.memory.observe(user_id, text, message_id, session_id=session_id)
+            reply = self._reply_to(session_id, message_id)
+            if reply is not None:
+                self.memory.observe_reply(user_id, reply.text, reply.id, session_id=session_id)
             if self.extractor is not None:  # the model's facts follow on its own thread
                 self.extractor.submit(user_id, text, message_id)
         self.personas.interacted(user_id, notes.persona.id, feedback(text))
         self.summaries.advance(session_id, self.settings.history_messages)
         return changes
+
+    def _reply_to(self, session_id: str, message_id: int) -> Message | None:
+        """The stored reply to a user's message (None when there is none yet)."""
+        return next((m for m in self.store.recent_messages(session_id, 4)
+                     if m.role == "assistant" and m.id > message_id and m.text.strip()), None)
 
     def stats(self) -> dict[str, float]:
         """The memory counters, LLM extraction's included (empty when memory is off)."""

@@ -39,6 +39,8 @@ def export_user(store: Store, personal: Personal, user_id: str) -> dict[str, Any
         "user": _iso(dict(user)),
         "sessions": out_sessions,
         "memories": [m.to_dict() for m in mems],
+        "episodes": [e.to_dict() for e in memory.episodes(user_id, limit=10_000_000)]
+        if memory is not None else [],
         "memory_history": memory.history(user_id) if memory is not None else [],
         "relationships": personal.personas.relationships(user_id),
     }

@@ -1,9 +1,10 @@
-"""LoCoMo retrieval recall: our memory against plain embedding search over the raw turns.
+"""LoCoMo retrieval recall: our memory against plain retrieval over the raw turns.
 
 Each conversation's sessions are fed in order as one user's chats (every turn as a user turn,
-its speaker as the subject, at the session's date). For each question, recall@k is the share
-of its evidence turns (`D<session>:<turn>`) among the source turns of the top k memories; the
-baseline ranks the raw turns (`speaker: text`, the same caption added) by cosine alone.
+its speaker as the subject, at the session's date, one session id per session). For each
+question, recall@k is the share of its evidence turns (`D<session>:<turn>`) among the source
+turns of the top k results; the baselines rank the raw turns (`speaker: text`, the same
+caption added) by cosine (dense), BM25, and their reciprocal rank fusion.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from companion.embed.base import Embedder
+from companion.bench.baselines import BASELINES, RawTurns
 from companion.memory import MemoryService
 
 KS = (5, 10)
@@ -31,6 +32,7 @@ class Turn:
     speaker: str
     text: str
     when: datetime
+    session: str = ""
 
 
 @dataclass
@@ -66,11 +68,12 @@ def turns_of(conversation: dict[str, Any]) -> list[Turn]:
                       if k.startswith("session_") and isinstance(v, list))
     for number, session in sessions:
         when = _when(conversation[f"session_{number}_date_time"])
-        for turn in session:
+        for i, turn in enumerate(session):
             text = turn["text"]
             if turn.get("blip_caption"):
                 text += f" [shares {turn['blip_caption']}]"
-            out.append(Turn(turn["dia_id"], turn["speaker"], text, when))
+            out.append(Turn(turn["dia_id"], turn["speaker"], text, when + timedelta(seconds=i),
+                            f"session_{number}"))
     return out
 
 
@@ -80,24 +83,19 @@ def recall_at(sources: list[set[str]], evidence: set[str], k: int) -> float:
     return len(found & evidence) / len(evidence)
 
 
-def _baseline(embedder: Embedder, turns: list[Turn]) -> tuple[list[str], np.ndarray]:
-    """Raw-turn ids and their vectors."""
-    texts = [f"{t.speaker}: {t.text}" for t in turns]
-    vectors = np.vstack([embedder.embed(texts[i:i + 64]) for i in range(0, len(texts), 64)])
-    return [t.dia_id for t in turns], vectors
-
-
-def run_conversation(memory: MemoryService, sample: dict[str, Any], memory_tally: Tally,
-                     base_tally: Tally) -> dict[str, float]:
-    """Feed one conversation, ask its questions, add to both tallies; returns feed counts."""
+def run_conversation(memory: MemoryService, sample: dict[str, Any],
+                     tallies: dict[str, Tally]) -> dict[str, float]:
+    """Feed one conversation, ask its questions, add to every system's tally."""
     user = f"locomo-{sample['sample_id']}"
     turns = turns_of(sample["conversation"])
     dia_of: dict[int, str] = {}
     for number, turn in enumerate(turns, start=1):
         dia_of[number] = turn.dia_id
-        memory.observe(user, turn.text, number, subject=turn.speaker, now=turn.when)
+        memory.observe(user, turn.text, number, subject=turn.speaker, now=turn.when,
+                       session_id=turn.session)
     asked_at = turns[-1].when + timedelta(days=1)
-    ids, vectors = _baseline(memory.embedder, turns)
+    texts = [f"{t.speaker}: {t.text}" for t in turns]
+    raw = RawTurns(texts, memory.embedder.embed(texts))
     sources_per_hit = []
     for qa in sample["qa"]:
         evidence = {e.strip() for e in qa.get("evidence", []) if e.strip()}
@@ -106,16 +104,18 @@ def run_conversation(memory: MemoryService, sample: dict[str, Any], memory_tally
         category = str(qa["category"])
         vector = memory.embedder.embed_one(qa["question"])
         hits = memory.recall(user, qa["question"], vector, max(KS), now=asked_at)
-        mem_sources = [{dia_of[i] for i in h.memory.source_ids if i in dia_of} for h in hits]
-        sources_per_hit += [len(s) for s in mem_sources]
-        order = np.argsort(-(vectors @ vector))[: max(KS)]
-        base_sources = [{ids[i]} for i in order]
-        for k in KS:
-            memory_tally.add(category, k, recall_at(mem_sources, evidence, k))
-            base_tally.add(category, k, recall_at(base_sources, evidence, k))
-        for tally in (memory_tally, base_tally):
+        found = {"companion": [{dia_of[i] for i in h.memory.source_ids if i in dia_of}
+                               for h in hits]}
+        sources_per_hit += [len(s) for s in found["companion"]]
+        for name, ranking in raw.rankings(qa["question"], vector, max(KS)).items():
+            found[name] = [{turns[i].dia_id} for i in ranking]
+        for name, sources in found.items():
+            tally = tallies[name]
+            for k in KS:
+                tally.add(category, k, recall_at(sources, evidence, k))
             tally.counts["all"] += 1
             tally.counts[category] += 1
+    raw.close()
     return {
         "turns": len(turns),
         "memories": len(memory.memories(user, limit=100000)),
@@ -126,10 +126,16 @@ def run_conversation(memory: MemoryService, sample: dict[str, Any], memory_tally
 def run(memory: MemoryService, path: Path, limit: int | None = None) -> dict[str, float]:
     """Both systems over the conversations in `path`; figures by k and category."""
     samples = json.loads(path.read_text(encoding="utf-8"))[:limit]
-    ours, base = Tally(), Tally()
-    fed = [run_conversation(memory, s, ours, base) for s in samples]
-    figures = {**ours.figures("locomo"), **base.figures("locomo_baseline")}
-    figures["locomo_questions"] = ours.counts["all"]
+    tallies = {name: Tally() for name in ("companion", *BASELINES)}
+    fed = [run_conversation(memory, s, tallies) for s in samples]
+    figures = tallies["companion"].figures("locomo")
+    for name in BASELINES:
+        figures.update(tallies[name].figures(f"locomo_{name}"))
+    for key in list(figures):
+        if key.startswith("locomo_recall_at_"):
+            figures[f"{key}_best_baseline"] = max(
+                figures[key.replace("locomo_", f"locomo_{b}_", 1)] for b in BASELINES)
+    figures["locomo_questions"] = tallies["companion"].counts["all"]
     figures["locomo_turns_fed"] = sum(f["turns"] for f in fed)
     figures["locomo_memories_stored"] = sum(f["memories"] for f in fed)
     figures["locomo_sources_per_recalled_memory"] = round(

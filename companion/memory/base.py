@@ -78,17 +78,108 @@ class Memory:
         }
 
 
-@dataclass(frozen=True)
-class Recalled:
-    """A memory chosen for a prompt, with its score and the parts that made it up."""
+    @property
+    def key(self) -> int:
+        """The memory's key in the recall index (facts even, episodes odd)."""
+        return self.id * 2
 
-    memory: Memory
-    score: float
-    reasons: dict[str, Any]
+    @property
+    def is_episode(self) -> bool:
+        """False: a fact (see Episode)."""
+        return False
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One chat turn kept as episodic memory: the words as said, by whom, where and when.
+
+    The user's turns and the assistant's replies are both kept (role), so "what did you
+    recommend" can be answered; only the user's turns ever become facts (memories).
+    """
+
+    id: int
+    user_id: str
+    session_id: str | None
+    message_id: int | None
+    role: str  # "user" or "assistant"
+    subject: str | None  # who spoke when not the user or the companion (a LoCoMo speaker)
+    text: str
+    importance: float
+    use_count: int
+    created_at: datetime
+    last_used_at: datetime | None
+    embedding: Vector | None = field(default=None, repr=False, compare=False)
+    superseded_at: datetime | None = None  # a fact it told has since changed
+
+    kind = "episode"
+    slot = None
+    topics: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> int:
+        """The episode's key in the recall index (facts even, episodes odd)."""
+        return self.id * 2 + 1
+
+    @property
+    def is_episode(self) -> bool:
+        """True: a turn, not a fact."""
+        return True
+
+    @property
+    def updated_at(self) -> datetime:
+        """An episode never changes: its time is when it was said."""
+        return self.created_at
+
+    @property
+    def source_ids(self) -> tuple[int, ...]:
+        """The message it was (one id, or none when fed without one)."""
+        return () if self.message_id is None else (self.message_id,)
 
     def to_dict(self) -> dict[str, Any]:
-        """The memory plus `score` and `reasons`."""
-        return {**self.memory.to_dict(), "score": round(self.score, 4), "reasons": self.reasons}
+        """JSON-friendly form (no embedding)."""
+        return {
+            "id": self.id,
+            "type": "episode",
+            "user_id": self.user_id,
+            "session_id": self.session_id,
+            "message_id": self.message_id,
+            "role": self.role,
+            "subject": self.subject,
+            "text": self.text,
+            "importance": round(self.importance, 3),
+            "use_count": self.use_count,
+            "source_ids": list(self.source_ids),
+            "created_at": self.created_at.isoformat(),
+            "last_used_at": self.last_used_at.isoformat() if self.last_used_at else None,
+            "superseded_at": self.superseded_at.isoformat() if self.superseded_at else None,
+        }
+
+
+Item = Memory | Episode  # what recall ranks
+
+
+@dataclass(frozen=True)
+class Recalled:
+    """A fact or a turn chosen for a prompt, with its score and the parts that made it up.
+
+    `snippet`: the part of a turn that matched (for a fact, of its source turn when that
+    was found too), short enough for the prompt.
+    """
+
+    memory: Item
+    score: float
+    reasons: dict[str, Any]
+    snippet: str | None = None
+
+    @property
+    def is_episode(self) -> bool:
+        """A turn (True) or a fact (False)."""
+        return self.memory.is_episode
+
+    def to_dict(self) -> dict[str, Any]:
+        """The item plus `type`, `score`, `reasons` and `snippet`."""
+        return {**self.memory.to_dict(), "type": "episode" if self.is_episode else "fact",
+                "score": round(self.score, 4), "reasons": self.reasons, "snippet": self.snippet}
 
 
 @dataclass(frozen=True)
@@ -109,10 +200,14 @@ class CleanupReport:
     expired: int
     over_limit: int
     users: int
+    episodes_expired: int = 0
+    episodes_over_limit: int = 0
 
     def to_dict(self) -> dict[str, int]:
         """Counts by reason."""
-        return {"expired": self.expired, "over_limit": self.over_limit, "users": self.users}
+        return {"expired": self.expired, "over_limit": self.over_limit, "users": self.users,
+                "episodes_expired": self.episodes_expired,
+                "episodes_over_limit": self.episodes_over_limit}
 
 
 class MemoryStore(Protocol):

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from companion.memory.base import Memory
+from companion.memory.base import Item
 from companion.memory.recall import recency
 
 log = logging.getLogger("companion.memory")
@@ -26,14 +26,20 @@ class CleanupPolicy:
     days_old: float = 90
     min_importance: float = 0.3
     max_memories: int = 1000
+    max_episodes: int = 10000  # turns kept per user (episodes.py); recall stays fast to here
+
+    def for_episodes(self) -> CleanupPolicy:
+        """The same expiry, capped at max_episodes (the assistant's unrecalled replies,
+        importance 0.25, expire; the user's own turns, 0.5, go only past the cap)."""
+        return replace(self, max_memories=self.max_episodes)
 
 
-def retention(memory: Memory, now: datetime) -> float:
+def retention(memory: Item, now: datetime) -> float:
     """How much a memory is worth keeping: importance first, recency second."""
     return memory.importance + 0.25 * recency(memory, now, 30.0)
 
 
-def doomed(memories: list[Memory], policy: CleanupPolicy, now: datetime
+def doomed(memories: Sequence[Item], policy: CleanupPolicy, now: datetime
            ) -> tuple[list[int], list[int]]:
     """(expired ids, over-the-limit ids) for one user's memories."""
     cutoff = now - timedelta(days=policy.days_old)

@@ -1,30 +1,76 @@
-"""The in-process search index of each user's memories: SQLite FTS5 plus a vector matrix.
+"""The in-process search index of each user's facts and episodes: SQLite FTS5 plus vectors.
 
-(The SQLite backend of the memory index; memory/pg_index.py is the PostgreSQL one. Both have
-the methods of `SearchIndex` in memory/base.py, and tests/memory/test_index_contract.py runs
-one test body against both.)
+(The memory service uses this index on SQLite and on PostgreSQL alike, loaded through
+SQLAlchemy Core: recall ranks facts and turns with each turn's conversation context, which
+memory/pg_index.py, the in-database search of facts (`SearchIndex` in memory/base.py), does
+not hold yet.)
 
 The database holds the memories; this index holds, per loaded user, an FTS5 table (in an
 in-memory SQLite connection, so its shadow tables never touch the main schema, and the same
-code serves a PostgreSQL store) and the user's vectors as one float32 matrix. A user is loaded
-on first use and dropped when the least recently used of more than `max_users`.
+code serves a PostgreSQL store) and the vectors as one growable float32 matrix (a new turn is
+one appended row, never a rebuild). Facts and episodes share both, so their full-text scores
+are on one scale: a fact's key is 2 * id, an episode's 2 * id + 1. A user is loaded on first
+use and dropped when the least recently used of more than `max_users`.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import sqlite3
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 
 import numpy as np
 
 from companion.embed.base import Vector
-from companion.memory.base import Memory
+from companion.memory.base import Episode, Item, Memory
 from companion.memory.extract import content_words
 
-SEARCH_LIMIT = 50  # candidates taken from each of the text and the vector search
+SEARCH_LIMIT = 100  # candidates taken from each of the text and the vector search
+CONTEXT_WEIGHT = 0.5  # share of the previous turn's vector in a turn's indexed vector
+CONTEXT_BM25 = 0.3  # weight of the previous turn's words (ctx column) in bm25
+SAME_CONVERSATION = timedelta(hours=6)  # a gap after which a turn has no previous turn
+_SUFFIXES = ("ingly", "edly", "ings", "ing", "ied", "ies", "ed", "es", "s", "ly")
+
+
+def stem(word: str) -> str:
+    """A light suffix-stripping stem ("baking", "baked", "bakes" -> "bak")."""
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            break
+    return word[:-1] if word.endswith("e") and len(word) > 3 else word
+
+
+def stem_terms(text: str) -> list[str]:
+    """The stems of a text's content words, in order, repeats removed."""
+    return list(dict.fromkeys(stem(w) for w in content_words(text)))
+
+
+class TermStats:
+    """Document frequencies of stems over one user's items (for absolute term coverage)."""
+
+    def __init__(self) -> None:
+        self.docs = 0
+        self.df: Counter[str] = Counter()
+
+    def add(self, stems: frozenset[str]) -> None:
+        """Count one item's stems."""
+        self.docs += 1
+        self.df.update(stems)
+
+    def remove(self, stems: frozenset[str]) -> None:
+        """Uncount one item's stems."""
+        self.docs -= 1
+        self.df.subtract(stems)
+
+    def idf(self, term: str) -> float:
+        """BM25's idf of a stem (an unseen stem gets the highest)."""
+        df = max(0, self.df.get(term, 0))
+        return math.log((self.docs - df + 0.5) / (df + 0.5) + 1.0)
 
 
 def fts_query(text: str) -> str | None:
@@ -34,32 +80,135 @@ def fts_query(text: str) -> str | None:
     return " OR ".join(quoted) if quoted else None
 
 
+def fact_key(memory_id: int) -> int:
+    """A fact's key in the index."""
+    return memory_id * 2
+
+
+def episode_key(episode_id: int) -> int:
+    """An episode's key in the index."""
+    return episode_id * 2 + 1
+
+
+class Vectors:
+    """Rows of unit vectors by key: appended in place, removed by marking, compacted lazily."""
+
+    def __init__(self, dim: int) -> None:
+        self.matrix = np.zeros((64, dim), dtype=np.float32)
+        self.keys = np.full(64, -1, dtype=np.int64)
+        self.size = 0
+        self.dead = 0
+        self.row_of: dict[int, int] = {}
+
+    def put(self, key: int, vector: Vector) -> None:
+        """Set the vector of `key` (a new row; the old one, if any, is marked dead)."""
+        self.remove(key)
+        if self.size == len(self.keys):
+            self._grow()
+        self.matrix[self.size] = vector
+        self.keys[self.size] = key
+        self.row_of[key] = self.size
+        self.size += 1
+
+    def remove(self, key: int) -> None:
+        """Forget `key`'s vector."""
+        row = self.row_of.pop(key, None)
+        if row is not None:
+            self.keys[row] = -1
+            self.matrix[row] = 0.0
+            self.dead += 1
+
+    def _grow(self) -> None:
+        """Compact when half the rows are dead, else double the capacity."""
+        live = self.keys[: self.size] >= 0
+        if self.dead * 2 >= self.size:
+            self.matrix[: int(live.sum())] = self.matrix[: self.size][live]
+            self.keys[: int(live.sum())] = self.keys[: self.size][live]
+            self.size, self.dead = int(live.sum()), 0
+            self.keys[self.size:] = -1
+            self.row_of = {int(k): i for i, k in enumerate(self.keys[: self.size])}
+            if self.size < len(self.keys):
+                return
+        self.matrix = np.vstack([self.matrix, np.zeros_like(self.matrix)])
+        self.keys = np.concatenate([self.keys, np.full(len(self.keys), -1, dtype=np.int64)])
+
+    def similarities(self, keys: Iterable[int], vector: Vector) -> dict[int, float]:
+        """Cosine of some keys' vectors with `vector`."""
+        rows = [(key, self.row_of[key]) for key in keys if key in self.row_of]
+        if not rows:
+            return {}
+        sims = self.matrix[[r for _, r in rows]] @ np.asarray(vector, dtype=np.float32)
+        return {key: float(s) for (key, _), s in zip(rows, sims, strict=True)}
+
+    def search(self, vector: Vector, limit: int) -> list[tuple[int, float]]:
+        """(key, cosine) of the `limit` nearest, best first."""
+        if self.size == self.dead:
+            return []
+        sims = self.matrix[: self.size] @ np.asarray(vector, dtype=np.float32)
+        sims[self.keys[: self.size] < 0] = -2.0
+        n = min(limit, self.size - self.dead)
+        top = np.argpartition(-sims, n - 1)[:n]
+        top = top[np.argsort(-sims[top])]
+        return [(int(self.keys[i]), float(sims[i])) for i in top]
+
+
 class _UserIndex:
-    """One user's memories, their FTS5 table and (built on demand) their vector matrix."""
+    """One user's facts and episodes, their FTS5 table, vectors, turn order and term counts."""
 
-    def __init__(self, table: str) -> None:
+    def __init__(self, table: str, dim: int) -> None:
         self.table = table
-        self.memories: dict[int, Memory] = {}
-        self._ids: np.ndarray | None = None
-        self._matrix: np.ndarray | None = None
+        self.facts: dict[int, Memory] = {}
+        self.episodes: dict[int, Episode] = {}
+        self.vectors = Vectors(dim)
+        self.terms = TermStats()
+        self.stems: dict[int, frozenset[str]] = {}
+        self.prev: dict[int, int] = {}  # episode key -> the turn before it in its session
+        self.next: dict[int, int] = {}
+        self._last: dict[str | None, Episode] = {}  # per session, its newest turn
 
-    def invalidate(self) -> None:
-        """Drop the matrix; the next vector search rebuilds it."""
-        self._ids = self._matrix = None
+    def get(self, key: int) -> Item | None:
+        """The item of a key."""
+        return self.facts.get(key // 2) if key % 2 == 0 else self.episodes.get(key // 2)
 
-    def matrix(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, vectors) of the memories that have a vector."""
-        if self._ids is None or self._matrix is None:
-            pairs = [(m.id, m.embedding) for m in self.memories.values()
-                     if m.embedding is not None]
-            self._ids = np.array([i for i, _ in pairs], dtype=np.int64)
-            self._matrix = (np.vstack([v for _, v in pairs]).astype(np.float32)
-                            if pairs else np.zeros((0, dim), dtype=np.float32))
-        return self._ids, self._matrix
+    def add(self, item: Item) -> tuple[str, Vector | None]:
+        """Record an item; returns its context text and the vector to index.
+
+        A turn is indexed with the turn before it in the same conversation (the question
+        it answers): its text in the `ctx` column, its vector blended in at CONTEXT_WEIGHT.
+        """
+        known = item.key in self.stems
+        self.discard(item.key)
+        stems = frozenset(stem_terms(item.text))
+        self.stems[item.key] = stems
+        self.terms.add(stems)
+        if not isinstance(item, Episode):
+            self.facts[item.id] = item
+            return "", item.embedding
+        self.episodes[item.id] = item
+        if known:  # a changed row of a known turn: its place in the conversation stays
+            before = self.episodes.get(self.prev.get(item.key, -1) // 2)
+        else:
+            before = self._last.get(item.session_id)
+            self._last[item.session_id] = item
+        if (before is None or before.created_at > item.created_at
+                or item.created_at - before.created_at > SAME_CONVERSATION):
+            return "", item.embedding
+        self.prev[item.key], self.next[before.key] = before.key, item.key
+        if item.embedding is None or before.embedding is None:
+            return before.text, item.embedding
+        blend = item.embedding + CONTEXT_WEIGHT * before.embedding
+        return before.text, (blend / max(float(np.linalg.norm(blend)), 1e-9)).astype(np.float32)
+
+    def discard(self, key: int) -> None:
+        """Forget an item's record (not its vector)."""
+        item = self.facts.pop(key // 2, None) if key % 2 == 0 else self.episodes.pop(key // 2, None)
+        stems = self.stems.pop(key, None)
+        if item is not None and stems is not None:
+            self.terms.remove(stems)
 
 
 class MemoryIndex:
-    """Full-text and vector search over the memories of recently active users."""
+    """Full-text and vector search over the facts and turns of recently active users."""
 
     def __init__(self, dim: int, max_users: int = 256) -> None:
         """`dim`: vector size; `max_users`: users kept loaded at once."""
@@ -70,47 +219,56 @@ class MemoryIndex:
         self._names = itertools.count()
         self._lock = threading.RLock()
 
-    def ensure(self, user_id: str, load: Callable[[str], list[Memory]]) -> None:
-        """Load a user's memories with `load` unless already loaded."""
+    def loaded(self, user_id: str) -> bool:
+        """Whether a user's index is in memory."""
+        with self._lock:
+            return user_id in self._users
+
+    def ensure(self, user_id: str, load: Callable[[str], Iterable[Item]]) -> None:
+        """Load a user's facts and episodes with `load` unless already loaded."""
         with self._lock:
             if user_id in self._users:
                 self._users.move_to_end(user_id)
                 return
-            index = _UserIndex(f"fts_{next(self._names)}")
+            index = _UserIndex(f"fts_{next(self._names)}", self.dim)
             self._conn.execute(f"CREATE VIRTUAL TABLE {index.table} USING fts5("
-                               "text, topics, tokenize='porter unicode61')")
+                               "text, ctx, topics, tokenize='porter unicode61')")
             self._users[user_id] = index
             self.put_many(user_id, load(user_id))
             while len(self._users) > self.max_users:
                 self.drop(next(iter(self._users)))
 
-    def put_many(self, user_id: str, items: Iterable[Memory]) -> None:
-        """Insert or replace memories of a loaded user."""
+    def put_many(self, user_id: str, items: Iterable[Item]) -> None:
+        """Insert or replace facts and episodes of a loaded user (episodes in time order)."""
         with self._lock:
             index = self._users.get(user_id)
             if index is None:
                 return
-            items = list({m.id: m for m in items}.values())  # one row per id (the last given)
-            ids = [(m.id,) for m in items]
-            self._conn.executemany(f"DELETE FROM {index.table} WHERE rowid = ?", ids)
+            fresh = list({m.key: m for m in items}.values())  # one row per key (the last given)
+            self._conn.executemany(f"DELETE FROM {index.table} WHERE rowid = ?",
+                                   [(m.key,) for m in fresh])
+            rows = []
+            for m in fresh:
+                context, vector = index.add(m)
+                rows.append((m.key, m.text + (f" {m.subject}" if m.subject else ""),
+                             context, " ".join(m.topics)))
+                if vector is not None:
+                    index.vectors.put(m.key, vector)
+                else:
+                    index.vectors.remove(m.key)
             self._conn.executemany(
-                f"INSERT INTO {index.table}(rowid, text, topics) VALUES (?, ?, ?)",
-                [(m.id, m.text + (f" {m.subject}" if m.subject else ""), " ".join(m.topics))
-                 for m in items],
-            )
-            index.memories.update({m.id: m for m in items})
-            index.invalidate()
+                f"INSERT INTO {index.table}(rowid, text, ctx, topics) VALUES (?, ?, ?, ?)", rows)
 
-    def remove(self, user_id: str, ids: Iterable[int]) -> None:
-        """Forget memories of a loaded user."""
+    def remove(self, user_id: str, keys: Iterable[int]) -> None:
+        """Forget facts or episodes (by key) of a loaded user."""
         with self._lock:
             index = self._users.get(user_id)
             if index is None:
                 return
-            for memory_id in ids:
-                index.memories.pop(memory_id, None)
-                self._conn.execute(f"DELETE FROM {index.table} WHERE rowid = ?", (memory_id,))
-            index.invalidate()
+            for key in keys:
+                index.discard(key)
+                index.vectors.remove(key)
+                self._conn.execute(f"DELETE FROM {index.table} WHERE rowid = ?", (key,))
 
     def drop(self, user_id: str) -> None:
         """Unload a user (after deleting all their data, or to make room)."""
@@ -119,22 +277,47 @@ class MemoryIndex:
             if index is not None:
                 self._conn.execute(f"DROP TABLE {index.table}")
 
-    def memories(self, user_id: str) -> dict[int, Memory]:
-        """The loaded memories of a user by id (empty when not loaded)."""
+    def facts(self, user_id: str) -> dict[int, Memory]:
+        """The loaded facts of a user by id (empty when not loaded)."""
         with self._lock:
             index = self._users.get(user_id)
-            return dict(index.memories) if index else {}
+            return dict(index.facts) if index else {}
+
+    def episodes(self, user_id: str) -> dict[int, Episode]:
+        """The loaded episodes of a user by id (empty when not loaded)."""
+        with self._lock:
+            index = self._users.get(user_id)
+            return dict(index.episodes) if index else {}
+
+    def get(self, user_id: str, keys: Iterable[int]) -> dict[int, Item]:
+        """The items of some keys (those still there)."""
+        with self._lock:
+            index = self._users.get(user_id)
+            if index is None:
+                return {}
+            found = {key: index.get(key) for key in keys}
+        return {k: v for k, v in found.items() if v is not None}
+
+    def context(self, user_id: str, query_terms: list[str]) -> tuple[
+            dict[int, int], dict[int, int], dict[int, frozenset[str]], dict[str, float]]:
+        """(previous turn, next turn, stems of each item, idf of each query term) of a user."""
+        with self._lock:
+            index = self._users.get(user_id)
+            if index is None:
+                return {}, {}, {}, {}
+            idf = {t: index.terms.idf(t) for t in query_terms}
+            return index.prev, index.next, index.stems, idf
 
     def fetch(self, user_id: str, ids: Iterable[int]) -> dict[int, Memory]:
         """These loaded memories of the user by id."""
         with self._lock:
             index = self._users.get(user_id)
-            held = index.memories if index else {}
+            held = index.facts if index else {}
             return {i: held[i] for i in ids if i in held}
 
     def text_search(self, user_id: str, query: str, limit: int = SEARCH_LIMIT,
                     column: str | None = None) -> list[tuple[int, float]]:
-        """(memory id, bm25) best first; bm25 is negative, lower is better."""
+        """(key, bm25) best first; bm25 is negative, lower is better."""
         match = fts_query(query)
         with self._lock:
             index = self._users.get(user_id)
@@ -142,26 +325,38 @@ class MemoryIndex:
                 return []
             if column is not None:
                 match = f"{column} : ({match})"
+            rank = f"bm25({index.table}, 1.0, {CONTEXT_BM25}, 1.0)"
             rows = self._conn.execute(
-                f"SELECT rowid, bm25({index.table}) FROM {index.table} WHERE {index.table} "
-                f"MATCH ? ORDER BY bm25({index.table}) LIMIT ?", (match, limit),
+                f"SELECT rowid, {rank} FROM {index.table} WHERE {index.table} "
+                f"MATCH ? ORDER BY {rank} LIMIT ?", (match, limit),
             ).fetchall()
         return [(int(r[0]), float(r[1])) for r in rows]
 
     def vector_search(self, user_id: str, vector: Vector,
                       limit: int = SEARCH_LIMIT) -> list[tuple[int, float]]:
-        """(memory id, cosine similarity) best first."""
+        """(key, cosine similarity) best first."""
         with self._lock:
             index = self._users.get(user_id)
             if index is None:
                 return []
-            ids, matrix = index.matrix(self.dim)
-        if len(ids) == 0:
-            return []
-        sims = matrix @ np.asarray(vector, dtype=np.float32)
-        top = np.argpartition(-sims, min(limit, len(sims)) - 1)[:limit]
-        top = top[np.argsort(-sims[top])]
-        return [(int(ids[i]), float(sims[i])) for i in top]
+            return index.vectors.search(vector, limit)
+
+    def said_between(self, user_id: str, start: datetime | None, end: datetime | None,
+                     limit: int) -> set[int]:
+        """Keys of the newest `limit` turns said in [start, end)."""
+        with self._lock:
+            index = self._users.get(user_id)
+            found = [e for e in (index.episodes.values() if index else ())
+                     if (start is None or e.created_at >= start)
+                     and (end is None or e.created_at < end)]
+        found.sort(key=lambda e: e.created_at, reverse=True)
+        return {e.key for e in found[:limit]}
+
+    def similarities(self, user_id: str, keys: Iterable[int], vector: Vector) -> dict[int, float]:
+        """Cosine of some items (by key) with `vector`."""
+        with self._lock:
+            index = self._users.get(user_id)
+            return index.vectors.similarities(keys, vector) if index else {}
 
     def close(self) -> None:
         """Free the in-memory database."""

@@ -6,6 +6,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,15 +20,15 @@ from companion.memory.base import (
     Candidate,
     Change,
     CleanupReport,
+    Episode,
     Kind,
     Memory,
     Recalled,
-    SearchIndex,
 )
 from companion.memory.cleanup import CleanupPolicy, Schedule, doomed
+from companion.memory.episodes import ROLES, EpisodeRepo
 from companion.memory.extract import extract, topics_of
-from companion.memory.index import MemoryIndex
-from companion.memory.pg_index import PgMemoryIndex
+from companion.memory.index import MemoryIndex, episode_key, fact_key
 from companion.memory.recall import Weights, recall
 from companion.memory.reconcile import Decision, decide
 from companion.memory.repo import MemoryRepo, merge_sources
@@ -55,10 +56,10 @@ class MemoryService:
         self.policy = policy or CleanupPolicy()
         self.weights = weights or Weights()
         self.repo = MemoryRepo(store, embedder.name)
-        self.index: SearchIndex = (
-            PgMemoryIndex(store) if store.dialect == "postgresql"
-            else MemoryIndex(embedder.dim, max_loaded_users)
-        )
+        self.episode_repo = EpisodeRepo(store, embedder.name)
+        # In process on both backends (loaded through SQLAlchemy Core): recall ranks facts and
+        # turns with each turn's conversation context, which pg_index.py does not hold yet.
+        self.index = MemoryIndex(embedder.dim, max_loaded_users)
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()  # one reconciliation at a time: decide, write, index
         self._schedule: Schedule | None = None
@@ -67,11 +68,42 @@ class MemoryService:
 
     def observe(self, user_id: str, text: str, message_id: int | None, *,
                 subject: str | None = None, extra: Sequence[Candidate] = (),
-                now: datetime | None = None) -> list[Change]:
-        """Extract facts from one user turn (plus `extra`, e.g. from a model) and reconcile."""
+                now: datetime | None = None, session_id: str | None = None) -> list[Change]:
+        """Keep one user turn as an episode, extract its facts (plus `extra`, e.g. from a
+        model) and reconcile them; the facts' source is the turn's `message_id`."""
+        now = now or _now()
+        self.remember_turn(user_id, "user", text, message_id, session_id=session_id,
+                           subject=subject, now=now)
         candidates = [*extract(text, subject), *extra]
         self.counts["turns"] += 1
         return self.reconcile_candidates(user_id, candidates, message_id, now=now)
+
+    def observe_reply(self, user_id: str, text: str, message_id: int | None, *,
+                      session_id: str | None = None, now: datetime | None = None,
+                      ) -> Episode | None:
+        """Keep the companion's reply as an episode: recallable ("you recommended ..."),
+        never extracted into facts about the user."""
+        return self.remember_turn(user_id, "assistant", text, message_id,
+                                  session_id=session_id, now=now)
+
+    def remember_turn(self, user_id: str, role: str, text: str, message_id: int | None, *,
+                      session_id: str | None = None, subject: str | None = None,
+                      now: datetime | None = None) -> Episode | None:
+        """Store one turn as an episode and index it (None for an empty turn)."""
+        if role not in ROLES:
+            raise InputError(f"role must be one of {', '.join(ROLES)}", field="role")
+        if not isinstance(text, str) or not text.strip():
+            return None
+        self.store.ensure_user(user_id)
+        self._load(user_id)
+        vector = self.embedder.embed_one(text)
+        with self._lock, self.store.writing() as conn:
+            episode = self.episode_repo.insert(
+                conn, user_id, role=role, text=text.strip(), vector=vector,
+                message_id=message_id, session_id=session_id, subject=subject, now=now or _now())
+            self.index.put_many(user_id, [episode])
+        self.counts[f"episodes_{role}"] += 1
+        return episode
 
     def reconcile_candidates(self, user_id: str, candidates: Sequence[Candidate],
                              message_id: int | None, *, now: datetime | None = None,
@@ -87,13 +119,32 @@ class MemoryService:
                                message_id, now or _now())
 
     def recall(self, user_id: str, query: str, vector: Vector | None = None,
-               k: int | None = None, *, now: datetime | None = None) -> list[Recalled]:
-        """The best memories for `query`; does not mark them used (see mark_used)."""
-        self.index.ensure(user_id, self.repo.for_user)
+               k: int | None = None, *, now: datetime | None = None,
+               as_of: datetime | None = None) -> list[Recalled]:
+        """The best facts and turns for `query`, asked at `now`; `as_of`: only what was said
+        up to then, facts as they stood then. Does not mark them used (see mark_recalled)."""
+        self._load(user_id)
         if vector is None:
             vector = self.embedder.embed_one(query)
-        return recall(self.index, user_id, query, vector, k or self.top_k, now or _now(),
-                      self.weights)
+        found = recall(self.index, user_id, query, vector, k or self.top_k, now or _now(),
+                       self.weights, as_of=as_of,
+                       anchor_time=lambda words: self._anchor(user_id, words))
+        return self._as_of(user_id, found, as_of) if as_of is not None else found
+
+    def mark_recalled(self, user_id: str, recalled: Sequence[Recalled],
+                      now: datetime | None = None) -> None:
+        """Facts and turns that went into a prompt (facts gain importance, see mark_used)."""
+        now = now or _now()
+        self.mark_used(user_id, [r.memory.id for r in recalled if not r.is_episode], now)
+        turns = [r.memory.id for r in recalled if r.is_episode]
+        if turns:
+            with self._lock, self.store.writing() as conn:
+                self.episode_repo.touch(conn, turns, now)
+
+    def episodes(self, user_id: str, limit: int = 50, offset: int = 0,
+                 session_id: str | None = None) -> list[Episode]:
+        """A user's turns as kept, newest first (optionally of one session)."""
+        return self.episode_repo.page(user_id, limit, offset, session_id)
 
     def mark_used(self, user_id: str, ids: Sequence[int], now: datetime | None = None) -> None:
         """Memories that went into a prompt: count, time, and a small importance boost."""
@@ -153,17 +204,18 @@ class MemoryService:
                                                 "deleted by user"),
                           message_id=None, old_importance=old.importance, new_importance=None,
                           now=_now())
-        self.index.remove(user_id, [memory_id])
+        self.index.remove(user_id, [fact_key(memory_id)])
 
     def memories(self, user_id: str, limit: int = 50, offset: int = 0,
                  topic: str | None = None) -> list[Memory]:
         """A user's memories, most important first (optionally only one topic)."""
         if topic is None:
             return self.repo.page(user_id, limit, offset)
-        self.index.ensure(user_id, self.repo.for_user)
-        hits = self.index.text_search(user_id, topic, limit=limit + offset, column="topics")
-        loaded = self.index.fetch(user_id, [i for i, _ in hits[offset:]])
-        return [loaded[i] for i, _ in hits[offset:] if i in loaded]
+        self._load(user_id)
+        loaded = self.index.facts(user_id)
+        hits = self.index.text_search(user_id, topic, limit=2 * (limit + offset), column="topics")
+        found = [loaded[key // 2] for key, _ in hits if key % 2 == 0 and key // 2 in loaded]
+        return found[offset:offset + limit]
 
     def history(self, user_id: str, memory_id: int | None = None) -> list[dict[str, Any]]:
         """Every ADD / UPDATE / DELETE / NONE of a user (or of one memory)."""
@@ -176,25 +228,39 @@ class MemoryService:
     # cleanup
 
     def cleanup(self, user_id: str | None = None, now: datetime | None = None) -> CleanupReport:
-        """Apply the policy to one user or to every user with memories."""
+        """Apply the policy to one user or to every user with memories or episodes."""
         now = now or _now()
-        users = [user_id] if user_id else self.repo.users()
-        expired = over = 0
+        users = [user_id] if user_id else sorted({*self.repo.users(), *self.episode_repo.users()})
+        totals = [0, 0, 0, 0]
         for uid in users:
-            with self._lock, self.store.writing() as conn:
-                gone_old, gone_over = doomed(self.repo.for_user(uid), self.policy, now)
-                for memory_id, why in [*((i, "expired") for i in gone_old),
-                                       *((i, "over max_memories") for i in gone_over)]:
-                    change = Change("DELETE", memory_id, None, None, f"cleanup: {why}")
-                    self.repo.log(conn, uid, change, message_id=None, old_importance=None,
-                                  new_importance=None, now=now)
-                self.repo.delete(conn, [*gone_old, *gone_over])
-            self.index.remove(uid, [*gone_old, *gone_over])
-            expired, over = expired + len(gone_old), over + len(gone_over)
-        report = CleanupReport(expired, over, len(users))
-        if expired or over:
+            for i, n in enumerate((*self._cleanup_facts(uid, now), *self._cleanup_turns(uid, now))):
+                totals[i] += n
+        report = CleanupReport(totals[0], totals[1], len(users), totals[2], totals[3])
+        if any(totals):
             log.info("memory cleanup: %s", report.to_dict())
         return report
+
+    def _cleanup_facts(self, uid: str, now: datetime) -> tuple[int, int]:
+        """The spec's policy on one user's facts, each deletion in the history."""
+        with self._lock, self.store.writing() as conn:
+            gone_old, gone_over = doomed(self.repo.for_user(uid), self.policy, now)
+            for memory_id, why in [*((i, "expired") for i in gone_old),
+                                   *((i, "over max_memories") for i in gone_over)]:
+                change = Change("DELETE", memory_id, None, None, f"cleanup: {why}")
+                self.repo.log(conn, uid, change, message_id=None, old_importance=None,
+                              new_importance=None, now=now)
+            self.repo.delete(conn, [*gone_old, *gone_over])
+        self.index.remove(uid, [fact_key(i) for i in (*gone_old, *gone_over)])
+        return len(gone_old), len(gone_over)
+
+    def _cleanup_turns(self, uid: str, now: datetime) -> tuple[int, int]:
+        """The episodes' policy (episodes.py): unrecalled replies expire, then the cap."""
+        policy = self.policy.for_episodes()
+        with self._lock, self.store.writing() as conn:
+            gone_old, gone_over = doomed(self.episode_repo.for_user(uid), policy, now)
+            self.episode_repo.delete(conn, [*gone_old, *gone_over])
+        self.index.remove(uid, [episode_key(i) for i in (*gone_old, *gone_over)])
+        return len(gone_old), len(gone_over)
 
     def start_schedule(self, interval_s: float) -> None:
         """Run cleanup() every `interval_s` seconds in the background."""
@@ -214,6 +280,32 @@ class MemoryService:
 
     # internals
 
+    def _load(self, user_id: str) -> None:
+        """Load a user's facts and turns into the index unless loaded."""
+        self.index.ensure(user_id, lambda uid: [*self.repo.for_user(uid),
+                                                *self.episode_repo.for_user(uid)])
+
+    def _anchor(self, user_id: str, words: str) -> datetime | None:
+        """When the event `words` names happened: the time of the best match for them."""
+        vector = self.embedder.embed_one(words)
+        found = recall(self.index, user_id, words, vector, 1, _now(), self.weights)
+        return found[0].memory.created_at if found else None
+
+    def _as_of(self, user_id: str, found: list[Recalled], as_of: datetime) -> list[Recalled]:
+        """Facts changed after `as_of` as they read then (from their history)."""
+        out = []
+        for r in found:
+            if r.is_episode or r.memory.updated_at <= as_of:
+                out.append(r)
+                continue
+            rows = [h for h in self.repo.history(user_id, r.memory.id)
+                    if h["new_text"] and datetime.fromisoformat(h["created_at"]) <= as_of]
+            if rows:
+                then = replace(r.memory, text=rows[-1]["new_text"], updated_at=as_of)
+                out.append(Recalled(then, r.score, {**r.reasons, "as_of": as_of.isoformat()},
+                                    r.snippet))
+        return out
+
     def _owned(self, conn: Connection, user_id: str, memory_id: int) -> Memory:
         """The memory, if it belongs to `user_id` (NotFound otherwise, never another's)."""
         memory = self.repo.one(conn, memory_id)
@@ -225,27 +317,30 @@ class MemoryService:
                    message_id: int | None, now: datetime) -> list[Change]:
         """Decide and apply each candidate in one transaction, then refresh the index."""
         self.store.ensure_user(user_id)
-        self.index.ensure(user_id, self.repo.for_user)
+        self._load(user_id)
         changes: list[Change] = []
+        stale: list[Episode] = []  # turns that told a value since updated
         with self._lock:
-            current = self.index.memories(user_id)
+            current = self.index.facts(user_id)
             with self.store.writing() as conn:
                 for cand, vector in items:
                     for decision in decide(cand, vector, list(current.values())):
                         change = self._apply(conn, user_id, cand, vector, decision, message_id,
-                                             now, current)
+                                             now, current, stale)
                         self.counts[change.event] += 1
                         changes.append(change)
             removed = [c.memory_id for c in changes if c.event == "DELETE"]
-            self.index.remove(user_id, removed)
-            self.index.put_many(user_id, [current[c.memory_id] for c in changes
-                                          if c.memory_id in current])
+            self.index.remove(user_id, [fact_key(i) for i in removed])
+            self.index.put_many(user_id, [*(current[c.memory_id] for c in changes
+                                            if c.memory_id in current), *stale])
         return changes
 
     def _apply(self, conn: Connection, user_id: str, cand: Candidate, vector: Vector,
                decision: Decision, message_id: int | None, now: datetime,
-               current: dict[int, Memory]) -> Change:
-        """Write one decision and its history row; keep `current` in step."""
+               current: dict[int, Memory], stale: list[Episode]) -> Change:
+        """Write one decision and its history row; keep `current` in step. An UPDATE's new
+        value has this turn as its source; the turns of the old value are marked superseded
+        (they stay recallable as history, `stale` collects them for the index)."""
         old = decision.target
         if decision.event == "ADD":
             new = self.repo.insert(conn, user_id, cand, vector, message_id, now)
@@ -256,10 +351,13 @@ class MemoryService:
             current.pop(old.id, None)
             new = None
         elif decision.event == "UPDATE":
+            sources = list(old.source_ids) if message_id is None else [message_id]
+            stale += self.episode_repo.supersede(
+                conn, user_id, [m for m in old.source_ids if m not in sources], now)
             new = self.repo.update(conn, old.id, text=cand.text, embedding=vector, updated_at=now,
                                    topics=tuple(dict.fromkeys((*old.topics, *cand.topics))),
                                    importance=max(old.importance, cand.importance),
-                                   source_ids=merge_sources(old.source_ids, message_id))
+                                   source_ids=sources)
         else:
             new = self.repo.update(conn, old.id, importance=min(1.0, old.importance + REPEAT_BOOST),
                                    source_ids=merge_sources(old.source_ids, message_id),

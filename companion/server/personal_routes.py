@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -68,11 +69,25 @@ async def list_memories(user_id: str, request: Request, limit: int = 50, offset:
 
 
 @router.get(USER + "/memories/search", tags=["memory"])
-async def search_memories(user_id: str, q: str, request: Request, k: int = 5) -> dict[str, Any]:
-    """What recall would choose for `q`, each with its score and reasons."""
+async def search_memories(user_id: str, q: str, request: Request, k: int = 5,
+                          as_of: datetime | None = None) -> dict[str, Any]:
+    """What recall would choose for `q` (facts and turns), each with its score and reasons;
+    `as_of` (ISO time): only what was said up to then, facts as they stood then."""
     memory = _memory(request)
-    found = await asyncio.to_thread(memory.recall, _user(user_id), q, None, max(1, min(k, 50)))
+    when = None if as_of is None else as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
+    found = await asyncio.to_thread(lambda: memory.recall(
+        _user(user_id), q, None, max(1, min(k, 50)), as_of=when))
     return {"user_id": user_id, "query": q, "memories": [r.to_dict() for r in found]}
+
+
+@router.get(USER + "/episodes", tags=["memory"])
+async def list_episodes(user_id: str, request: Request, limit: int = 50, offset: Offset = 0,
+                        session_id: str | None = None) -> dict[str, Any]:
+    """The user's turns as kept (episodic memory), newest first; optionally one session's."""
+    memory = _memory(request)
+    found = await asyncio.to_thread(memory.episodes, _user(user_id), max(1, min(limit, 1000)),
+                                    max(0, offset), session_id)
+    return {"user_id": user_id, "episodes": [e.to_dict() for e in found]}
 
 
 @router.post(USER + "/memories", status_code=201, tags=["memory"])

@@ -216,6 +216,35 @@ memory_history = sa.Table(
     sa.Index("ix_memory_history_user_id_memory_id", "user_id", "memory_id"),
 )
 
+# Episodic memory (issue 14): every turn of a user's chats (the user's and the assistant's),
+# with its session, time and message; facts point to their turns through source_ids.
+episodes = sa.Table(
+    "episodes",
+    metadata,
+    sa.Column("id", MessageId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "user_id",
+        sa.String(ID_LENGTH),
+        sa.ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("session_id", sa.String(ID_LENGTH), nullable=True),
+    sa.Column("message_id", MessageId, nullable=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("subject", sa.String(ID_LENGTH), nullable=True),
+    sa.Column("text", sa.Text(), nullable=False),
+    sa.Column("importance", sa.Float(), nullable=False),
+    sa.Column("use_count", sa.Integer(), nullable=False),
+    sa.Column("embedding", Embedding(), nullable=True),
+    sa.Column("embedding_model", sa.String(255), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("last_used_at", UTCDateTime(), nullable=True),
+    sa.Column("superseded_at", UTCDateTime(), nullable=True),
+    sa.Index("ix_episodes_user_id_created_at", "user_id", "created_at"),
+    sa.Index("ix_episodes_user_id_message_id", "user_id", "message_id"),
+    sqlite_autoincrement=True,
+)
+
 session_summaries = sa.Table(
     "session_summaries",
     metadata,

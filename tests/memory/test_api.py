@@ -35,10 +35,19 @@ def test_export_and_delete_all_of_a_users_data(client: TestClient) -> None:
     assert data["sessions"][0]["id"] == chat["session_id"]
     assert [m["text"] for m in data["memories"]] == ["Name is Zoe"]
     assert data["memory_history"][0]["event"] == "ADD"
+    turns = client.get("/api/v1/users/zoe/episodes").json()["episodes"]
+    assert turns[-1]["text"] == "My name is Zoe." and turns[-1]["role"] == "user"
+    assert turns[-1]["session_id"] == chat["session_id"] and data["episodes"] == turns
+    if chat["response"].strip():  # the reply is kept too, as the companion's
+        assert turns[0]["role"] == "assistant" and turns[0]["text"] == chat["response"].strip()
+    found = client.get("/api/v1/users/zoe/memories/search",
+                       params={"q": "What is my name?", "as_of": "2000-01-01T00:00:00"})
+    assert found.status_code == 200 and found.json()["memories"] == []
     gone = client.delete("/api/v1/users/zoe").json()
     assert gone["deleted"] is True and gone["sessions"] == 1
     assert client.get("/api/v1/users/zoe/export").status_code == 404
     assert client.get("/api/v1/users/zoe/memories").json()["memories"] == []
+    assert client.get("/api/v1/users/zoe/episodes").json()["episodes"] == []
     assert client.get(f"/api/v1/sessions/{chat['session_id']}/messages").status_code == 404
 
 

@@ -31,7 +31,8 @@ def test_old_unimportant_memories_expire_and_the_rest_stay(memory: MemoryService
     memory.forget_user("u")  # reload from the database
     memory.mark_used("u", [used_low.id])  # recalled recently: not "old" any more
     report = memory.cleanup()
-    assert report.to_dict() == {"expired": 1, "over_limit": 0, "users": 1}
+    assert report.to_dict() == {"expired": 1, "over_limit": 0, "users": 1,
+                                "episodes_expired": 0, "episodes_over_limit": 0}
     assert {m.text for m in memory.memories("u")} == {
         "Allergic to peanuts", "Watched a film yesterday", "Likes the blue mug"}
     assert all(r.memory.id != old_low.id for r in memory.recall("u", "sandwich lunch"))

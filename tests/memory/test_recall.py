@@ -57,9 +57,10 @@ def test_importance_and_recency_break_ties(memory: MemoryService) -> None:
 
 
 def test_marking_used_reinforces(memory: MemoryService) -> None:
-    memory.observe("u", "I live in Paris.", None)
-    (hit,) = memory.recall("u", "Where do I live?")
-    memory.mark_used("u", [hit.memory.id])
+    memory.observe("u", "I live in Paris.", 1)
+    (hit,) = memory.recall("u", "Where do I live?")  # the fact, with its turn as the snippet
+    assert not hit.is_episode and hit.snippet == "I live in Paris."
+    memory.mark_recalled("u", [hit])
     (again,) = memory.recall("u", "Where do I live?")
     assert again.memory.use_count == 1 and again.memory.last_used_at is not None
     assert again.memory.importance > hit.memory.importance

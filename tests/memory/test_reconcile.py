@@ -13,8 +13,8 @@ def texts(memory: MemoryService, user: str) -> list[str]:
 
 
 def test_a_move_updates_the_home_instead_of_adding_one(memory: MemoryService) -> None:
-    (first,) = memory.observe("alice", "I live in Paris.", None)
-    (moved,) = memory.observe("alice", "I moved to Lyon!", None)
+    (first,) = memory.observe("alice", "I live in Paris.", 1)
+    (moved,) = memory.observe("alice", "I moved to Lyon!", 2)
     assert first.event == "ADD" and moved.event == "UPDATE"
     assert moved.memory_id == first.memory_id
     assert (moved.old_text, moved.new_text) == ("Lives in Paris", "Lives in Lyon")
@@ -22,7 +22,11 @@ def test_a_move_updates_the_home_instead_of_adding_one(memory: MemoryService) ->
     history = memory.history("alice", first.memory_id)
     assert [(h["event"], h["old_text"], h["new_text"]) for h in history] == [
         ("ADD", None, "Lives in Paris"), ("UPDATE", "Lives in Paris", "Lives in Lyon")]
-    assert memory.recall("alice", "Where do I live?")[0].memory.text == "Lives in Lyon"
+    top = memory.recall("alice", "Where do I live?")
+    assert top[0].memory.text == "Lives in Lyon" and top[0].snippet == "I moved to Lyon!"
+    # the turn that said Paris stays as history, marked superseded and ranked below
+    (old,) = [r for r in top if r.is_episode and r.memory.text == "I live in Paris."]
+    assert old.reasons["superseded"] and old.score < top[0].score
 
 
 def test_repeating_a_fact_reinforces_it(memory: MemoryService) -> None:

@@ -1,0 +1,118 @@
+"""Episodes: every turn kept and recalled beside the facts, time, updates, the assistant's side,
+abstention and the episodes' cleanup (real SQLite store, real embedder)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from companion.memory import CleanupPolicy, MemoryService
+from companion.storage import Store
+
+NOW = datetime(2024, 6, 20, 12, 0, tzinfo=UTC)
+
+CHAT = [  # (days before NOW, role, text)
+    (40, "user", "Can you suggest a recipe for dinner? My sister is visiting and she is vegan."),
+    (40, "assistant", "How about a chickpea curry with coconut milk and spinach?"),
+    (9, "user", "We finally went to the Rijksmuseum in Amsterdam, the Rembrandt room was packed."),
+    (9, "assistant", "The Night Watch is worth the crowd! Did you see the Vermeers too?"),
+    (2, "user", "I'm training for a half marathon in October, running 30 km a week."),
+    (2, "assistant", "I recommend the book 'Run Less, Run Faster' for your training plan."),
+]
+
+
+def feed(memory: MemoryService, user: str = "ana") -> None:
+    for n, (days, role, text) in enumerate(CHAT, start=1):
+        when = NOW - timedelta(days=days)
+        if role == "user":
+            memory.observe(user, text, n, session_id=f"s{days}", now=when)
+        else:
+            memory.observe_reply(user, text, n, session_id=f"s{days}", now=when)
+
+
+def test_every_turn_is_kept_with_session_time_and_provenance(memory: MemoryService) -> None:
+    feed(memory)
+    kept = memory.episodes("ana", limit=10)
+    assert [e.text for e in kept] == [text for _, _, text in reversed(CHAT)]
+    newest = kept[0]
+    assert (newest.role, newest.session_id, newest.message_id) == ("assistant", "s2", 6)
+    assert newest.created_at == NOW - timedelta(days=2)
+    # the turn comes back with the fact kept from it, as one result with the turn's words
+    top = memory.recall("ana", "Which painter's room was crowded at the museum?", now=NOW)
+    assert top[0].memory.source_ids == (3,) and "Rembrandt" in (top[0].snippet or "")
+    assert top[0].reasons["found_by"] and "relevance" in top[0].reasons
+    # the whole turn is kept, the question in it too (extraction keeps only the statement)
+    vegan = memory.recall("ana", "What diet does my sister follow?", now=NOW)
+    (turn,) = [r for r in vegan if r.memory.source_ids == (1,)]
+    assert turn.snippet == CHAT[0][2] and turn.reasons["source_turn"]
+    # facts point to the turn they came from
+    facts = memory.memories("ana")
+    assert facts and all(set(m.source_ids) <= {1, 3, 5} for m in facts)
+
+
+def test_what_the_companion_said_is_recallable_but_never_a_user_fact(memory: MemoryService) -> None:
+    feed(memory)
+    top = memory.recall("ana", "What book did you recommend to me?", now=NOW)
+    assert top[0].is_episode and top[0].memory.role == "assistant"
+    assert "Run Less" in top[0].memory.text
+    assert all(
+        "Run Less" not in m.text and "chickpea" not in m.text
+        for m in memory.memories("ana", limit=100)
+    )
+    # asked about the user, the assistant's turns count half
+    mine = memory.recall("ana", "What am I training for?", now=NOW)
+    assert not (mine[0].is_episode and mine[0].memory.role == "assistant")
+
+
+def test_time_expressions_and_as_of(memory: MemoryService) -> None:
+    feed(memory)
+    top = memory.recall("ana", "What did I do last week?", now=NOW)
+    assert "Rijksmuseum" in top[0].memory.text and top[0].reasons["in_time_window"]
+    assert top[0].reasons["time"]["phrase"] == "last week"
+    # as of a month ago, the museum visit and the marathon had not been told yet
+    then = memory.recall(
+        "ana", "museum Amsterdam marathon", now=NOW, as_of=NOW - timedelta(days=30)
+    )
+    assert all(r.memory.created_at <= NOW - timedelta(days=30) for r in then)
+
+
+def test_the_newest_value_wins_and_the_old_stays_as_history(memory: MemoryService) -> None:
+    memory.observe("bo", "I work as a teacher.", 1, now=NOW - timedelta(days=300))
+    memory.observe("bo", "I work as a pilot now.", 2, now=NOW - timedelta(days=3))
+    top = memory.recall("bo", "Where do I work as what?", now=NOW)
+    assert top[0].snippet == "I work as a pilot now."
+    old = [r for r in top if r.is_episode and "teacher" in r.memory.text]
+    assert old and old[0].reasons["superseded"] and old[0].score < top[0].score
+    # as of last year the fact read as it did then
+    (fact,) = [
+        r
+        for r in memory.recall(
+            "bo", "Where do I work as what?", now=NOW, as_of=NOW - timedelta(days=100)
+        )
+        if not r.is_episode
+    ]
+    assert fact.memory.text == "Works as a teacher"
+
+
+def test_nothing_confident_for_a_question_memory_cannot_answer(memory: MemoryService) -> None:
+    feed(memory)
+    known = memory.recall("ana", "How far am I running each week for the half marathon?", now=NOW)
+    assert known[0].reasons["confident"]
+    unknown = memory.recall("ana", "What is the name of my hamster?", now=NOW)
+    assert not any(r.reasons["confident"] for r in unknown)
+
+
+def test_episodes_are_capped_and_unrecalled_replies_expire(store: Store, embedder) -> None:
+    memory = MemoryService(store, embedder, policy=CleanupPolicy(90, 0.3, 1000, max_episodes=3))
+    try:
+        old = datetime.now(UTC) - timedelta(days=120)
+        memory.observe("u", "I planted tomatoes in the garden.", 1, now=old)
+        memory.observe_reply("u", "Tomatoes love sun: water them in the morning.", 2, now=old)
+        for n in range(3, 6):
+            memory.observe("u", f"Today I watered the garden, day {n}.", n)
+        report = memory.cleanup("u")
+        assert (report.episodes_expired, report.episodes_over_limit) == (1, 1)
+        left = memory.episodes("u")
+        assert len(left) == 3 and all(e.role == "user" for e in left)
+        assert "tomatoes" not in " ".join(e.text for e in left)
+    finally:
+        memory.close()
