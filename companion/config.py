@@ -202,6 +202,9 @@ class Settings(BaseSettings):
     memory_days_old: float = Field(default=90, gt=0)
     memory_min_importance: float = Field(default=0.3, ge=0.0, le=1.0)
     memory_max_per_user: int = Field(default=1000, ge=1)
+    memory_max_episodes: int = Field(
+        default=10_000, ge=1, description="turns (episodes) kept per user"
+    )
     memory_llm_extraction: Literal["auto", "on", "off"] = Field(
         default="auto",
         description="also extract facts with the model (JSON grammar); auto = base size or larger",

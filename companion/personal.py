@@ -170,6 +170,6 @@ def open_personal(settings: Settings, store: Store, embedder: Embedder | None) -
     memory = None
     if settings.memory_enabled and embedder is not None:
         policy = CleanupPolicy(settings.memory_days_old, settings.memory_min_importance,
-                               settings.memory_max_per_user)
+                               settings.memory_max_per_user, settings.memory_max_episodes)
         memory = MemoryService(store, embedder, top_k=settings.memory_top_k, policy=policy)
     return Personal(settings, store, memory, PersonaStore(store, settings.system_prompt))

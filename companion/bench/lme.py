@@ -247,10 +247,21 @@ def figures(tally: Tally, suite_names: Iterable[str]) -> dict[str, float]:
     return out
 
 
+def table(tally: Tally) -> dict[str, dict[str, dict[str, float]]]:
+    """Every system's recall at 5 by suite and question type ("all" too), for the report."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for (suite, system, qtype, metric, k), n in sorted(tally.counts.items()):
+        if k == "5" and n:
+            row = out.setdefault(f"{suite}/{qtype}", {}).setdefault(system, {"n": n})
+            row[metric] = round(tally.sums[(suite, system, qtype, metric, k)] / n, 4)
+    return out
+
+
 def run(
     memory: MemoryService, root: Path, pool: int = POOL, limit: int | None = None
-) -> dict[str, float]:
-    """Every suite under `root` (longmemeval/); `limit`: haystacks per suite (tests)."""
+) -> tuple[dict[str, float], dict[str, dict[str, dict[str, float]]]]:
+    """Every suite under `root` (longmemeval/): the figures, and every system's recall at 5
+    by suite and question type (table); `limit`: haystacks per suite (tests)."""
     tally = Tally()
     found = suites(root, pool, limit)
     for suite, hays in found.items():
@@ -261,4 +272,4 @@ def run(
     result = figures(tally, found)
     result["lme_questions"] = sum(len(h.questions) for hays in found.values() for h in hays[:limit])
     result["lme_turns_fed"] = sum(len(h.turns) for hays in found.values() for h in hays[:limit])
-    return result
+    return result, table(tally)

@@ -138,6 +138,14 @@ class EpisodeRepo:
         return int(conn.execute(sa.delete(episodes).where(episodes.c.id.in_(ids))).rowcount)
 
     @staticmethod
+    def delete_session(conn: Connection, user_id: str, session_id: str) -> list[int]:
+        """Remove a session's episodes; returns their ids."""
+        where = sa.and_(episodes.c.user_id == user_id, episodes.c.session_id == session_id)
+        ids = [int(i) for i in conn.execute(sa.select(episodes.c.id).where(where)).scalars()]
+        conn.execute(sa.delete(episodes).where(where))
+        return ids
+
+    @staticmethod
     def touch(conn: Connection, ids: Sequence[int], now: datetime) -> None:
         """Mark episodes as used by a prompt (count and time: they then outlive expiry)."""
         if ids:

@@ -33,6 +33,8 @@ SEARCH_LIMIT = 100  # candidates taken from each of the text and the vector sear
 CONTEXT_WEIGHT = 0.5  # share of the previous turn's vector in a turn's indexed vector
 CONTEXT_BM25 = 0.3  # weight of the previous turn's words (ctx column) in bm25
 SAME_CONVERSATION = timedelta(hours=6)  # a gap after which a turn has no previous turn
+CONTEXT_CHARS = 200  # the end of the previous turn (what a turn answers) is its context
+CONTEXT_VECTOR_CHARS = 400  # a longer previous turn is about itself: its vector stays out
 _SUFFIXES = ("ingly", "edly", "ings", "ing", "ied", "ies", "ed", "es", "s", "ly")
 
 
@@ -174,7 +176,8 @@ class _UserIndex:
         """Record an item; returns its context text and the vector to index.
 
         A turn is indexed with the turn before it in the same conversation (the question
-        it answers): its text in the `ctx` column, its vector blended in at CONTEXT_WEIGHT.
+        it answers): the end of its text in the `ctx` column, and (when short) its vector
+        blended in at CONTEXT_WEIGHT.
         """
         known = item.key in self.stems
         self.discard(item.key)
@@ -194,10 +197,12 @@ class _UserIndex:
                 or item.created_at - before.created_at > SAME_CONVERSATION):
             return "", item.embedding
         self.prev[item.key], self.next[before.key] = before.key, item.key
-        if item.embedding is None or before.embedding is None:
-            return before.text, item.embedding
+        context = before.text[-CONTEXT_CHARS:]
+        if (item.embedding is None or before.embedding is None
+                or len(before.text) > CONTEXT_VECTOR_CHARS):
+            return context, item.embedding
         blend = item.embedding + CONTEXT_WEIGHT * before.embedding
-        return before.text, (blend / max(float(np.linalg.norm(blend)), 1e-9)).astype(np.float32)
+        return context, (blend / max(float(np.linalg.norm(blend)), 1e-9)).astype(np.float32)
 
     def discard(self, key: int) -> None:
         """Forget an item's record (not its vector)."""

@@ -221,6 +221,14 @@ class MemoryService:
         """Every ADD / UPDATE / DELETE / NONE of a user (or of one memory)."""
         return self.repo.history(user_id, memory_id)
 
+    def forget_session(self, user_id: str, session_id: str) -> int:
+        """Delete the turns kept of a deleted conversation (its facts stay: they are about
+        the user, and have their own API); returns how many went."""
+        with self._lock, self.store.writing() as conn:
+            gone = self.episode_repo.delete_session(conn, user_id, session_id)
+        self.index.remove(user_id, [episode_key(i) for i in gone])
+        return len(gone)
+
     def forget_user(self, user_id: str) -> None:
         """Unload a user whose rows were deleted."""
         self.index.drop(user_id)

@@ -85,9 +85,12 @@ async def rename_session(session_id: str, body: SessionEdit, request: Request) -
 
 @router.delete("/api/v1/sessions/{session_id}", status_code=204, tags=["chat"])
 async def delete_session(session_id: str, request: Request) -> Response:
-    """Delete a session and every message in it."""
-    await _owned_session(request, session_id)
+    """Delete a session and every message in it (and the turns memory kept of it)."""
+    session = await _owned_session(request, session_id)
     await asyncio.to_thread(conv.delete_session, _runtime(request).store, session_id)
+    personal = _runtime(request).companion.personal
+    if personal is not None and personal.memory is not None:
+        await asyncio.to_thread(personal.memory.forget_session, session.user_id, session_id)
     return Response(status_code=204)
 
 

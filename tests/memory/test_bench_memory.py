@@ -69,7 +69,7 @@ def test_longmemeval_suites_score_ours_and_the_baselines(
         (oracle / f"1_{qid}.json").write_text(json.dumps(_question(qid, text, evidence)))
     memory = MemoryService(store, CachedEmbedder(embedder))
     try:
-        figures = lme.run(memory, tmp_path, pool=2)
+        figures, table = lme.run(memory, tmp_path, pool=2)
     finally:
         memory.close()
     assert figures["lme_questions"] == 2 and figures["lme_turns_fed"] == 6 + 4
@@ -82,6 +82,17 @@ def test_longmemeval_suites_score_ours_and_the_baselines(
     assert figures["lme_single_session_user_session_recall_all_at_5"] == 1.0
     assert figures["lme_abs_abstained"] in (0.0, 1.0)
     assert figures["lme_abs_false_abstention"] == 0.0
+    row = table["pool2/single-session-user"]
+    assert set(row) == {
+        "companion",
+        "dense",
+        "bm25",
+        "fusion",
+        "dense_user",
+        "bm25_user",
+        "fusion_user",
+    }
+    assert row["companion"]["session_recall_all"] == 1.0 and row["companion"]["n"] == 1
 
 
 def test_locomo_scores_ours_and_the_baselines(

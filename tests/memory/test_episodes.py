@@ -116,3 +116,11 @@ def test_episodes_are_capped_and_unrecalled_replies_expire(store: Store, embedde
         assert "tomatoes" not in " ".join(e.text for e in left)
     finally:
         memory.close()
+
+
+def test_deleting_a_conversation_forgets_its_turns(memory: MemoryService) -> None:
+    feed(memory)
+    assert memory.forget_session("ana", "s9") == 2
+    assert all(e.session_id != "s9" for e in memory.episodes("ana"))
+    found = memory.recall("ana", "Rijksmuseum Rembrandt Night Watch", now=NOW)
+    assert not any(r.is_episode and r.memory.session_id == "s9" for r in found)
