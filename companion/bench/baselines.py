@@ -14,6 +14,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from companion.embed.base import Embedder, Vector
+from companion.embed.memo import MemoEmbedder
 from companion.memory.index import fts_query
 
 BASELINES = ("dense", "bm25", "fusion")
@@ -21,27 +22,12 @@ RRF_K = 60
 BATCH = 32
 
 
-class CachedEmbedder:
-    """An embedder that embeds each distinct text once (for one bench run)."""
+class CachedEmbedder(MemoEmbedder):
+    """An embedder that embeds each distinct text once (for one bench run: no eviction)."""
 
     def __init__(self, inner: Embedder) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.cache: dict[str, Vector] = {}
-
-    @property
-    def name(self) -> str:
-        """The inner model's name."""
-        return self.inner.name
-
-    @property
-    def dim(self) -> int:
-        """The inner model's width."""
-        return self.inner.dim
-
-    @property
-    def identity(self) -> str:
-        """The inner model's identity."""
-        return self.inner.identity
 
     def warm(self, texts: Iterable[str]) -> None:
         """Embed the texts not seen yet, similar lengths batched together."""

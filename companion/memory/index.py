@@ -181,7 +181,7 @@ class _UserIndex:
         """
         known = item.key in self.stems
         self.discard(item.key)
-        stems = frozenset(stem_terms(item.text))
+        stems = frozenset(stem_terms(f"{item.text} {item.subject or ''}"))
         self.stems[item.key] = stems
         self.terms.add(stems)
         if not isinstance(item, Episode):
