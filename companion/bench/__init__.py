@@ -13,7 +13,15 @@ import psutil
 
 from companion import __version__
 
-DATA_DIRS = (Path(os.environ.get("COMPANION_SHARED_DATA", "")), Path("../shared/data"))
+CHECKOUT = Path(__file__).resolve().parents[2]  # the repository, for an editable install
+
+
+def data_dirs() -> list[Path]:
+    """Where the shared data sets may be, whatever the current directory: $COMPANION_SHARED_DATA,
+    then shared/data beside this checkout, then ../shared/data from the current directory."""
+    env = os.environ.get("COMPANION_SHARED_DATA")
+    found = [Path(env).expanduser()] if env else []
+    return found + [CHECKOUT.parent / "shared" / "data", Path("../shared/data").resolve()]
 
 
 def machine() -> dict[str, Any]:
@@ -47,8 +55,8 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 def shared_data(relative: str) -> Path | None:
     """A file of the shared data sets, when this checkout has them beside it."""
-    for base in DATA_DIRS:
-        if str(base) and (base / relative).exists():
+    for base in data_dirs():
+        if (base / relative).exists():
             return base / relative
     return None
 

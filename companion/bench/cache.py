@@ -29,6 +29,7 @@ from companion.bench.cache_quality import (
     mrpc_figures,
     semantic_lookup_ms,
 )
+from companion.bench.progress import phase
 from companion.cache import Probe
 from companion.config import Settings
 from companion.runtime import Runtime, open_runtime
@@ -189,12 +190,14 @@ def run(settings: Settings, scale: int | None = None) -> tuple[dict[str, float],
     turns = workload(n)
     with tempfile.TemporaryDirectory() as tmp:
         local = settings.model_copy(update={"data_dir": Path(tmp), "database_url": None})
+        phase(f"cache: {n} chat requests")
         rt = open_runtime(local)
         try:
             started = time.perf_counter()
             cached = asyncio.run(_run_workload(rt, turns))
             workload_s = time.perf_counter() - started
             stats = rt.companion.get_performance_stats()["cache"]
+            phase("cache: lookup timings")
             exact_ms = _exact_lookup_ms(rt, turns)
             assert rt.companion.cache is not None and rt.companion.embedder is not None
             sem_ms = semantic_lookup_ms(
@@ -211,10 +214,12 @@ def run(settings: Settings, scale: int | None = None) -> tuple[dict[str, float],
                 "semantic_lookup_p50_ms": round(percentile(sem_ms, 50), 3),
                 "semantic_lookup_p95_ms": round(percentile(sem_ms, 95), 3),
             }
+            phase("cache: paraphrase quality (MRPC, GPTCache)")
             quality, quality_notes = mrpc_figures(rt.companion.embedder)
             figures |= quality | gptcache_figures(rt.companion.embedder)
         finally:
             rt.close()
+    phase("cache: HTTP server figures")
     figures |= http_figures(settings)
     notes = {
         "requests": n,

@@ -28,6 +28,7 @@ from companion.bench.http_load import (
     serve,
 )
 from companion.bench.kv_types import kv_type_figures, prefill_stall
+from companion.bench.progress import phase
 from companion.chat import Companion
 from companion.config import Settings
 from companion.domain import GenerationOptions
@@ -249,20 +250,27 @@ def run(settings: Settings, scale: int | None = None) -> tuple[dict[str, float],
     openers = persona_chat_openers(SINGLE_PROMPTS + sum(SWEEP) + HTTP_N)
     opts = GenerationOptions(max_tokens=bench.max_tokens, temperature=0.0, top_p=bench.top_p,
                              top_k=bench.top_k, repeat_penalty=bench.repeat_penalty)  # fmt: skip
+    phase("engine: loading the tiny model")
     engine = open_engine(bench, model, "tiny")
     try:
         warm_up = engine.tokenize("Hello")  # pages the weights in; shares no prefix with a chat
         asyncio.run(engine_stream(engine, warm_up, opts, "warm-up"))
+        phase(f"engine: a {TURNS}-turn session")
         figures = asyncio.run(turns(bench, engine, session_lines(TURNS)))
         prompts = [chat_tokens(engine, bench.system_prompt, t) for t in openers]
+        phase("engine: single stream vs raw llama-cpp-python")
         figures.update(single(engine, model, prompts[:SINGLE_PROMPTS], opts, bench))
+        phase(f"engine: concurrency sweep {SWEEP}")
         figures.update(asyncio.run(sweep(engine, prompts[SINGLE_PROMPTS:], opts)))
         long_prompt = chat_tokens(engine, bench.system_prompt, " ".join(session_lines(120)))
+        phase("engine: prefill stall")
         figures.update(asyncio.run(prefill_stall(engine, prompts[:8], long_prompt[:1500], opts)))
         engine_stats = engine.stats()
     finally:
         engine.close()
+    phase("engine: KV cache types")
     figures.update(kv_type_figures(bench, model, prompts[SINGLE_PROMPTS:], opts))
+    phase("engine: HTTP against peer servers")
     figures.update(http_figures(bench, model, openers[-HTTP_N:]))
     return figures, notes(bench, figures, engine_stats, len(openers))
 

@@ -40,6 +40,7 @@ import httpx
 from companion.bench import shared_data
 from companion.bench.http_load import _wait_ready, companion_command, free_port
 from companion.bench.load_engine import decode_probe, engine_figures
+from companion.bench.progress import phase
 from companion.config import Settings
 from companion.errors import ConfigError
 from companion.server.security import is_loopback
@@ -114,7 +115,8 @@ def conversations(limit: int) -> list[list[str]]:
     path = shared_data(PERSONA_CHAT)
     if path is None:
         raise ConfigError(
-            f"bench load needs {PERSONA_CHAT} under ../shared/data or $COMPANION_SHARED_DATA"
+            f"bench load needs {PERSONA_CHAT} under shared/data beside the checkout, "
+            "../shared/data or $COMPANION_SHARED_DATA"
         )
     found: list[list[str]] = []
     with path.open(newline="", encoding="utf-8") as fh:
@@ -524,13 +526,19 @@ def run(
     check_host(opts.host)
     opts.drain_s = settings.request_timeout_s + DRAIN_EXTRA_S
     convs = conversations(max(opts.users * 3, 16))
+    if opts.probe_s:
+        phase(f"load: decode probe ({opts.probe_s:.0f} s)")
     probe = decode_probe(settings, opts.probe_s) if opts.probe_s else {}
     with tempfile.TemporaryDirectory(prefix="companion-load-") as tmp:
         data_dir = Path(tmp)
         env = server_env(settings, data_dir, opts.host)
+        phase("load: starting the server")
         with companion_server(env, opts.host, opts.port or free_port()) as server:
+            phase(f"load: {opts.users} users for {opts.duration_s:.0f} s", opts.duration_s,
+                  timed=True)
             result = asyncio.run(drive(server.url, opts, convs))
         tally: Tally = result["tally"]
+        phase("load: checking the database for lost messages")
         lost, lost_examples = lost_messages(data_dir / "companion.db", tally.exchanges)
     found = figures(opts, result, lost)
     found.update(engine_figures(result["before"], result["after"], found["tokens_per_s"], probe))

@@ -22,6 +22,7 @@ import numpy as np
 
 from companion.bench import lme, locomo, shared_data
 from companion.bench.baselines import CachedEmbedder
+from companion.bench.progress import phase
 from companion.config import Settings
 from companion.context import build_context
 from companion.domain import Message
@@ -31,6 +32,7 @@ from companion.llm.registry import Registry
 from companion.memory import MemoryService
 from companion.memory.base import Candidate
 from companion.memory.extract import extract, topics_of
+from companion.memory.extract_eval import extraction_figures
 from companion.personal import Personal, open_personal
 from companion.runtime import plan_model, start_engine
 from companion.storage import Store, open_store
@@ -218,8 +220,12 @@ def run(settings: Settings, scale: int | None) -> tuple[dict[str, float], dict[s
     }
     if not rows:
         return {}, {**notes, "skipped": "../shared/data not found"}
+    phase(f"memory: recall timings over {scale} memories per user")
     figures = query_figures(settings, scale, rows)
+    phase("memory: persona fact coverage")
     figures.update(fact_coverage(persona_facts(rows)))
+    figures.update(extraction_figures())  # questions/hypotheticals/negations (extract_eval.py)
+    phase("memory: LoCoMo and LongMemEval recall")
     recalled, notes["lme_by_type_at_5"] = recall_figures()
     figures.update(recalled)
     return figures, notes

@@ -12,6 +12,7 @@ from typing import Any
 import psutil
 
 from companion.bench import persona_chat_openers
+from companion.bench.progress import advance, phase
 from companion.chat import Companion
 from companion.config import SIZES, Settings
 from companion.llm.batched import open_engine
@@ -54,6 +55,7 @@ def bench_ours(settings: Settings, size: str, path: Path, texts: list[str]) -> d
                 result = asyncio.run(companion.chat("bench", text, None, temperature=0.0))
                 seconds += time.perf_counter() - started
                 tokens += result.usage.completion_tokens
+                advance()
             loaded = rss_mb()  # before close(): what the loaded model and its use hold
         finally:
             engine.close()
@@ -95,6 +97,7 @@ def bench_raw(settings: Settings, path: Path, texts: list[str]) -> dict[str, flo
             )
             seconds += time.perf_counter() - started
             tokens += out["usage"]["completion_tokens"]
+            advance()
     finally:
         llm.close()
     return {"tokens_per_s": tokens / seconds if seconds else 0.0, "tokens": float(tokens)}
@@ -116,12 +119,14 @@ def run(settings: Settings, scale: int | None = None) -> tuple[dict[str, float],
             absent.append(size)
             continue
         first = first or path
+        phase(f"model {size}: {len(texts)} prompts", len(texts))
         ours = bench_ours(settings, size, path, texts)
         figures[f"{size}_load_s"] = round(ours["load_s"], 3)
         figures[f"{size}_tokens_per_s"] = round(ours["tokens_per_s"], 2)
         figures[f"{size}_rss_mb"] = round(ours["rss_mb"], 1)
         figures[f"{size}_process_rss_mb"] = round(ours["process_rss_mb"], 1)
     if first is not None:
+        phase(f"raw llama-cpp-python: {len(texts)} prompts", len(texts))
         raw = bench_raw(settings, first, texts)
         figures["raw_tokens_per_s"] = round(raw["tokens_per_s"], 2)
         smallest = next(s for s in SIZES if f"{s}_tokens_per_s" in figures)

@@ -94,9 +94,10 @@ from companion.cli import (  # noqa: E402
     persona,
     report,
     serve,
+    sessions,
 )
 
 __all__ = [
     "bench", "cache", "chat", "cli", "config", "db", "keys", "main", "memory", "models",
-    "persona", "report", "serve",
+    "persona", "report", "serve", "sessions",
 ]

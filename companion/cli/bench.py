@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from companion.bench import report, write_json
+from companion.bench.progress import showing
 from companion.cli import Ctx, cli, setup_logging
 
 # suite name -> module with run(settings, size) -> (figures, notes); size = workload scale
@@ -59,7 +60,10 @@ def bench(obj: Ctx, suite: str, json_path: Path | None, scale: int | None, **loa
     settings = obj.settings()
     setup_logging("WARNING")
     module = importlib.import_module(SUITES[suite])
-    figures, notes = module.run(settings, scale, **given) if given else module.run(settings, scale)
+    with showing(f"bench {suite}: starting"):
+        figures, notes = (
+            module.run(settings, scale, **given) if given else module.run(settings, scale)
+        )
     width = max((len(k) for k in figures), default=10)
     click.echo(f"bench {suite}")
     for name, value in figures.items():

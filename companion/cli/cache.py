@@ -6,11 +6,10 @@ import json
 from typing import Any
 
 import click
-import httpx
 
 from companion.cache import CacheTable, ResponseCache
 from companion.cli import Ctx, cli
-from companion.cli.config import server_url
+from companion.cli.remote import ServerDown, remote, url_option
 from companion.storage import store_for
 
 
@@ -29,15 +28,16 @@ def _offline(obj: Ctx) -> tuple[ResponseCache, Any]:
     return cache, store
 
 
-def _server(obj: Ctx, method: str, path: str) -> dict[str, Any] | None:
-    """Ask a running server (so its in-process layers change too); None when none runs."""
+def _server(obj: Ctx, url: str | None, key: str | None, method: str, path: str,
+            **params: Any) -> dict[str, Any] | None:
+    """Ask a running server (so its in-process layers change too); None when none runs at the
+    settings' address. A server named with --url must answer."""
     try:
-        resp = httpx.request(method, f"{server_url(obj)}{path}", timeout=30)
-    except httpx.HTTPError:
+        body: dict[str, Any] = remote(obj, url, key, timeout=30).call(method, path, **params)
+    except ServerDown:
+        if url:
+            raise
         return None
-    if resp.status_code >= 400:
-        raise click.ClickException(f"the server refused: {resp.text[:200]}")
-    body: dict[str, Any] = resp.json()
     return body
 
 
@@ -47,14 +47,15 @@ def cache() -> None:
 
 
 @cache.command("stats")
+@url_option
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def stats(obj: Ctx, as_json: bool) -> None:
+def stats(obj: Ctx, url: str | None, key: str | None, as_json: bool) -> None:
     """Entries and bytes on disk; hit rates and timings too when a server is running.
 
     Example: companion cache stats
     """
-    live = _server(obj, "GET", "/api/v1/stats")
+    live = _server(obj, url, key, "GET", "/api/v1/stats")
     if live is not None:
         figures: dict[str, Any] = {"source": "server", **live.get("cache", {})}
     else:
@@ -71,13 +72,14 @@ def stats(obj: Ctx, as_json: bool) -> None:
 
 
 @cache.command("cleanup")
+@url_option
 @click.pass_obj
-def cleanup(obj: Ctx) -> None:
+def cleanup(obj: Ctx, url: str | None, key: str | None) -> None:
     """Drop expired entries now (the server also does it every cleanup_interval).
 
     Example: companion cache cleanup
     """
-    live = _server(obj, "POST", "/api/v1/cache/cleanup")
+    live = _server(obj, url, key, "POST", "/api/v1/cache/cleanup")
     if live is not None:
         click.echo(f"removed {live['removed']} expired entries (server)")
         return
@@ -93,8 +95,11 @@ def cleanup(obj: Ctx) -> None:
 @click.option("--user", "user_id", help="Only this user's entries.")
 @click.option("--shared", is_flag=True, help="Only the entries shared between users.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@url_option
 @click.pass_obj
-def clear(obj: Ctx, user_id: str | None, shared: bool, yes: bool) -> None:
+def clear(
+    obj: Ctx, user_id: str | None, shared: bool, yes: bool, url: str | None, key: str | None
+) -> None:
     """Drop cached replies: all of them, one user's, or the shared ones.
 
     Example: companion cache clear --user alice --yes
@@ -104,7 +109,7 @@ def clear(obj: Ctx, user_id: str | None, shared: bool, yes: bool) -> None:
     scope = f"user:{user_id}" if user_id else ("shared" if shared else None)
     if not yes:
         click.confirm(f"drop {'every' if scope is None else scope} cached reply?", abort=True)
-    live = _server(obj, "DELETE", "/api/v1/cache" + (f"?scope={scope}" if scope else ""))
+    live = _server(obj, url, key, "DELETE", "/api/v1/cache", scope=scope)
     if live is not None:
         click.echo(f"removed {live['removed']} entries (server)")
         return

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import click
-import httpx
 
 from companion.cli import Ctx, cli
+from companion.cli.remote import print_table, remote, stats_table, url_option
 from companion.config import config_path
-from companion.errors import CompanionError
 
 
 @cli.group()
@@ -36,35 +35,17 @@ def config_show(obj: Ctx, as_json: bool) -> None:
         click.echo(f"{key} = {json.dumps(shown)}")
 
 
-def server_url(obj: Ctx) -> str:
-    s = obj.settings()
-    host = "127.0.0.1" if s.host in ("0.0.0.0", "::") else s.host
-    return f"http://{host}:{s.port}"
-
-
-def call_server(obj: Ctx, method: str, path: str, body: dict[str, object] | None = None) -> object:
-    """Call the running server; a one-line error when none is running."""
-    url = server_url(obj) + path
-    try:
-        resp = httpx.request(method, url, json=body, timeout=600)
-    except httpx.HTTPError as exc:
-        raise CompanionError(
-            f"no companion server at {server_url(obj)} ({exc.__class__.__name__})"
-        ) from None
-    if resp.status_code >= 400:
-        try:
-            message = resp.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = resp.text[:200]
-        raise CompanionError(f"server answered {resp.status_code}: {message}")
-    return resp.json()
-
-
 @cli.command()
+@url_option
+@click.option("--json", "as_json", is_flag=True, help="Print every figure as JSON.")
 @click.pass_obj
-def stats(obj: Ctx) -> None:
+def stats(obj: Ctx, url: str | None, key: str | None, as_json: bool) -> None:
     """Performance figures of the running server (get_performance_stats()).
 
-    Example: companion stats
+    Example: companion stats --url http://127.0.0.1:13443
     """
-    click.echo(json.dumps(call_server(obj, "GET", "/api/v1/stats"), indent=2))
+    figures = remote(obj, url, key, timeout=30).call("GET", "/api/v1/stats")
+    if as_json:
+        click.echo(json.dumps(figures, indent=2))
+    else:
+        print_table(stats_table(figures))

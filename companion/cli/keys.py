@@ -41,6 +41,12 @@ def create(obj: Ctx, user_id: str, name: str, admin: bool) -> None:
         "keep it; it is not shown again",
         err=True,
     )
+    if not obj.settings().auth:
+        click.echo(
+            "note: keys are checked only when auth = true (COMPANION_AUTH=1 or `auth = true` "
+            "in the settings file); this server runs without them now",
+            err=True,
+        )
 
 
 @keys.command("list")

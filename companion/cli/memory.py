@@ -124,6 +124,8 @@ def edit(obj: Ctx, memory_id: int, user_id: str, text: str | None,
 
     Example: companion memory edit 12 --user alice --importance 1
     """
+    if text is None and importance is None:
+        raise click.UsageError("nothing to change: give --text and/or --importance")
     with personal_of(obj) as p:
         changed = _memory(p).edit(user_id, memory_id, text=text, importance=importance)
         click.echo(_line(changed.to_dict()))
@@ -206,4 +208,5 @@ def forget_user(obj: Ctx, user_id: str) -> None:
     """
     with personal_of(obj) as p:
         counts = delete_user(p.personas.store, p, user_id)
-    click.echo(f"deleted user {user_id}: {counts}")
+    parts = [f"{n} {name.replace('_', ' ')}" for name, n in counts.items()]
+    click.echo(f"deleted user {user_id} and everything stored about them: {', '.join(parts)}")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
-import httpx
 
 from companion.cli import Ctx, cli
-from companion.cli.config import server_url
+from companion.cli.remote import ServerDown, remote, url_option
 from companion.config import config_path, save_setting
 from companion.llm.hardware import detect_hardware, select_model, system_tier
 from companion.llm.probe import describe as describe_engine
@@ -83,11 +83,12 @@ def info(obj: Ctx) -> None:
 @models.command("select")
 @click.argument("size")
 @click.option("--no-reload", is_flag=True, help="Do not ask a running server to swap models.")
+@url_option
 @click.pass_obj
-def select(obj: Ctx, size: str, no_reload: bool) -> None:
+def select(obj: Ctx, size: str, no_reload: bool, url: str | None, key: str | None) -> None:
     """Make SIZE the model to use (saved in the settings file); a running server swaps to it.
 
-    Example: companion models select tiny
+    Example: companion models select tiny --url http://127.0.0.1:13443
     """
     settings = obj.settings()
     size = check_size(size)
@@ -98,15 +99,13 @@ def select(obj: Ctx, size: str, no_reload: bool) -> None:
     if no_reload:
         return
     try:
-        resp = httpx.post(
-            f"{server_url(obj)}/api/v1/models/reload", json={"size": size}, timeout=600
-        )
-    except httpx.HTTPError:
+        loaded = remote(obj, url, key).call("POST", "/api/v1/models/reload", {"size": size})
+    except ServerDown:
+        if url:
+            raise
         click.echo("no running server to reload; the next start uses it")
         return
-    if resp.status_code >= 400:
-        raise click.ClickException(f"the server could not load {size}: {resp.text[:200]}")
-    click.echo(f"the running server now serves {resp.json()['loaded']['name']}")
+    click.echo(f"the running server now serves {loaded['loaded']['name']}")
 
 
 @models.command("pull")
@@ -117,8 +116,19 @@ def pull(obj: Ctx, size: str) -> None:
 
     Example: companion models pull small
     """
-    path = registry_of(obj).pull(size)
+    path = registry_of(obj).pull(size, tqdm_class=rich_bar())
     click.echo(f"{size}: {path}")
+
+
+def rich_bar() -> Any:
+    """A tqdm class that draws with rich (for the hub's download bar)."""
+    import warnings
+
+    from tqdm import TqdmExperimentalWarning
+    from tqdm.rich import tqdm_rich
+
+    warnings.filterwarnings("ignore", category=TqdmExperimentalWarning)
+    return tqdm_rich
 
 
 @models.command("add")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import signal
+import socket
 
 import click
 import uvicorn
 
 from companion.cli import Ctx, cli, setup_logging
+from companion.errors import ConfigError
 from companion.runtime import open_runtime
 from companion.server.app import create_app
 from companion.server.security import check_bind
@@ -30,6 +32,7 @@ def serve(obj: Ctx, host: str | None, port: int | None, shutdown_grace: float) -
     settings = obj.settings(host=host, port=port)
     setup_logging(settings.log_level)
     check_bind(settings)
+    check_port_free(settings.host, settings.port)  # before the model loads: one line, exit 1
     runtime = open_runtime(settings)  # model and database errors surface here, as one line
     click.echo(
         f"companion: {runtime.model_info.name} ({runtime.plan.selection.reason}); "
@@ -56,3 +59,18 @@ def serve(obj: Ctx, host: str | None, port: int | None, shutdown_grace: float) -
         runtime.close()
     if stopped:
         click.echo(f"companion: stopped by {signal.Signals(stopped[0]).name}", err=True)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """ConfigError when another process listens on host:port (no "listening" line first)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc} (is another server "
+                "running there?); choose another port with --port or COMPANION_PORT",
+                field="port",
+            ) from None

@@ -313,8 +313,9 @@ class Registry:
         """The installed sizes, smallest first."""
         return [size for size in SIZES if self.path_of(size) is not None]
 
-    def pull(self, size: str) -> Path:
-        """Download a size from Hugging Face into models_dir and register it; tiny is built in."""
+    def pull(self, size: str, tqdm_class: Any = None) -> Path:
+        """Download a size from Hugging Face into models_dir and register it; tiny is built in.
+        `tqdm_class` draws the download's progress bar (the hub's default when None)."""
         spec = get_spec(size)
         if size == "tiny" and (packaged := tiny_package_path()) is not None:
             return packaged
@@ -324,7 +325,8 @@ class Registry:
             if not constants.is_offline_mode():
                 _resolve_host(constants.ENDPOINT)
             downloaded = hf_hub_download(
-                repo_id=spec.hf_repo, filename=spec.hf_file, local_dir=self.models_dir
+                repo_id=spec.hf_repo, filename=spec.hf_file, local_dir=self.models_dir,
+                tqdm_class=tqdm_class,
             )
         except Exception as exc:  # any hub, network or disk failure
             raise ModelNotInstalled(_pull_failure(size, spec, exc)) from exc

@@ -23,6 +23,7 @@ _PHRASE = rf"(?P<v>[^,.;!?()]{{2,60}}?){_END}"
 _LIST = _PHRASE.replace("(?:and|but", "(?:but")
 _NAME = r"(?P<v>[A-Za-z][\w'-]{1,30}(?:\s+[A-Z][\w'-]{1,30})?)"
 _I_AM = r"(?:I'm|I am|im)"
+_DONT = r"(?:don't|do not|dont)"
 _ADV = r"(?:really |absolutely |also |totally |just |truly |so |kind of |pretty much )*"
 
 FAMILY = (
@@ -248,6 +249,17 @@ def _forget(m: re.Match[str]) -> Candidate | None:
     return Candidate(text=what, kind="explicit", forget=True) if content_words(what) else None
 
 
+def _no_pet(m: re.Match[str]) -> Candidate | None:
+    """"I don't have a dog" -> Has no dog (the pet's slot: getting one later UPDATEs it)."""
+    animal = m["animal"].lower()
+    return _fact(f"Has no {animal}", "profile", f"pet:{animal}", "pets")
+
+
+def _no_family(m: re.Match[str]) -> Candidate | None:
+    """"I don't have any kids" -> Has no kids."""
+    return _fact(f"Has no {m['v'].lower()}", "profile", f"has:{m['v'].lower()}", "family")
+
+
 def _rx(pattern: str) -> re.Pattern[str]:
     """Compile a rule pattern (case-insensitive)."""
     return re.compile(pattern, re.IGNORECASE)
@@ -274,6 +286,9 @@ RULES: list[Rule] = [
      _pet),
     (_rx(rf"\bI (?:have|own|got) (?:a|an|one) (?P<animal>{PETS})\b(?:(?: named| called) "
          rf"{_NAME})?"), _pet),
+    (_rx(rf"\bI {_DONT} (?:have|own) (?:a|an|any) (?P<animal>{PETS})s?\b"), _no_pet),
+    (_rx(rf"\bI {_DONT} have (?:any )?(?P<v>kids|children|siblings|brothers|sisters)\b"),
+     _no_family),
     (_rx(rf"\bI have (?P<v>(?:a|an|one|two|three|four|five|\d+) (?:little |young |grown )?"
          rf"(?:{FAMILY}|sons?|daughters?|brothers?|sisters?|grandchildren))\b"), _has),
     (_rx(rf"\bmy (?:favou?rite|fav) (?P<thing>[a-z ]{{2,30}}?) (?:is|are) {_PHRASE}"),
@@ -321,6 +336,40 @@ _REQUEST = re.compile(
 )
 
 
+# Not a statement of fact about the speaker: a question ("And what do I love doing?"), or a
+# hypothetical or wish ("If I had a dog...", "I'd love to live in Japan").
+_LEAD = r"^(?:(?:and|so|but|ok(?:ay)?|well|hey|oh|then)[, ]+)*"
+_AUX = (r"(?:do|does|did|is|are|am|was|were|can|could|would|should|will|shall|have|has|may|"
+        r"might|isn't|aren't|don't|doesn't|didn't)")
+_QUESTION = re.compile(  # without its "?": "and what do I love doing", "do I have a dog"
+    _LEAD + rf"(?:(?:what|where|when|who|whom|whose|why|how|which)(?: \w+)? {_AUX}|"
+    rf"{_AUX} (?:i|you|we|my|me)\b)",
+    re.IGNORECASE,
+)
+_HYPOTHETICAL = re.compile(
+    _LEAD + r"(?:if|imagine|suppose|supposing|assume|assuming|pretend|what if|maybe|perhaps|"
+    r"hypothetically|in theory|say)\b|\b(?:I would|I'd(?! been)|I wish|I might|I may|I could|"
+    r"if I|would love|would like|in my dreams)\b",
+    re.IGNORECASE,
+)
+# A negation earlier in the clause turns what a rule matched into a non-fact ("I don't think I
+# love hiking", "It's not that I like jazz").
+_NEGATION = re.compile(r"\b(?:not|never|no longer|hardly)\b|n't\b", re.IGNORECASE)
+_CLAUSE = re.compile(r"[,;:]|\b(?:but|and|because|although|though)\b", re.IGNORECASE)
+_ALWAYS = ("_forget", "_remember")  # commands about memory work in any mood
+
+
+def not_a_statement(sentence: str) -> bool:
+    """A question, or a hypothetical or wish: no fact about the user is read from it."""
+    return (sentence.rstrip().endswith("?") or bool(_QUESTION.match(sentence))
+            or bool(_HYPOTHETICAL.search(sentence)))
+
+
+def negated_before(sentence: str, start: int) -> bool:
+    """Whether the clause leading up to `start` is negated."""
+    return bool(_NEGATION.search(_CLAUSE.split(sentence[:start])[-1]))
+
+
 def _informative(sentence: str) -> list[str]:
     """Content words that are not chatter."""
     return [w for w in content_words(sentence) if w not in CHATTER]
@@ -345,15 +394,20 @@ def extract(text: str, subject: str | None = None) -> list[Candidate]:
     leftovers = []
     for sentence in sentences(text):
         matched = False
+        mood = not_a_statement(sentence)
         for pattern, build in RULES:
+            if mood and build.__name__ not in _ALWAYS:
+                continue
             for m in pattern.finditer(sentence):
+                if build.__name__ not in _ALWAYS and negated_before(sentence, m.start()):
+                    continue
                 candidate = build(m)
                 if candidate is not None:
                     matched = True
                     found.setdefault((candidate.slot, candidate.text.lower()), candidate)
             if matched and build in (_forget, _remember):
                 break  # the rest of the sentence is what to remember/forget, not a new fact
-        if not matched:
+        if not matched and not mood:
             leftovers.append(sentence)
     event = _event(leftovers)
     if event is not None:

@@ -82,6 +82,9 @@ class PersonaStore:
 
     def delete(self, persona_id: str) -> None:
         """Remove a stored persona; users who had it selected go back to the default."""
+        if persona_id == DEFAULT_ID:
+            raise InputError("the built-in persona cannot be deleted (it is the system_prompt "
+                             "setting)", field="persona_id")
         self.get(persona_id)
         with self.store.writing() as conn:
             conn.execute(sa.delete(personas).where(personas.c.id == persona_id))

@@ -102,7 +102,9 @@ async def add_memory(user_id: str, body: MemoryCreate, request: Request) -> dict
 @router.patch(USER + "/memories/{memory_id}", tags=["memory"])
 async def edit_memory(user_id: str, memory_id: MemoryId, body: MemoryEdit,
                       request: Request) -> dict[str, Any]:
-    """Change a memory's text, importance or topics."""
+    """Change a memory's text, importance or topics (at least one)."""
+    if body.text is None and body.importance is None and body.topics is None:
+        raise InputError("nothing to change: give text, importance or topics", field="body")
     memory = _memory(request)
     changed = await asyncio.to_thread(memory.edit, _user(user_id), memory_id, text=body.text,
                                       importance=body.importance, topics=body.topics)

@@ -48,7 +48,9 @@ def test_interactive_chat_keeps_the_session_and_quits(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("companion> ") == 2
-    assert '"requests": 1' in proc.stdout
+    stats = next(ln for ln in proc.stdout.splitlines() if "Requests / errors" in ln)
+    assert stats.split()[-3:] == ["1", "/", "0"]  # /stats: a short table, not a JSON dump
+    assert "Avg response" in proc.stdout and " ms" in proc.stdout
     assert "(new session)" in proc.stderr
     sessions = {
         line.split("session ")[1].split(" ")[0]
