@@ -118,3 +118,4 @@ def test_bench_models_writes_the_figures(tmp_path: Path) -> None:
     for key in ("tiny_load_s", "tiny_tokens_per_s", "tiny_rss_mb", "raw_tokens_per_s"):
         assert figures[key] > 0
     assert "tiny_tokens_per_s" in proc.stdout
+    assert "model tiny: 1 prompts" in proc.stderr  # the progress display (rich, on stderr)

@@ -69,8 +69,9 @@ def open_page(context: BrowserContext, url: str) -> Page:
     return page
 
 
-def shots(page: Page, name: str) -> list[Path]:
-    """Screenshots of what the page shows now: desktop and phone, light and dark."""
+def shots(page: Page, name: str, drawer: str | None = None) -> list[Path]:
+    """Screenshots of what the page shows now: desktop and phone, light and dark; on the phone
+    with `drawer` ("#sessions" or "#panels") open."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     size = page.viewport_size or DESKTOP
     made = []
@@ -78,8 +79,14 @@ def shots(page: Page, name: str) -> list[Path]:
         page.emulate_media(color_scheme=scheme)
         for label, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
             page.set_viewport_size(viewport)
+            opened = drawer and label == "phone"
+            if opened:
+                page.click(f"[aria-controls='{drawer.lstrip('#')}']")
+                page.wait_for_timeout(300)  # the drawer slides in
             path = ARTIFACTS / f"{name}-{label}-{scheme}.png"
             page.screenshot(path=str(path))
+            if opened:
+                page.keyboard.press("Escape")
             made.append(path)
     page.emulate_media(color_scheme="light")
     page.set_viewport_size(size)

@@ -28,6 +28,11 @@ from tests.server.page_kit import (
 )
 
 __all__ = ["browser", "site"]  # fixtures
+LONG_WORD = """() => {
+  const mine = document.querySelector('#messages li.user').cloneNode(true);
+  mine.querySelector('.text').textContent = 'x'.repeat(600);
+  document.querySelector('#messages').append(mine);
+}"""
 DOUBLE_MESSAGES = """() => {
   const list = document.querySelector('#messages');
   list.append(...[...list.children].map((n) => n.cloneNode(true)));
@@ -53,7 +58,7 @@ def test_sessions_rename_search_and_delete(browser: Browser, site: str) -> None:
     hit = page.locator("#search-results li button").first
     expect(hit.locator("mark").first).to_have_text(re.compile("balcony", re.IGNORECASE))
     expect(hit).to_contain_text("Beekeeping")
-    shots(page, "search")
+    shots(page, "search", "#sessions")
     hit.click()
     expect(page.locator("#messages li.user .text")).to_have_text("I keep bees on my balcony.")
     page.get_by_label("Search your messages").fill("")
@@ -102,7 +107,7 @@ def test_memory_panel_details_confirm_undo_and_reasons(browser: Browser, site: s
     used = page.locator("#used-memories li", has_text="Lisbon")
     expect(used.locator(".why")).to_contain_text("Used because")
     assert "similarity" not in used.inner_text() and "score" not in used.inner_text()
-    shots(page, "memory")
+    shots(page, "memory", "#panels")
 
     item.get_by_role("button", name="Delete memory: I live in Lisbon and love sailing").click()
     page.locator("#confirm").get_by_role("button", name="Cancel").click()
@@ -153,7 +158,7 @@ def test_persona_editor_greeting_avatar_import_and_export(
     expect(page.locator("#persona-avatar img")).to_be_visible()
     expect(page.locator("#messages li.greeting .avatar img")).to_be_visible()
     expect(page.locator("#messages li.greeting")).to_contain_text("Mrrp, pat.")
-    shots(page, "persona")
+    shots(page, "persona", "#panels")
     page.locator("#card-file").set_input_files(str(path))  # again: the id is taken
     expect(page.locator("#persona-status")).to_contain_text("exists already")
     page.get_by_role("button", name="Import as a copy").click()
@@ -186,13 +191,18 @@ def test_performance_axes_theme_toggle_phone_drawer_and_favicon(
     labels = page.locator("#chart-rt text").all_text_contents()
     assert "ms" in labels and "time" in labels and "now" in labels and "0.0" in labels
     assert "tok/s" in page.locator("#chart-tps text").all_text_contents()
-    shots(page, "performance")
+    shots(page, "performance", "#panels")
     assert httpx.get(f"{site}/static/favicon.svg").status_code == 200
     expect(page.locator('link[rel="icon"]')).to_have_attribute("href", "/static/favicon.svg")
 
     page.set_viewport_size(PHONE)
     for _ in range(6):  # a long session: the message box stays on screen
         page.evaluate(DOUBLE_MESSAGES)
+    page.evaluate(LONG_WORD)  # one unbroken 600-letter word wraps inside its bubble
+    assert page.evaluate(
+        "() => { const b = document.querySelector('#messages li.user:last-child .bubble');"
+        " return b.scrollWidth <= b.clientWidth && b.getBoundingClientRect().right <= 390; }"
+    )
     box = page.get_by_label("Message", exact=True).bounding_box()
     assert box is not None and box["y"] + box["height"] <= PHONE["height"]
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
