@@ -65,7 +65,7 @@ def test_stop_keeps_the_partial_reply_marked(browser: Browser, site: str) -> Non
         timeout=SLOW,
     )
     stop.click()
-    expect(page.get_by_role("button", name="Send")).to_be_visible()
+    expect(page.get_by_role("button", name="Send", exact=True)).to_be_visible()
     reply = page.locator("#messages li.assistant").last
     expect(reply.locator(".flag")).to_have_text("■ Stopped", timeout=30_000)
     assert reply.locator(".text").inner_text().strip()
