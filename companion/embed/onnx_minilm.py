@@ -114,6 +114,12 @@ class OnnxMiniLM:
         (out,) = self._session.run([self._output], {"input_ids": ids, "attention_mask": mask})
         return _unit(np.asarray(out, dtype=np.float32))
 
+    def count_tokens(self, texts: list[str]) -> int:
+        """Tokens the model reads for `texts` ([CLS] and [SEP] included, cut at MAX_TOKENS)."""
+        with self._lock:
+            encoded = self._tokenizer.encode_batch(texts)
+        return int(sum(sum(e.attention_mask) for e in encoded))
+
     def embed_one(self, text: str) -> Vector:
         """One unit vector."""
         vector: Vector = self.embed([text])[0]

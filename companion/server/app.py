@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from companion import __version__
 from companion.config import Settings
@@ -24,7 +26,7 @@ from companion.runtime import Runtime, open_runtime
 from companion.server.badinput import RejectUnencodableText, overflow_error
 from companion.server.observe import TimingMiddleware
 from companion.server.observe import router as observe_router
-from companion.server.openai_api import openai_error
+from companion.server.openai_api import openai_error, openai_http_error
 from companion.server.openai_api import router as openai_router
 from companion.server.report_routes import router as report_router
 from companion.server.routes import router
@@ -87,6 +89,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.add_exception_handler(OperationalError, _database_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(OverflowError, overflow_error)  # a number too big: 422
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # 404, 405 ...
     return app
 
 
@@ -127,6 +130,14 @@ async def _companion_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"error": exc.to_dict()}, status_code=exc.status_code, headers=headers)
 
 
+async def _http_error(request: Request, exc: Exception) -> Any:
+    """Starlette's own errors (no such route, wrong method): OpenAI's shape under /v1."""
+    assert isinstance(exc, StarletteHTTPException)
+    if _is_openai(request):
+        return openai_http_error(request, exc)
+    return await http_exception_handler(request, exc)
+
+
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     """A database fault outside the Store (full, read-only, locked, I/O) as 507/503 JSON."""
     error = storage_error(exc)
@@ -146,7 +157,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     else:
         message = f"{field or 'body'}: {first.get('msg')}"
     if _is_openai(request):
-        return openai_error(422, message, "invalid_request_error", field, "invalid_input")
+        return openai_error(400, message, "invalid_request_error", field, "invalid_value")
     body = error_body("invalid_input", message, field)
     # NaN and Infinity (which Python's JSON accepts) go back as strings: JSON has no such numbers
     body["detail"] = json.loads(json.dumps(errors, default=str), parse_constant=str)

@@ -1,207 +1,199 @@
-"""OpenAI-compatible routes: /v1/chat/completions, /v1/models (and /v1/embeddings when an
-embedder is loaded). The `user` field (or X-Companion-User) selects the companion user, so
-memory, persona and cache apply; companion keeps the conversation itself."""
+"""OpenAI-compatible routes: /v1/chat/completions, /v1/completions, /v1/models(/{id}) and
+/v1/embeddings (when an embedder is loaded).
+
+Two modes. By default the request's `messages` are the conversation, as with OpenAI; companion
+adds its persona and the user's memories around them (`companion.persona` / `.memory` false
+turn them off). With `X-Session-Id` (or `companion.session_id`) the server keeps the history:
+only the client's system messages and its last message are read, the rest comes from the
+session. The `user` field (or `safety_identifier`, or X-Companion-User) names the companion
+user. Every parameter of OpenAI's API is honoured or refused with a 400 naming it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import anyio
+import numpy as np
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from companion.domain import ChatResult
-from companion.errors import CompanionError, InputError, ModelError
-from companion.server.routes import admitted_chat, runtime_of
-from companion.server.security import own_user
-from companion.server.shutdown import (
-    INTERRUPTED_MESSAGE,
-    Interrupted,
-    event_source,
-    grace_of,
-    until_shutdown,
+from companion.errors import InputError, ModelError, NotFound
+from companion.limits import UserLimits
+from companion.openai_compat.format import ChunkWriter, chunks, completion, error_body
+from companion.openai_compat.grammar import response_format, tools_of
+from companion.openai_compat.params import (
+    BadParameter,
+    ChatParams,
+    check_refused,
+    logit_bias,
+    vocab_size,
 )
+from companion.openai_compat.prompt import client_messages
+from companion.openai_compat.turn import ClientRequest, ClientTurns, Piece, TurnResult
+from companion.runtime import Runtime
+from companion.server.routes import runtime_of
+from companion.server.security import own_user
+from companion.server.shutdown import event_source, grace_of, until_shutdown
 
 router = APIRouter(prefix="/v1", tags=["openai"])
-
-
-class OAMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str | list[dict[str, Any]] | None = None
-
-    def text(self) -> str:
-        if isinstance(self.content, list):
-            return "".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
-        return self.content or ""
-
-
-class OAChatRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    model: str = "companion"
-    messages: list[OAMessage] = Field(min_length=1)
-    stream: bool = False
-    max_tokens: int | None = Field(default=None, ge=1, le=8192)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=8192)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    user: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:@-]{1,64}$")
 
 
 def openai_error(
     status: int, message: str, kind: str, param: str | None = None, code: str | None = None
 ) -> JSONResponse:
     """An error in OpenAI's shape."""
-    return JSONResponse(
-        {"error": {"message": message, "type": kind, "param": param, "code": code}},
-        status_code=status,
-    )
+    return JSONResponse(error_body(message, kind, param, code), status_code=status)
 
 
-def conversation_session(user: str, messages: list[OAMessage]) -> str:
-    """A stable session per conversation: the user plus the conversation's first user message."""
-    first = next((m.text() for m in messages if m.role == "user"), "")
-    digest = hashlib.sha256(f"{user}\x00{first}".encode()).hexdigest()[:24]
-    return f"oa-{digest}"
+def openai_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """A routing error under /v1 (unknown route 404, wrong method 405) in OpenAI's shape."""
+    if exc.status_code == 404:
+        message = f"Unknown request URL: {request.method} {request.url.path}"
+        code: str | None = "unknown_url"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+        code = "method_not_allowed"
+    else:
+        message, code = str(exc.detail), None
+    response = openai_error(exc.status_code, message, "invalid_request_error", None, code)
+    response.headers.update(exc.headers or {})
+    return response
 
 
-def _options(body: OAChatRequest) -> dict[str, Any]:
-    stop = [body.stop] if isinstance(body.stop, str) else body.stop
-    return {
+def model_ids(rt: Runtime) -> list[str]:
+    """What `model` may name: the loaded model, "companion", and every installed size."""
+    sizes = [r["size"] for r in rt.registry.rows() if r["installed"]]
+    return [rt.model_info.name, "companion", *sizes]
+
+
+def check_model(rt: Runtime, model: str) -> None:
+    """404 model_not_found for a model companion does not serve (as OpenAI answers)."""
+    if model not in model_ids(rt):
+        raise ModelNotFound(
+            f"The model {model!r} does not exist; GET /v1/models lists the models served",
+            field="model",
+        )
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+def chat_request(
+    body: ChatParams, rt: Runtime, user: str, session_id: str | None
+) -> ClientRequest:
+    """OpenAI's parameters as a ClientRequest (400 for what cannot be honoured)."""
+    check_refused(body)
+    check_model(rt, body.model)
+    engine = rt.companion.engine
+    extras = body.companion
+    tools = tools_of(body.tools, body.tool_choice, body.parallel_tool_calls)
+    output = response_format(body.response_format)
+    if tools is not None and output.grammar:
+        raise BadParameter("send either tools or a JSON response_format", field="response_format")
+    messages = client_messages(body.messages)
+    options = {
         "max_tokens": body.max_completion_tokens or body.max_tokens,
         "temperature": body.temperature,
         "top_p": body.top_p,
-        "stop": stop,
-        "seed": body.seed,
+        "stop": body.stops(),
+        "seed": None if body.seed is None else body.seed & 0xFFFFFFFF,
+        "presence_penalty": body.presence_penalty,
+        "frequency_penalty": body.frequency_penalty,
+        "logit_bias": logit_bias(body.logit_bias, vocab_size(engine)) if body.logit_bias else None,
     }
+    return ClientRequest(
+        user_id=user,
+        messages=messages,
+        options={k: v for k, v in options.items() if v is not None},
+        n=body.n or 1,
+        logprobs=(body.top_logprobs or 0) if body.logprobs else None,
+        output=output,
+        tools=tools,
+        memory=extras.memory if extras else True,
+        persona=extras.persona if extras else True,
+        use_cache=extras.cache if extras else True,
+        kv_key=body.prompt_cache_key,
+        session_id=session_id,
+    )
 
 
 @router.post("/chat/completions")
 async def chat_completions(
-    body: OAChatRequest,
+    body: ChatParams,
     request: Request,
     x_companion_user: str | None = Header(default=None),
     x_session_id: str | None = Header(default=None),
+    cache_control: str | None = Header(default=None),
 ) -> Any:
-    """Chat completions; the last user message is the new turn."""
-    user = own_user(request, body.user or x_companion_user) or "default"
-    last = body.messages[-1]
-    if last.role != "user" or not last.text().strip():
-        raise InputError("the last message must be a non-empty user message", field="messages")
-    session = x_session_id or conversation_session(user, body.messages)
-    companion = runtime_of(request).companion
-    route = await companion.route(user, last.text(), session)  # model switching: chosen up front
-    stream = admitted_chat(request, user, last.text(), session, route=route, **_options(body))
+    """Chat completions: the messages are the conversation (unless a session is named)."""
+    rt = runtime_of(request)
+    user = own_user(request, body.user or body.safety_identifier or x_companion_user) or "default"
+    session = x_session_id or (body.companion.session_id if body.companion else None)
+    turn = chat_request(body, rt, user, session)
+    if cache_control and any(
+        d.strip() in ("no-cache", "no-store") for d in cache_control.lower().split(",")
+    ):
+        turn.use_cache = False
+    last = turn.messages[-1]
+    if last["role"] == "assistant" or not last["content"].strip():
+        raise InputError(
+            "the last message must be a non-empty user, tool or system message",
+            field="messages",
+        )
+    stream = limited(request, user, ClientTurns(rt.companion).stream(turn))
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    tools = turn.tools is not None
     if not body.stream:
         result = None
         async for event in stream:
-            if isinstance(event, ChatResult):
+            if isinstance(event, TurnResult):
                 result = event
         assert result is not None
-        return _completion(cid, created, result)
-    first = await anext(stream)
+        return completion(cid, created, result, tools)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    writer = ChunkWriter(cid, created, rt.model_info.name, turn.n, tools, include_usage)
+    first = await anext(stream)  # errors before the first token are plain HTTP errors
     shutdown = anyio.Event()  # set on SIGTERM: the reply gets a grace period, then is interrupted
     grace = grace_of(request)
     watched = until_shutdown(stream, shutdown, grace)
-    chunks = _chunks(cid, created, first, watched, route.model)
-    return event_source(chunks, shutdown, grace)
+    return event_source(chunks(writer, first, watched), shutdown, grace)
 
 
-def _completion(cid: str, created: int, r: ChatResult) -> dict[str, Any]:
-    return {
-        "id": cid,
-        "object": "chat.completion",
-        "created": created,
-        "model": r.model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": r.response},
-                "finish_reason": _finish(r.finish_reason),
-            }
-        ],
-        "usage": r.usage.to_dict(),
-        "companion": {"session_id": r.session_id, "cached": r.cached, "timings": r.timings},
-    }
+def limited(
+    request: Request, user: str, stream: AsyncIterator[Piece | TurnResult]
+) -> AsyncIterator[Piece | TurnResult]:
+    """The turn inside the user's rate and concurrency limits (429 when over them)."""
+    limits: UserLimits = request.app.state.limits
+    limits.acquire(user)
 
+    async def held() -> AsyncIterator[Piece | TurnResult]:
+        try:
+            async for event in stream:
+                yield event
+        finally:
+            limits.release(user)
+            await stream.aclose()  # type: ignore[attr-defined]
 
-def _finish(reason: str) -> str:
-    return "length" if reason == "length" else "stop"
-
-
-def _chunk(cid: str, created: int, model: str, delta: dict[str, Any], finish: str | None) -> str:
-    return json.dumps(
-        {
-            "id": cid,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
-    )
-
-
-async def _chunks(
-    cid: str,
-    created: int,
-    first: str | ChatResult,
-    stream: AsyncIterator[str | ChatResult | Interrupted],
-    model: str,
-) -> AsyncIterator[str]:
-    """OpenAI stream chunks, ending with data: [DONE]."""
-    yield _chunk(cid, created, model, {"role": "assistant", "content": ""}, None)
-    try:
-        event = first
-        while True:
-            if isinstance(event, ChatResult):
-                yield _chunk(cid, created, event.model, {}, _finish(event.finish_reason))
-                break
-            yield _chunk(cid, created, model, {"content": event}, None)
-            event = await anext(stream)
-            if isinstance(event, Interrupted):
-                error = {
-                    "message": INTERRUPTED_MESSAGE,
-                    "type": "server_error",
-                    "param": None,
-                    "code": "interrupted",
-                }
-                yield json.dumps({"error": error})
-                break
-    except CompanionError as exc:
-        yield json.dumps(
-            {
-                "error": {
-                    "message": exc.message,
-                    "type": exc.code,
-                    "param": exc.field,
-                    "code": exc.code,
-                }
-            }
-        )
-    finally:
-        await stream.aclose()  # type: ignore[attr-defined]
-    yield "[DONE]"
+    return held()
 
 
 class OAEmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
     input: str | list[str] = Field(description="a text or a list of up to 256 texts")
     model: str = "companion-embed"
     encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1, description="truncate and renormalise")
+    user: str | None = None
 
 
 @router.post("/embeddings")
@@ -210,11 +202,24 @@ async def embeddings(body: OAEmbeddingRequest, request: Request) -> dict[str, An
     embedder = runtime_of(request).companion.embedder
     if embedder is None:
         raise ModelError("no embedding model is loaded (caching and memory are off)")
+    if body.model not in ("companion-embed", embedder.name):
+        raise ModelNotFound(
+            f"The embedding model {body.model!r} does not exist; use companion-embed",
+            field="model",
+        )
     texts = [body.input] if isinstance(body.input, str) else body.input
     if not texts or len(texts) > 256 or any(not t.strip() for t in texts):
-        raise InputError("input must be 1 to 256 non-empty texts", field="input")
+        raise BadParameter("input must be 1 to 256 non-empty texts", field="input")
+    if body.dimensions is not None and body.dimensions > embedder.dim:
+        raise BadParameter(
+            f"dimensions: at most {embedder.dim} for {embedder.name}", field="dimensions"
+        )
     vectors = await asyncio.to_thread(embedder.embed, texts)
-    tokens = sum(len(t.split()) for t in texts)
+    if body.dimensions is not None and body.dimensions < embedder.dim:
+        cut = vectors[:, : body.dimensions]
+        vectors = cut / np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12)
+    counter = getattr(embedder, "count_tokens", None)
+    tokens = await asyncio.to_thread(counter, texts) if counter else sum(map(len, texts))
     return {
         "object": "list",
         "model": embedder.name,
@@ -233,15 +238,20 @@ def _encode(vector: Any, fmt: str) -> list[float] | str:
     return [float(x) for x in vector]
 
 
+def _model(model_id: str) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": "companion"}
+
+
 @router.get("/models")
 async def list_models(request: Request) -> dict[str, Any]:
     """The loaded model and every installed size."""
     rt = runtime_of(request)
-    loaded = rt.model_info
-    data = [{"id": loaded.name, "object": "model", "created": 0, "owned_by": "companion"}]
-    data += [
-        {"id": r["size"], "object": "model", "created": 0, "owned_by": "companion"}
-        for r in rt.registry.rows()
-        if r["installed"]
-    ]
-    return {"object": "list", "data": data}
+    ids = [i for i in model_ids(rt) if i != "companion"]
+    return {"object": "list", "data": [_model(i) for i in ids]}
+
+
+@router.get("/models/{model_id:path}")
+async def get_model(model_id: str, request: Request) -> dict[str, Any]:
+    """One model (404 model_not_found when companion does not serve it)."""
+    check_model(runtime_of(request), model_id)
+    return _model(model_id)

@@ -310,3 +310,18 @@ api_keys = sa.Table(
     sa.Column("last_used_at", UTCDateTime, nullable=True),
     sa.Column("revoked_at", UTCDateTime, nullable=True),
 )
+
+# OpenAI API conversations sent whole by the client (companion/openai_compat/lineage.py): one
+# row per request seen, by a digest of the user and the messages up to the new turn, so that
+# the next request of the conversation finds its session and a resent turn is learned once.
+client_turns = sa.Table(
+    "client_turns",
+    metadata,
+    sa.Column("user_id", sa.String(ID_LENGTH), sa.ForeignKey("users.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("session_id", sa.String(ID_LENGTH), sa.ForeignKey("sessions.id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("message_id", sa.Integer(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)

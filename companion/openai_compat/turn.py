@@ -1,0 +1,342 @@
+"""One OpenAI API turn whose conversation is the client's `messages` (the default mode).
+
+Companion adds its persona and the user's recalled memories around the client's messages
+(each can be turned off per request), generates `n` choices from one prefill, stores the
+exchange in the conversation's session (lineage.py) and lets the memory learn from the user's
+new turn once: a resent or regenerated turn is not learned again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from companion.chat import _title, options_from
+from companion.context import BuiltContext, fit_context
+from companion.domain import GenerationOptions, Usage
+from companion.errors import DeadlineExceeded, Overloaded
+from companion.llm.base import Engine, GenerationDone, GenerationRequest, TokenLogprob
+from companion.openai_compat import lineage
+from companion.openai_compat.grammar import OutputFormat, Tools
+from companion.openai_compat.prompt import layout
+from companion.persona.prompt import sampling, system_prompt
+from companion.personal import TurnNotes
+
+if TYPE_CHECKING:
+    from companion.chat import Companion
+
+# The spec's "Creative Requests: always unique": never served from the cache when sampled.
+CREATIVE = re.compile(
+    r"\b(joke|story|stories|poem|poetry|haiku|limerick|song|lyrics|riddle|fun fact|surprise me|"
+    r"random|imagine|invent|make up|brainstorm|creative|fiction|tale|rap)\b",
+    re.IGNORECASE,
+)
+
+
+def is_creative(text: str) -> bool:
+    """True when the message asks for something made up (a joke, a story, a fun fact...)."""
+    return bool(CREATIVE.search(text))
+
+
+@dataclass
+class ClientRequest:
+    """A chat request in engine terms (built by the route from OpenAI's parameters)."""
+
+    user_id: str
+    messages: list[dict[str, str]]  # the client's turns, the last one included
+    options: dict[str, Any] = field(default_factory=dict)  # GenerationOptions overrides
+    n: int = 1
+    logprobs: int | None = None  # alternatives per token; None: no logprobs
+    output: OutputFormat = field(default_factory=OutputFormat)
+    tools: Tools | None = None
+    memory: bool = True
+    persona: bool = True
+    use_cache: bool = True
+    kv_key: str | None = None  # prompt_cache_key: the KV-cache sequence to (re)use
+    session_id: str | None = None  # the server keeps the history (X-Session-Id)
+
+    @property
+    def grammar(self) -> str | None:
+        return self.tools.grammar() if self.tools is not None else self.output.grammar
+
+    def new_text(self) -> str:
+        """What the user says this turn (the last message's text)."""
+        return self.messages[-1]["content"]
+
+
+@dataclass
+class Piece:
+    """Text of choice `index` as it is generated."""
+
+    index: int
+    text: str
+
+
+@dataclass
+class TurnResult:
+    """Every choice and the figures of the turn."""
+
+    choices: list[GenerationDone]
+    session_id: str
+    user_id: str
+    cached: bool
+    model: str
+    usage: Usage
+    timings: dict[str, float]
+    message_id: int | None
+    learned: bool  # the memory learned from this turn (false for a resend, or memory off)
+    context: list[dict[str, str]] = field(default_factory=list)
+
+
+class ClientTurns:
+    """Runs client-conversation turns with the companion's store, engine, memory and cache."""
+
+    def __init__(self, companion: Companion) -> None:
+        self.c = companion
+
+    async def stream(self, req: ClientRequest) -> AsyncIterator[Piece | TurnResult]:
+        """Pieces of every choice as they come, then the TurnResult."""
+        c, started = self.c, time.perf_counter()
+        text = c._validate(req.new_text())
+        c.engine.check_serving()
+        seen = await self._lineage(req)
+        first_user = next((m["content"] for m in req.messages if m["role"] == "user"), text)
+        session = await asyncio.to_thread(
+            c.store.create_session, req.user_id, seen.session_id, _title(first_user)
+        )
+        if req.session_id is not None:  # the server's history between the client's system
+            req = await self._with_history(req, session.id)  # messages and its last message
+        route = c.choose_route(text, [])
+        engine = route.engine
+        vector = await c._embed(text) if req.memory or req.use_cache else None
+        notes = await asyncio.to_thread(self._notes, req, session.id, text, vector)
+        sampled = notes.sampling if notes is not None and req.persona else {}
+        opts = options_from(c.settings, **{**sampled, **req.options})
+        built = self._context(req, notes, engine, opts)
+        learn = notes if req.memory and not seen.seen else None
+        probe, hit = None, None
+        if self._cacheable(req, opts, text):
+            probe, hit = await c._lookup(req.user_id, text, opts, built, vector, True, engine)
+        elif c.cache is not None and c.settings.enable_caching:
+            c.cache.count_bypass()
+        if hit is not None:
+            yield Piece(0, hit.entry.response)
+            cached = await c._serve_cached(req.user_id, session.id, text, hit, learn, {}, started)
+            await asyncio.to_thread(lineage.record, c.store, req.user_id, seen, cached.message_id)
+            done = GenerationDone(hit.entry.response, 0, 0, hit.entry.finish_reason)
+            yield self._result([done], cached.model, session.id, req, cached.timings, True,
+                               cached.message_id, learn is not None, built)  # fmt: skip
+            return
+        user_msg = await asyncio.to_thread(
+            c.store.add_message, session.id, "user", text, status="pending",
+            token_count=engine.count_tokens(text),
+        )  # fmt: skip
+        key = req.kv_key or f"oa-{req.user_id}-{session.id}"
+        first: list[str] = []
+        status = "interrupted"
+        try:
+            async with asyncio.timeout(c.settings.request_timeout_s):
+                async for event in self._generate(engine, built.prompt_tokens, opts, req, key):
+                    if isinstance(event, Piece):
+                        first += [event.text] if event.index == 0 else []
+                        yield event
+                    else:
+                        dones = event
+            status = "complete"
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"no complete reply within request_timeout_s={c.settings.request_timeout_s}"
+            ) from None
+        except Exception:
+            status = "failed"
+            raise
+        finally:
+            if status != "complete":
+                c._fail(user_msg.id, status, first, engine.info.name)
+        yield await self._finish(req, dones, engine, session.id, user_msg, built, probe, learn,
+                                 seen, started)  # fmt: skip
+
+    async def _finish(
+        self,
+        req: ClientRequest,
+        dones: list[GenerationDone],
+        engine: Engine,
+        session_id: str,
+        user_msg: Any,
+        built: BuiltContext,
+        probe: Any,
+        learn: TurnNotes | None,
+        seen: lineage.Lineage,
+        started: float,
+    ) -> TurnResult:
+        """Store the exchange (the first choice), cache it, learn once, count it."""
+        c, done = self.c, dones[0]
+        timings = {**done.timings, "total_ms": round((time.perf_counter() - started) * 1000, 2)}
+        reply = await asyncio.to_thread(
+            c.store.complete_exchange, user_msg.id, done.text, user_tokens=user_msg.token_count,
+            reply_tokens=done.completion_tokens, model=engine.info.name, cached=False,
+            timings=timings,
+        )  # fmt: skip
+        if probe is not None and done.text.strip() and done.finish_reason in ("stop", "length"):
+            await asyncio.to_thread(
+                c.cache.store, probe, done.text, model=engine.info.name,  # type: ignore[union-attr]
+                prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens,
+                finish_reason=done.finish_reason,
+            )  # fmt: skip
+        if learn is not None and c.personal is not None:
+            await asyncio.to_thread(
+                c.personal.after_turn, req.user_id, session_id, req.new_text(), user_msg.id, learn
+            )
+        await asyncio.to_thread(lineage.record, c.store, req.user_id, seen, user_msg.id)
+        c.stats.record_request(
+            response_ms=timings["total_ms"],
+            ttft_ms=timings.get("time_to_first_token_ms", 0.0),
+            tokens_per_s=timings.get("tokens_per_second", 0.0),
+            prompt=done.prompt_tokens,
+            completion=sum(d.completion_tokens for d in dones),
+        )
+        return self._result(dones, engine.info.name, session_id, req, timings, False, reply.id,
+                            learn is not None, built)  # fmt: skip
+
+    def _result(
+        self,
+        dones: list[GenerationDone],
+        model: str,
+        session_id: str,
+        req: ClientRequest,
+        timings: dict[str, float],
+        cached: bool,
+        message_id: int | None,
+        learned: bool,
+        built: BuiltContext,
+    ) -> TurnResult:
+        prompt = 0 if cached else len(built.prompt_tokens)
+        usage = Usage(prompt, sum(d.completion_tokens for d in dones))
+        return TurnResult(dones, session_id, req.user_id, cached, model, usage, timings,
+                          message_id, learned, built.messages)  # fmt: skip
+
+    async def _lineage(self, req: ClientRequest) -> lineage.Lineage:
+        """The session: named by the client, or the conversation's (lineage.py)."""
+        if req.session_id is not None:
+            return lineage.Lineage(req.session_id, "", False)
+        return await asyncio.to_thread(lineage.resolve, self.c.store, req.user_id, req.messages)
+
+    async def _with_history(self, req: ClientRequest, session_id: str) -> ClientRequest:
+        """Session mode: the stored history replaces the client's turns before its last."""
+        history = await asyncio.to_thread(
+            self.c.store.recent_messages, session_id, self.c.settings.history_messages
+        )
+        system = [m for m in req.messages[:-1] if m["role"] == "system"]
+        turns = [{"role": m.role, "content": m.text} for m in history]
+        return replace(req, messages=[*system, *turns, req.messages[-1]])
+
+    def _notes(
+        self, req: ClientRequest, session_id: str, text: str, vector: Any
+    ) -> TurnNotes | None:
+        """Persona and recalled memories for this turn (None without the personal side)."""
+        personal = self.c.personal
+        if personal is None:
+            return None
+        persona, rel = personal.personas.active(req.user_id)
+        recalled = []
+        if req.memory and personal.memory is not None:
+            recalled = personal.memory.recall(
+                req.user_id, text, vector, self.c.settings.memory_top_k
+            )
+        settings = self.c.settings
+        return TurnNotes(
+            persona=persona, relationship=rel, system_prompt=system_prompt(persona, rel),
+            memories=recalled, summary=None,
+            sampling=sampling(persona, settings.temperature, settings.max_tokens),
+        )  # fmt: skip
+
+    def _context(
+        self, req: ClientRequest, notes: TurnNotes | None, engine: Engine, opts: GenerationOptions
+    ) -> BuiltContext:
+        """The client's messages around persona and memory notes, fitted to the context."""
+        persona = None
+        if req.persona:
+            persona = notes.system_prompt if notes is not None else self.c.settings.system_prompt
+        parts = layout(req.messages, persona, req.output, req.tools)
+        lines = notes.lines if notes is not None and req.memory else []
+        own_persona = notes is not None and req.persona and not notes.persona.is_default
+        budget = engine.info.context_length - opts.max_tokens
+        return fit_context(
+            engine, parts.head, parts.turns, parts.tail, budget, lines, None, own_persona
+        )
+
+    def _cacheable(self, req: ClientRequest, opts: GenerationOptions, text: str) -> bool:
+        """OpenAI semantics: only one plain choice, and never a sampled creative request."""
+        if not req.use_cache or req.n > 1 or req.logprobs is not None or req.grammar:
+            return False
+        return not (opts.temperature > 0 and is_creative(text))
+
+    async def _generate(
+        self,
+        engine: Engine,
+        prompt: list[int],
+        opts: GenerationOptions,
+        req: ClientRequest,
+        key: str,
+    ) -> AsyncIterator[Piece | list[GenerationDone]]:
+        """`req.n` choices: the prompt is prefilled once, each choice copies it (the KV
+        cache's prefix sharing) and samples with its own seed. Ends with every GenerationDone."""
+        grammar = req.grammar
+        if req.n > 1:
+            with contextlib.suppress(Overloaded):  # the choices then share what the cache has
+                await engine.prefill(prompt, key)
+        requests = [
+            GenerationRequest(
+                prompt,
+                replace(opts, seed=None if opts.seed is None else opts.seed + i),
+                session_key=key if i == 0 else f"{key}#{i}",
+                grammar=grammar,
+                logprobs=req.logprobs,
+            )
+            for i in range(req.n)
+        ]
+        queue: asyncio.Queue[tuple[int, str | GenerationDone | BaseException]] = asyncio.Queue()
+
+        async def run(i: int, request: GenerationRequest) -> None:
+            try:
+                async for event in engine.generate(request):
+                    await queue.put((i, event))
+            except BaseException as exc:  # handed to the consumer, which raises it
+                await queue.put((i, exc))
+
+        tasks = [asyncio.create_task(run(i, r)) for i, r in enumerate(requests)]
+        dones: dict[int, GenerationDone] = {}
+        try:
+            while len(dones) < req.n:
+                i, event = await queue.get()
+                if isinstance(event, BaseException):
+                    raise event
+                if isinstance(event, GenerationDone):
+                    dones[i] = event
+                else:
+                    yield Piece(i, event)
+        finally:
+            for task, request in zip(tasks, requests, strict=True):
+                request.cancelled = True
+                task.cancel()
+        yield [dones[i] for i in range(req.n)]
+
+
+def logprob_content(entries: list[TokenLogprob] | None) -> list[dict[str, Any]] | None:
+    """OpenAI's `logprobs.content` for one choice."""
+    if entries is None:
+        return None
+    return [
+        {
+            "token": e.token,
+            "bytes": list(e.bytes),
+            "logprob": e.logprob,
+            "top_logprobs": [{"token": t, "bytes": list(b), "logprob": lp} for t, b, lp in e.top],
+        }
+        for e in entries
+    ]
