@@ -19,6 +19,7 @@ SUITES = {
     "load": "companion.bench.load",
     "memory": "companion.bench.memory",
     "models": "companion.bench.models",
+    "openai": "companion.bench.openai_api",
     "user": "companion.bench.user",
 }
 

@@ -128,7 +128,10 @@ class ClientTurns:
             yield Piece(0, hit.entry.response)
             cached = await c._serve_cached(req.user_id, session.id, text, hit, learn, {}, started)
             await asyncio.to_thread(lineage.record, c.store, req.user_id, seen, cached.message_id)
-            done = GenerationDone(hit.entry.response, 0, 0, hit.entry.finish_reason)
+            done = GenerationDone(
+                hit.entry.response, len(built.prompt_tokens), hit.entry.completion_tokens,
+                hit.entry.finish_reason,
+            )  # fmt: skip
             yield self._result([done], cached.model, session.id, req, cached.timings, True,
                                cached.message_id, learn is not None, built)  # fmt: skip
             return
@@ -141,7 +144,10 @@ class ClientTurns:
         status = "interrupted"
         try:
             async with asyncio.timeout(c.settings.request_timeout_s):
-                async for event in self._generate(engine, built.prompt_tokens, opts, req, key):
+                choices = generate_choices(
+                    engine, built.prompt_tokens, opts, req.n, key, req.grammar, req.logprobs
+                )
+                async for event in choices:
                     if isinstance(event, Piece):
                         first += [event.text] if event.index == 0 else []
                         yield event
@@ -215,8 +221,7 @@ class ClientTurns:
         learned: bool,
         built: BuiltContext,
     ) -> TurnResult:
-        prompt = 0 if cached else len(built.prompt_tokens)
-        usage = Usage(prompt, sum(d.completion_tokens for d in dones))
+        usage = Usage(len(built.prompt_tokens), sum(d.completion_tokens for d in dones))
         return TurnResult(dones, session_id, req.user_id, cached, model, usage, timings,
                           message_id, learned, built.messages)  # fmt: skip
 
@@ -276,55 +281,56 @@ class ClientTurns:
             return False
         return not (opts.temperature > 0 and is_creative(text))
 
-    async def _generate(
-        self,
-        engine: Engine,
-        prompt: list[int],
-        opts: GenerationOptions,
-        req: ClientRequest,
-        key: str,
-    ) -> AsyncIterator[Piece | list[GenerationDone]]:
-        """`req.n` choices: the prompt is prefilled once, each choice copies it (the KV
-        cache's prefix sharing) and samples with its own seed. Ends with every GenerationDone."""
-        grammar = req.grammar
-        if req.n > 1:
-            with contextlib.suppress(Overloaded):  # the choices then share what the cache has
-                await engine.prefill(prompt, key)
-        requests = [
-            GenerationRequest(
-                prompt,
-                replace(opts, seed=None if opts.seed is None else opts.seed + i),
-                session_key=key if i == 0 else f"{key}#{i}",
-                grammar=grammar,
-                logprobs=req.logprobs,
-            )
-            for i in range(req.n)
-        ]
-        queue: asyncio.Queue[tuple[int, str | GenerationDone | BaseException]] = asyncio.Queue()
 
-        async def run(i: int, request: GenerationRequest) -> None:
-            try:
-                async for event in engine.generate(request):
-                    await queue.put((i, event))
-            except BaseException as exc:  # handed to the consumer, which raises it
-                await queue.put((i, exc))
+async def generate_choices(
+    engine: Engine,
+    prompt: list[int],
+    opts: GenerationOptions,
+    n: int,
+    key: str,
+    grammar: str | None = None,
+    logprobs: int | None = None,
+) -> AsyncIterator[Piece | list[GenerationDone]]:
+    """`n` choices: the prompt is prefilled once, each choice copies it (the KV cache's prefix
+    sharing) and samples with its own seed. Ends with every choice's GenerationDone."""
+    if n > 1:
+        with contextlib.suppress(Overloaded):  # the choices then share what the cache has
+            await engine.prefill(prompt, key)
+    requests = [
+        GenerationRequest(
+            prompt,
+            replace(opts, seed=None if opts.seed is None else opts.seed + i),
+            session_key=key if i == 0 else f"{key}#{i}",
+            grammar=grammar,
+            logprobs=logprobs,
+        )
+        for i in range(n)
+    ]
+    queue: asyncio.Queue[tuple[int, str | GenerationDone | BaseException]] = asyncio.Queue()
 
-        tasks = [asyncio.create_task(run(i, r)) for i, r in enumerate(requests)]
-        dones: dict[int, GenerationDone] = {}
+    async def run(i: int, request: GenerationRequest) -> None:
         try:
-            while len(dones) < req.n:
-                i, event = await queue.get()
-                if isinstance(event, BaseException):
-                    raise event
-                if isinstance(event, GenerationDone):
-                    dones[i] = event
-                else:
-                    yield Piece(i, event)
-        finally:
-            for task, request in zip(tasks, requests, strict=True):
-                request.cancelled = True
-                task.cancel()
-        yield [dones[i] for i in range(req.n)]
+            async for event in engine.generate(request):
+                await queue.put((i, event))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            await queue.put((i, exc))
+
+    tasks = [asyncio.create_task(run(i, r)) for i, r in enumerate(requests)]
+    dones: dict[int, GenerationDone] = {}
+    try:
+        while len(dones) < n:
+            i, event = await queue.get()
+            if isinstance(event, BaseException):
+                raise event
+            if isinstance(event, GenerationDone):
+                dones[i] = event
+            else:
+                yield Piece(i, event)
+    finally:
+        for task, request in zip(tasks, requests, strict=True):
+            request.cancelled = True
+            task.cancel()
+    yield [dones[i] for i in range(n)]
 
 
 def logprob_content(entries: list[TokenLogprob] | None) -> list[dict[str, Any]] | None:

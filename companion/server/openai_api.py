@@ -25,10 +25,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from companion.errors import InputError, ModelError, NotFound
+from companion.errors import InputError, ModelError
 from companion.limits import UserLimits
 from companion.openai_compat.format import ChunkWriter, chunks, completion, error_body
 from companion.openai_compat.grammar import response_format, tools_of
+from companion.openai_compat.models import ModelNotFound, check_model, model_ids
 from companion.openai_compat.params import (
     BadParameter,
     ChatParams,
@@ -68,28 +69,7 @@ def openai_http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     return response
 
 
-def model_ids(rt: Runtime) -> list[str]:
-    """What `model` may name: the loaded model, "companion", and every installed size."""
-    sizes = [r["size"] for r in rt.registry.rows() if r["installed"]]
-    return [rt.model_info.name, "companion", *sizes]
-
-
-def check_model(rt: Runtime, model: str) -> None:
-    """404 model_not_found for a model companion does not serve (as OpenAI answers)."""
-    if model not in model_ids(rt):
-        raise ModelNotFound(
-            f"The model {model!r} does not exist; GET /v1/models lists the models served",
-            field="model",
-        )
-
-
-class ModelNotFound(NotFound):
-    code = "model_not_found"
-
-
-def chat_request(
-    body: ChatParams, rt: Runtime, user: str, session_id: str | None
-) -> ClientRequest:
+def chat_request(body: ChatParams, rt: Runtime, user: str, session_id: str | None) -> ClientRequest:
     """OpenAI's parameters as a ClientRequest (400 for what cannot be honoured)."""
     check_refused(body)
     check_model(rt, body.model)
@@ -255,3 +235,9 @@ async def get_model(model_id: str, request: Request) -> dict[str, Any]:
     """One model (404 model_not_found when companion does not serve it)."""
     check_model(runtime_of(request), model_id)
     return _model(model_id)
+
+
+# /v1/completions lives in its own module; served under this router.
+from companion.server.openai_completions import router as completions_router  # noqa: E402
+
+router.include_router(completions_router)

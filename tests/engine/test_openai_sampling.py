@@ -3,6 +3,7 @@ presence/frequency penalties, logit bias and per-token log-probabilities."""
 
 from __future__ import annotations
 
+import json
 import math
 
 from companion.llm.batched import BatchedEngine
@@ -43,3 +44,22 @@ async def test_penalties_and_logit_bias_change_the_greedy_text(engine: BatchedEn
         engine, greedy(prompt, max_tokens=4, repeat_penalty=1.0, logit_bias=((first, -100.0),))
     )
     assert engine.tokenize(banned[1].text)[0] != first
+
+
+async def test_a_grammar_holds_the_reply_with_logprobs(engine: BatchedEngine) -> None:
+    """A grammar-held reply parses; logprobs are reported for it like any other."""
+    prompt = chat_prompt(engine, "Describe a cat as JSON with a name and an age.")
+    grammar = (
+        'root ::= "{" space "\\"name\\": \\"" [a-zA-Z ]{1,12} "\\", \\"age\\": " [0-9]{1,2} "}"\n'
+        'space ::= " "?'
+    )
+    request = greedy(prompt, max_tokens=40, repeat_penalty=1.0)
+    request.grammar = grammar
+    _, done = await collect(engine, request)
+    doc = json.loads(done.text)
+    assert set(doc) == {"name", "age"} and done.finish_reason == "stop"
+    # the first token is the only one the grammar allows: "{"
+    request = greedy(prompt, max_tokens=40, repeat_penalty=1.0)
+    request.grammar, request.logprobs = grammar, 0
+    again = await collect(engine, request)
+    assert again[1].text == done.text and again[1].logprobs[0].token == "{"

@@ -67,3 +67,10 @@ def serving(data_dir: Path, **env_extra: str) -> Iterator[str]:
 def server(tmp_path: Path) -> Iterator[str]:
     with serving(tmp_path / "data") as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One server for a module whose tests use separate users (faster on a busy machine)."""
+    with serving(tmp_path_factory.mktemp("server") / "data") as url:
+        yield url

@@ -1,0 +1,51 @@
+"""POST /v1/completions (the legacy text completion API)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Header, Request
+
+from companion.limits import UserLimits
+from companion.llm.base import GenerationDone
+from companion.openai_compat.completions import Completion
+from companion.openai_compat.models import check_model
+from companion.openai_compat.params import CompletionParams
+from companion.server.routes import runtime_of
+from companion.server.security import own_user
+from companion.server.shutdown import event_source, grace_of
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+@router.post("/completions")
+async def completions(
+    body: CompletionParams, request: Request, x_companion_user: str | None = Header(default=None)
+) -> Any:
+    """A prompt in, text out: the model's own continuation, without chat template or memory."""
+    rt = runtime_of(request)
+    check_model(rt, body.model)
+    user = own_user(request, body.user or x_companion_user) or "default"
+    run = Completion(body, rt.companion.engine, rt.settings, user)
+    limits: UserLimits = request.app.state.limits
+    limits.acquire(user)
+    if not body.stream:
+        try:
+            dones: list[GenerationDone] = []
+            async for event in run.events():
+                if isinstance(event, list):
+                    dones = event
+            return run.result(dones)
+        finally:
+            limits.release(user)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+    async def released() -> Any:
+        try:
+            async for line in run.chunks(include_usage):
+                yield line
+        finally:
+            limits.release(user)
+
+    return event_source(released(), anyio.Event(), grace_of(request))
