@@ -46,9 +46,21 @@ def _bounded(schema: Any) -> Any:
     return out
 
 
+def _remote_ref(schema: Any) -> bool:
+    """Whether the schema refers to another document (which would be fetched: refused)."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if ref is not None and not (isinstance(ref, str) and ref.startswith("#")):
+            return True
+        return any(_remote_ref(v) for v in schema.values())
+    return isinstance(schema, list) and any(_remote_ref(v) for v in schema)
+
+
 def schema_gbnf(schema: dict[str, Any], param: str) -> str:
     """GBNF (root rule "root") for documents valid under `schema`; 400 naming `param` if the
     converter cannot read it."""
+    if _remote_ref(schema):
+        raise BadParameter(f"{param}: only local $ref (#/...) is supported", field=param)
     try:
         gbnf = json_schema_to_gbnf(json.dumps(_bounded(copy.deepcopy(schema))))
     except Exception as exc:  # the converter raises plain errors on what it cannot handle
@@ -198,9 +210,10 @@ def render_calls(calls: list[dict[str, Any]]) -> str:
     """An assistant message's tool_calls as the model writes them (for the history)."""
     parts = []
     for call in calls:
-        fn = call.get("function") or {}
+        fn = call.get("function")
+        fn = fn if isinstance(fn, dict) else {}
         try:
-            arguments = json.loads(fn.get("arguments") or "{}")
+            arguments = json.loads(str(fn.get("arguments") or "{}"))
         except json.JSONDecodeError:
             arguments = fn.get("arguments")
         parts.append(f"{OPEN}{json.dumps({'name': fn.get('name'), 'arguments': arguments})}{CLOSE}")

@@ -57,12 +57,9 @@ class ClientRequest:
     memory: bool = True
     persona: bool = True
     use_cache: bool = True
+    grammar: str | None = None  # GBNF of the tool calls or the JSON format (checked)
     kv_key: str | None = None  # prompt_cache_key: the KV-cache sequence to (re)use
     session_id: str | None = None  # the server keeps the history (X-Session-Id)
-
-    @property
-    def grammar(self) -> str | None:
-        return self.tools.grammar() if self.tools is not None else self.output.grammar
 
     def new_text(self) -> str:
         """What the user says this turn (the last message's text)."""

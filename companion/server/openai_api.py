@@ -15,7 +15,6 @@ import asyncio
 import base64
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import anyio
@@ -25,8 +24,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from companion.errors import InputError, ModelError
-from companion.limits import UserLimits
+from companion.errors import GenerationError, InputError, ModelError
+from companion.llm.sampling import check_grammar
 from companion.openai_compat.format import ChunkWriter, chunks, completion, error_body
 from companion.openai_compat.grammar import response_format, tools_of
 from companion.openai_compat.models import ModelNotFound, check_model, model_ids
@@ -38,9 +37,9 @@ from companion.openai_compat.params import (
     vocab_size,
 )
 from companion.openai_compat.prompt import client_messages
-from companion.openai_compat.turn import ClientRequest, ClientTurns, Piece, TurnResult
+from companion.openai_compat.turn import ClientRequest, ClientTurns, TurnResult
 from companion.runtime import Runtime
-from companion.server.routes import runtime_of
+from companion.server.routes import admitted, runtime_of
 from companion.server.security import own_user
 from companion.server.shutdown import event_source, grace_of, until_shutdown
 
@@ -80,6 +79,13 @@ def chat_request(body: ChatParams, rt: Runtime, user: str, session_id: str | Non
     if tools is not None and output.grammar:
         raise BadParameter("send either tools or a JSON response_format", field="response_format")
     messages = client_messages(body.messages)
+    grammar = tools.grammar() if tools is not None else output.grammar
+    if grammar:
+        try:
+            check_grammar(engine.vocab, grammar)
+        except GenerationError as exc:
+            field = "tools" if tools is not None else "response_format"
+            raise BadParameter(f"{field}: {exc.message}", field=field) from None
     options = {
         "max_tokens": body.max_completion_tokens or body.max_tokens,
         "temperature": body.temperature,
@@ -101,6 +107,7 @@ def chat_request(body: ChatParams, rt: Runtime, user: str, session_id: str | Non
         memory=extras.memory if extras else True,
         persona=extras.persona if extras else True,
         use_cache=extras.cache if extras else True,
+        grammar=grammar,
         kv_key=body.prompt_cache_key,
         session_id=session_id,
     )
@@ -129,7 +136,7 @@ async def chat_completions(
             "the last message must be a non-empty user, tool or system message",
             field="messages",
         )
-    stream = limited(request, user, ClientTurns(rt.companion).stream(turn))
+    stream = admitted(request, user, ClientTurns(rt.companion).stream(turn))
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     tools = turn.tools is not None
     if not body.stream:
@@ -146,24 +153,6 @@ async def chat_completions(
     grace = grace_of(request)
     watched = until_shutdown(stream, shutdown, grace)
     return event_source(chunks(writer, first, watched), shutdown, grace)
-
-
-def limited(
-    request: Request, user: str, stream: AsyncIterator[Piece | TurnResult]
-) -> AsyncIterator[Piece | TurnResult]:
-    """The turn inside the user's rate and concurrency limits (429 when over them)."""
-    limits: UserLimits = request.app.state.limits
-    limits.acquire(user)
-
-    async def held() -> AsyncIterator[Piece | TurnResult]:
-        try:
-            async for event in stream:
-                yield event
-        finally:
-            limits.release(user)
-            await stream.aclose()  # type: ignore[attr-defined]
-
-    return held()
 
 
 class OAEmbeddingRequest(BaseModel):

@@ -7,12 +7,11 @@ from typing import Any
 import anyio
 from fastapi import APIRouter, Header, Request
 
-from companion.limits import UserLimits
 from companion.llm.base import GenerationDone
 from companion.openai_compat.completions import Completion
 from companion.openai_compat.models import check_model
 from companion.openai_compat.params import CompletionParams
-from companion.server.routes import runtime_of
+from companion.server.routes import admitted, runtime_of
 from companion.server.security import own_user
 from companion.server.shutdown import event_source, grace_of
 
@@ -28,24 +27,12 @@ async def completions(
     check_model(rt, body.model)
     user = own_user(request, body.user or x_companion_user) or "default"
     run = Completion(body, rt.companion.engine, rt.settings, user)
-    limits: UserLimits = request.app.state.limits
-    limits.acquire(user)
-    if not body.stream:
-        try:
-            dones: list[GenerationDone] = []
-            async for event in run.events():
-                if isinstance(event, list):
-                    dones = event
-            return run.result(dones)
-        finally:
-            limits.release(user)
-    include_usage = bool(body.stream_options and body.stream_options.include_usage)
-
-    async def released() -> Any:
-        try:
-            async for line in run.chunks(include_usage):
-                yield line
-        finally:
-            limits.release(user)
-
-    return event_source(released(), anyio.Event(), grace_of(request))
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        lines = admitted(request, user, run.chunks(include_usage))
+        return event_source(lines, anyio.Event(), grace_of(request))
+    dones: list[GenerationDone] = []
+    async for event in admitted(request, user, run.events()):
+        if isinstance(event, list):
+            dones = event
+    return run.result(dones)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import anyio
 from fastapi import APIRouter, Query, Request
@@ -35,6 +35,7 @@ from companion.server.shutdown import (
 )
 
 router = APIRouter()
+T = TypeVar("T")
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (404, 413, 422, 429, 503, 504)
@@ -95,15 +96,14 @@ def admitted_chat(
     return admitted(request, user_id, stream)
 
 
-def admitted(
-    request: Request, user_id: str | None, stream: AsyncIterator[str | ChatResult]
-) -> AsyncIterator[str | ChatResult]:
-    """Any chat stream inside the user's rate and concurrency limits (429 when over them)."""
+def admitted(request: Request, user_id: str | None, stream: AsyncIterator[T]) -> AsyncIterator[T]:
+    """Any stream (a chat turn, an OpenAI API turn or completion) inside the user's rate and
+    concurrency limits (429 when over them)."""
     limits: UserLimits = request.app.state.limits
     key = user_id or DEFAULT_USER
     limits.acquire(key)
 
-    async def held() -> AsyncIterator[str | ChatResult]:
+    async def held() -> AsyncIterator[T]:
         try:
             async for event in stream:
                 yield event

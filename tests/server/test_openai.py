@@ -282,3 +282,29 @@ def test_embeddings_are_unit_vectors_that_rank_paraphrases_first(module_server: 
         client.embeddings.create(model="companion-embed", input=[])
     with pytest.raises(openai.BadRequestError):
         client.embeddings.create(model="companion-embed", input="x", dimensions=4096)
+
+
+def test_text_completions(module_server: str) -> None:
+    client = client_for(module_server)
+    prompt = "The capital of France is"
+    done = client.completions.create(
+        model="companion", prompt=prompt, max_tokens=4, temperature=0, n=2, logprobs=2,
+        echo=True, user="cleo",
+    )  # fmt: skip
+    assert [c.index for c in done.choices] == [0, 1]
+    first = done.choices[0]
+    assert first.text.startswith(prompt) and len(first.text) > len(prompt)
+    assert first.logprobs is not None and len(first.logprobs.tokens) == 4
+    assert first.logprobs.text_offset[0] == len(prompt)
+    assert done.usage.prompt_tokens == 5 and done.usage.completion_tokens == 8
+    streamed = client.completions.create(
+        model="companion", prompt=prompt, max_tokens=4, temperature=0, stream=True,
+        stream_options={"include_usage": True}, user="cleo",
+    )  # fmt: skip
+    chunks = list(streamed)
+    text = "".join(c.choices[0].text for c in chunks if c.choices)
+    assert prompt + text == first.text  # greedy: the same continuation
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 4
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.completions.create(model="companion", prompt=prompt, suffix="!", max_tokens=2)
+    assert refused.value.body["param"] == "suffix"  # type: ignore[index]
