@@ -183,7 +183,7 @@ class ClientTurns:
         reply = await asyncio.to_thread(
             c.store.complete_exchange, user_msg.id, done.text, user_tokens=user_msg.token_count,
             reply_tokens=done.completion_tokens, model=engine.info.name, cached=False,
-            timings=timings,
+            timings=timings, finish_reason=done.finish_reason,
         )  # fmt: skip
         if probe is not None and done.text.strip() and done.finish_reason in ("stop", "length"):
             await asyncio.to_thread(
