@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -30,7 +31,7 @@ from companion.config import Settings
 
 DEFAULT_SIZE = 50
 CONCURRENCY = 4
-TIMEOUT_S = 600.0
+TIMEOUT_S = 1800.0
 
 
 async def _stream_turn(client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
@@ -56,6 +57,7 @@ async def _count(client: httpx.AsyncClient, text: str) -> int:
     """Tokens of `text` for the loaded model (the server's /v1/completions usage)."""
     body = {"model": "companion", "prompt": text, "max_tokens": 1}
     resp = await client.post("/v1/completions", json=body)
+    resp.raise_for_status()
     return int(resp.json()["usage"]["prompt_tokens"])
 
 
@@ -171,6 +173,10 @@ async def _drive(url: str, size: int) -> dict[str, Any]:
 def run(settings: Settings, size: int | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """The figures against a fresh server (its own data dir) on a free loopback port."""
     size = size or DEFAULT_SIZE
+    # a busy machine may take minutes per grammar-held reply: no deadline, no rate limit
+    os.environ.update(COMPANION_REQUEST_TIMEOUT_S=str(TIMEOUT_S),
+                      COMPANION_RATE_LIMIT_PER_MINUTE="100000",
+                      COMPANION_MAX_CONCURRENT_PER_USER="64")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         proc = _start_server(settings, Path(tmp), port)

@@ -72,5 +72,6 @@ def server(tmp_path: Path) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One server for a module whose tests use separate users (faster on a busy machine)."""
-    with serving(tmp_path_factory.mktemp("server") / "data") as url:
+    data = tmp_path_factory.mktemp("server") / "data"
+    with serving(data, COMPANION_REQUEST_TIMEOUT_S="900") as url:  # minutes on a busy machine
         yield url
