@@ -15,7 +15,7 @@ from companion.server.routes import admitted, runtime_of
 from companion.server.security import own_user
 from companion.server.shutdown import event_source, grace_of
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(tags=["openai"])  # included in the /v1 router (openai_api.py)
 
 
 @router.post("/completions")
