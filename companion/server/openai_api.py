@@ -187,8 +187,11 @@ async def embeddings(body: OAEmbeddingRequest, request: Request) -> dict[str, An
     if body.dimensions is not None and body.dimensions < embedder.dim:
         cut = vectors[:, : body.dimensions]
         vectors = cut / np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12)
-    counter = getattr(embedder, "count_tokens", None)
-    tokens = await asyncio.to_thread(counter, texts) if counter else sum(map(len, texts))
+    inner = getattr(embedder, "inner", embedder)  # the model behind a memo
+    counter = getattr(inner, "count_tokens", None)
+    if counter is None:
+        raise ModelError(f"{embedder.name} cannot count its tokens")
+    tokens = await asyncio.to_thread(counter, texts)
     return {
         "object": "list",
         "model": embedder.name,

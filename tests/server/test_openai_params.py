@@ -74,6 +74,7 @@ REFUSED: dict[str, Any] = {
 }
 ROUTE_LEVEL = {"messages", "model", "stream", "stream_options", "user", "safety_identifier"}
 MESSAGES = [{"role": "user", "content": "Hi"}]
+IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
 
 
 @pytest.fixture(scope="module")
@@ -136,9 +137,7 @@ def test_refusals_and_bad_values_come_back_in_openai_shape(client: TestClient) -
         ({"tool_choice": "required"}, 400, "tool_choice"),
         ({"model": "gpt-4o"}, 404, "model"),
         ({"messages": []}, 400, "messages"),
-        ({"messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]},
-         400, "messages[0].content"),  # fmt: skip
+        ({"messages": [{"role": "user", "content": [IMAGE]}]}, 400, "messages[0].content"),
     ]
     for extra, status, param in cases:
         body = {"model": "companion", "messages": MESSAGES, "max_tokens": 2, **extra}
