@@ -1,7 +1,7 @@
 """Create client_turns (OpenAI API conversations sent whole by the client).
 
 Revision ID: 0009
-Revises: 0008
+Revises: 0006
 Create Date: 2026-12-02
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009"
-down_revision: str | None = "0008"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
