@@ -189,7 +189,7 @@ def test_performance_axes_theme_toggle_phone_drawer_and_favicon(
     expect(page.locator('dd[data-metric="Requests"]')).not_to_have_text("0")
     expect(page.locator('dd[data-metric="Replies generating now"]')).to_have_text("0")
     labels = page.locator("#chart-rt text").all_text_contents()
-    assert "ms" in labels and "time" in labels and "now" in labels and "0.0" in labels
+    assert "ms" in labels and "time" in labels and "now" in labels and "0" in labels
     assert "tok/s" in page.locator("#chart-tps text").all_text_contents()
     shots(page, "performance", "#panels")
     assert httpx.get(f"{site}/static/favicon.svg").status_code == 200

@@ -5,7 +5,7 @@
 (() => {
   const { $, el, api } = window.C;
   const SVG = "http://www.w3.org/2000/svg";
-  const W = 320, H = 150, L = 44, R = 8, T = 10, B = 30; // the plot area's margins
+  const W = 320, H = 150, L = 56, R = 8, T = 10, B = 30; // the plot area's margins
   const samples = []; // {t: ms since epoch, rt: ms, tps: tokens/s}
   const WINDOW = 60; // samples kept
 
@@ -19,10 +19,10 @@
   function niceMax(v) {
     if (v <= 0) return 1;
     const p = 10 ** Math.floor(Math.log10(v));
-    return [1, 2, 2.5, 5, 10].map((m) => m * p).find((m) => m >= v);
+    return [1, 2, 4, 5, 10].map((m) => m * p).find((m) => m >= v);
   }
 
-  // A line chart: y from 0 to a round maximum (3 gridlines, unit in the axis title), x in
+  // A line chart: y from 0 to a round maximum (4 gridlines, unit in the axis title), x in
   // minutes before now.
   function chart(svg, points, { unit, title }) {
     svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
@@ -32,10 +32,14 @@
     const span = Math.max(60_000, now - (points.length ? points[0].t : now));
     const x = (t) => L + (W - L - R) * (1 - (now - t) / span);
     const y = (v) => H - B - (H - B - T) * (v / max);
-    for (let i = 0; i <= 3; i++) {
-      const v = (max * i) / 3;
+    const step = max / 4; // round ticks: a quarter of a round maximum
+    let digits = 0; // as many decimals as the step needs (0.25 -> 2)
+    while (digits < 3 && Math.abs(Math.round(step * 10 ** digits) - step * 10 ** digits) > 1e-6) digits++;
+    for (let i = 0; i <= 4; i++) {
+      const v = step * i;
       svg.append(svgEl("line", { class: i ? "grid" : "axis", x1: L, x2: W - R, y1: y(v), y2: y(v) }));
-      svg.append(svgEl("text", { x: L - 4, y: y(v) + 3, "text-anchor": "end" }, fmt(v)));
+      svg.append(svgEl("text", { x: L - 4, y: y(v) + 3, "text-anchor": "end" },
+        i ? v.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }) : "0"));
     }
     svg.append(svgEl("line", { class: "axis", x1: L, x2: L, y1: T, y2: H - B }));
     const minutes = span / 60_000;
@@ -45,7 +49,7 @@
         ago < 0.05 ? "now" : `−${ago.toFixed(ago < 2 ? 1 : 0)} min`));
     }
     svg.append(svgEl("text", { x: L + (W - L - R) / 2, y: H - 3, "text-anchor": "middle" }, "time"));
-    svg.append(svgEl("text", { x: 10, y: T + (H - B - T) / 2, "text-anchor": "middle", transform: `rotate(-90 10 ${T + (H - B - T) / 2})` }, unit));
+    svg.append(svgEl("text", { x: 9, y: T + (H - B - T) / 2, "text-anchor": "middle", transform: `rotate(-90 9 ${T + (H - B - T) / 2})` }, unit));
     if (points.length) {
       svg.append(svgEl("polyline", { points: points.map((p) => `${x(p.t).toFixed(1)},${y(p.y).toFixed(1)}`).join(" ") }));
       const last = points[points.length - 1];
