@@ -23,12 +23,8 @@ from typing import Any
 
 from companion.bench import persona_chat_openers, shared_data
 from companion.bench.cache_http import http_figures
-from companion.bench.cache_quality import (
-    gptcache_figures,
-    load_gptcache,
-    mrpc_figures,
-    semantic_lookup_ms,
-)
+from companion.bench.cache_quality import quality_figures, semantic_lookup_ms
+from companion.bench.devsets import SETS, load_gptcache
 from companion.bench.progress import phase
 from companion.cache import Probe
 from companion.config import Settings
@@ -44,7 +40,8 @@ GOALS = {  # figure: (comparison, target)
     "store_p50_ms": ("<=", 1.0),
     "semantic_lookup_p50_ms": ("<=", 10.0),
     "cached_replies_per_min": (">=", 30_000),
-    "mrpc_vs_baseline_ratio": (">=", 2.5),
+    **{f"semantic_false_hit_rate_{s}": ("<=", 0.01) for s in SETS},
+    **{f"semantic_vs_cosine_{s}": (">=", 1.3) for s in SETS},
 }
 
 
@@ -214,9 +211,9 @@ def run(settings: Settings, scale: int | None = None) -> tuple[dict[str, float],
                 "semantic_lookup_p50_ms": round(percentile(sem_ms, 50), 3),
                 "semantic_lookup_p95_ms": round(percentile(sem_ms, 95), 3),
             }
-            phase("cache: paraphrase quality (MRPC, GPTCache)")
-            quality, quality_notes = mrpc_figures(rt.companion.embedder)
-            figures |= quality | gptcache_figures(rt.companion.embedder)
+            phase("cache: paraphrase quality per dev set (MRPC, STS-B, chat)")
+            quality, quality_notes = quality_figures(rt.companion.embedder)
+            figures |= quality
         finally:
             rt.close()
     phase("cache: HTTP server figures")

@@ -1,130 +1,163 @@
-"""Semantic-cache quality on paraphrase data: hits and false hits of the shipped decision
-(cosine >= threshold, then the verifier) beside the bi-encoder alone, in the same run."""
+"""Semantic-cache quality per dev set: the shipped decision against cosine alone, in one run.
+
+For each dev set S (companion.bench.devsets, its "dev" half): `semantic_hit_rate_S` and
+`semantic_false_hit_rate_S` of the shipped decision (cosine >= the threshold, then the detail
+rules), `cosine_hit_rate_at_same_false_S` (cosine alone, its threshold set so that its false
+hits do not exceed the shipped decision's), the curve over thresholds, and each stage's hits at
+equal false-hit rate; and the threshold that keeps false hits <= 1% on both halves of every set.
+"""
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from companion.bench import shared_data
+from companion.bench import devsets
 from companion.cache.pairs import NEAR_MISSES, PARAPHRASES
-from companion.cache.semantic import ALIGNMENT_THRESHOLD, SIMILARITY_THRESHOLD
-from companion.cache.verify import Verifier
-from companion.embed.base import Embedder, TokenEncoder
+from companion.cache.semantic import SIMILARITY_THRESHOLD
+from companion.cache.verify import rule_check
+from companion.embed.base import Embedder
 
 FALSE_BUDGET = 0.01  # "hit rate at false-hit rate <= 1%"
+CURVE = [round(0.80 + 0.01 * i, 2) for i in range(20)]  # cosine thresholds 0.80 .. 0.99
 
 
 @dataclass
 class Scored:
-    """Pairs with their cosine and, for those above the threshold, the verifier's verdict."""
+    """One dev set's pairs: labels (1 = same meaning), cosine, whether the rules let it pass."""
 
+    name: str
+    labels: np.ndarray
     cosine: np.ndarray
-    verified: np.ndarray  # cosine >= threshold and the verifier agreed
+    rules: np.ndarray
+
+    def shipped(self, threshold: float) -> np.ndarray:
+        """Which pairs the decision with this cosine threshold would serve."""
+        return (self.cosine >= threshold) & self.rules
 
 
-def load_mrpc() -> tuple[list[tuple[str, str]], np.ndarray] | None:
-    """MRPC test pairs and labels (1 = paraphrase), or None without the shared data."""
-    path = shared_data("paraphrase/msr_paraphrase_test.txt")
-    if path is None:
-        return None
-    pairs, labels = [], []
-    for line in path.read_text(encoding="utf-8-sig").splitlines():
-        cols = line.split("\t")
-        if len(cols) >= 5 and cols[0] in ("0", "1"):
-            pairs.append((cols[3], cols[4]))
-            labels.append(int(cols[0]))
-    return pairs, np.array(labels)
-
-
-def load_gptcache() -> list[tuple[str, str]]:
-    """GPTCache's mock pairs (all same meaning), or [] without the shared data."""
-    path = shared_data("paraphrase/gptcache_mock_data.json")
-    if path is None:
-        return []
-    return [(p["origin"], p["similar"]) for p in json.loads(path.read_text(encoding="utf-8"))]
-
-
-def score(embedder: Embedder, pairs: list[tuple[str, str]], threshold: float) -> Scored:
-    """Cosine of every pair; the verifier runs only where the cosine passes."""
+def cosines(embedder: Embedder, pairs: list[tuple[str, str]]) -> np.ndarray:
+    """Cosine of every pair (unit vectors, batched)."""
+    if not pairs:
+        return np.zeros(0, dtype=np.float32)
     first = np.concatenate(
         [embedder.embed([a for a, _ in pairs[i : i + 64]]) for i in range(0, len(pairs), 64)]
     )
     second = np.concatenate(
         [embedder.embed([b for _, b in pairs[i : i + 64]]) for i in range(0, len(pairs), 64)]
     )
-    cosine = np.sum(first * second, axis=1)
-    encoder = embedder if isinstance(embedder, TokenEncoder) else None
-    verifier = Verifier(encoder, ALIGNMENT_THRESHOLD)
-    verified = np.array(
-        [
-            c >= threshold and verifier.check(b, a).ok
-            for c, (a, b) in zip(cosine, pairs, strict=True)
-        ]
-    )
-    return Scored(cosine, verified)
+    return np.sum(first * second, axis=1)
 
 
-def baseline_threshold(cosine: np.ndarray, labels: np.ndarray) -> float:
-    """The lowest cosine threshold that keeps false hits within FALSE_BUDGET."""
-    negatives = np.sort(cosine[labels == 0])[::-1]
-    allowed = int(np.floor(FALSE_BUDGET * len(negatives)))
-    return float(negatives[allowed]) + 1e-6
+def score(embedder: Embedder, name: str, pairs: list[tuple[str, str]], labels: list[int]) -> Scored:
+    """Cosine and the rules' verdict for every pair (the query is the second message)."""
+    rules = np.array([rule_check(b, a).ok for a, b in pairs], dtype=bool)
+    return Scored(name, np.array(labels), cosines(embedder, pairs), rules)
+
+
+def hit_rate_at(score_: np.ndarray, labels: np.ndarray, max_false: float) -> tuple[float, float]:
+    """Best (hit rate, false-hit rate) of `score_ >= t` over t, with false hits <= max_false."""
+    pos, neg = int((labels == 1).sum()), int((labels == 0).sum())
+    if not pos or not neg:
+        return 0.0, 0.0
+    allowed = int(np.floor(max_false * neg + 1e-9))
+    best = (0.0, 0.0)
+    order = np.argsort(-score_, kind="stable")
+    s, y = score_[order], labels[order]
+    tp, fp = np.cumsum(y == 1), np.cumsum(y == 0)
+    last = np.append(s[1:] != s[:-1], True)  # cut only between different scores
+    ok = last & (fp <= allowed) & (s > -np.inf)
+    if ok.any():
+        i = int(np.flatnonzero(ok)[-1])
+        best = (tp[i] / pos, fp[i] / neg)
+    return round(float(best[0]), 4), round(float(best[1]), 4)
 
 
 def _rate(mask: np.ndarray) -> float:
     return round(float(mask.mean()), 4) if len(mask) else 0.0
 
 
-def mrpc_figures(embedder: Embedder) -> tuple[dict[str, float], dict[str, Any]]:
-    """Shipped decision vs the bi-encoder alone at its own <= 1%-false threshold."""
-    loaded = load_mrpc()
-    if loaded is None:
-        return {}, {"mrpc": "shared data not found"}
-    pairs, labels = loaded
-    scored = score(embedder, pairs, SIMILARITY_THRESHOLD)
-    base_t = baseline_threshold(scored.cosine, labels)
-    ours_hit = _rate(scored.verified[labels == 1])
-    base_hit = _rate(scored.cosine[labels == 1] >= base_t)
+def set_figures(s: Scored, threshold: float) -> tuple[dict[str, float], dict[str, Any]]:
+    """One set's figures, each stage at equal false-hit rate and the curve over thresholds."""
+    served = s.shipped(threshold)
+    hit, false = _rate(served[s.labels == 1]), _rate(served[s.labels == 0])
+    cos_hit, _ = hit_rate_at(s.cosine, s.labels, false)
+    one_pair = 1 / max(int(s.labels.sum()), 1)  # cosine alone at 0 hits counts as one pair
     figures = {
-        "mrpc_hit_rate_at_1pct_false": ours_hit,
-        "mrpc_false_hit_rate": _rate(scored.verified[labels == 0]),
-        "mrpc_baseline_hit_rate_at_1pct_false": base_hit,
-        "mrpc_baseline_false_hit_rate": _rate(scored.cosine[labels == 0] >= base_t),
-        "mrpc_vs_baseline_ratio": round(ours_hit / base_hit, 3) if base_hit else 0.0,
+        f"semantic_hit_rate_{s.name}": hit,
+        f"semantic_false_hit_rate_{s.name}": false,
+        f"cosine_hit_rate_at_same_false_{s.name}": cos_hit,
+        f"semantic_vs_cosine_{s.name}": round(hit / max(cos_hit, one_pair), 3),
+        f"cosine_hit_rate_at_1pct_false_{s.name}": hit_rate_at(s.cosine, s.labels, FALSE_BUDGET)[0],
     }
+    ruled = np.where(s.rules, s.cosine, -np.inf)
     notes = {
-        "mrpc_pairs": len(pairs),
-        "mrpc_baseline_threshold": round(base_t, 4),
-        "similarity_threshold": SIMILARITY_THRESHOLD,
-        "alignment_threshold": ALIGNMENT_THRESHOLD,
+        "pairs": len(s.labels),
+        "same_meaning": int(s.labels.sum()),
+        # hits at the shipped decision's false-hit rate, each pipeline's cosine threshold swept
+        "stages_at_equal_false_hit_rate": {
+            "cosine": cos_hit,
+            "cosine_then_rules": hit_rate_at(ruled, s.labels, false)[0],
+        },
+        "curve": [
+            {"threshold": t}
+            | _point(s, s.cosine >= t, "cosine")
+            | _point(s, s.shipped(t), "semantic")
+            for t in CURVE
+        ],
     }
-    return figures, notes | _chat_pairs(embedder, base_t)
+    return figures, notes
 
 
-def _chat_pairs(embedder: Embedder, base_t: float) -> dict[str, Any]:
-    """The hand-written chat near misses and paraphrases, ours and the baseline's."""
-    near = score(embedder, NEAR_MISSES, SIMILARITY_THRESHOLD)
-    para = score(embedder, PARAPHRASES, SIMILARITY_THRESHOLD)
+def _point(s: Scored, served: np.ndarray, prefix: str) -> dict[str, float]:
+    """Hits and false hits of `served`, named with `prefix`."""
     return {
-        "near_miss_false_hits": f"{int(near.verified.sum())}/{len(NEAR_MISSES)}",
-        "near_miss_false_hits_baseline": f"{int((near.cosine >= base_t).sum())}/{len(NEAR_MISSES)}",
-        "chat_paraphrase_hits": f"{int(para.verified.sum())}/{len(PARAPHRASES)}",
-        "chat_paraphrase_hits_baseline": f"{int((para.cosine >= base_t).sum())}/{len(PARAPHRASES)}",
+        f"{prefix}_hits": _rate(served[s.labels == 1]),
+        f"{prefix}_false_hits": _rate(served[s.labels == 0]),
     }
 
 
-def gptcache_figures(embedder: Embedder) -> dict[str, float]:
-    """Share of GPTCache's same-meaning pairs answered at the shipped threshold."""
-    pairs = load_gptcache()
-    if not pairs:
-        return {}
-    scored = score(embedder, pairs, SIMILARITY_THRESHOLD)
-    return {"gptcache_mock_hit_rate": _rate(scored.verified)}
+def calibrate(sets: list[Scored], budget: float) -> float:
+    """The lowest cosine threshold (0.01 steps) with false hits <= budget on every set."""
+    for t in np.arange(0.70, 1.0, 0.01):
+        if all(_rate(s.shipped(t)[s.labels == 0]) <= budget for s in sets):
+            return round(float(t), 2)
+    return 1.0
+
+
+def quality_figures(embedder: Embedder) -> tuple[dict[str, float], dict[str, Any]]:
+    """Every dev set's figures on its "dev" half; the lowest threshold within budget on both."""
+    figures: dict[str, float] = {}
+    notes: dict[str, Any] = {"similarity_threshold": SIMILARITY_THRESHOLD}
+    halves = []
+    for name in devsets.SETS:
+        pairs = devsets.load(name)
+        if not pairs.pairs:
+            notes[name] = "shared data not found"
+            continue
+        dev, fit = pairs.half("dev"), pairs.half("train")
+        scored = score(embedder, name, dev.pairs, dev.labels)
+        set_fig, notes[name] = set_figures(scored, SIMILARITY_THRESHOLD)
+        figures |= set_fig
+        halves += [scored, score(embedder, name, fit.pairs, fit.labels)]
+    if halves:
+        notes["lowest_threshold_within_budget_on_both_halves"] = calibrate(halves, FALSE_BUDGET)
+    return figures, notes | _hand_written(embedder)
+
+
+def _hand_written(embedder: Embedder) -> dict[str, Any]:
+    """The hand-written chat near misses and paraphrases (cache/pairs.py)."""
+    out = {}
+    for name, pairs in (
+        ("near_miss_false_hits", NEAR_MISSES),
+        ("chat_paraphrase_hits", PARAPHRASES),
+    ):
+        served = score(embedder, name, pairs, [0] * len(pairs)).shipped(SIMILARITY_THRESHOLD)
+        out[name] = f"{int(served.sum())}/{len(pairs)}"
+    return out
 
 
 def semantic_lookup_ms(embedder: Embedder, cache: Any, probes: list[Any]) -> list[float]:

@@ -13,11 +13,10 @@ from typing import Any
 from companion.cache.base import CacheEntry, CacheHit, Probe
 from companion.cache.exact import ExactCache
 from companion.cache.keys import decide_scope, make_key, model_identity, persona_version
-from companion.cache.semantic import ALIGNMENT_THRESHOLD, SIMILARITY_THRESHOLD, SemanticCache
+from companion.cache.semantic import SIMILARITY_THRESHOLD, SemanticCache
 from companion.cache.table import CacheTable
-from companion.cache.verify import Verifier
 from companion.domain import GenerationOptions
-from companion.embed.base import Embedder, TokenEncoder
+from companion.embed.base import Embedder
 from companion.stats import percentile
 
 log = logging.getLogger("companion.cache")
@@ -58,7 +57,6 @@ class ResponseCache:
         lru_entries: int,
         cleanup_interval_s: float,
         similarity_threshold: float = SIMILARITY_THRESHOLD,
-        alignment_threshold: float = ALIGNMENT_THRESHOLD,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """Without an embedder only the exact layer runs."""
@@ -68,10 +66,8 @@ class ResponseCache:
         )
         self.semantic: SemanticCache | None = None
         if embedder is not None:
-            encoder = embedder if isinstance(embedder, TokenEncoder) else None
-            verifier = Verifier(encoder, alignment_threshold)
             self.semantic = SemanticCache(
-                table, verifier, dim=embedder.dim, threshold=similarity_threshold, clock=clock
+                table, dim=embedder.dim, threshold=similarity_threshold, clock=clock
             )
         self.cleanup_interval_s = cleanup_interval_s
         self._counts = {

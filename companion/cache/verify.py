@@ -2,19 +2,15 @@
 
 A bi-encoder puts "Is it safe to fly today?" next to "Is it not safe to fly today?" and
 "What is my name?" next to "What is your name?". Before a neighbour's reply is served, both
-messages must agree on numbers, negation, named entities, person and question word, and every
-token of each must find a close token in the other (a BERTScore-style alignment on the same
-model's token vectors).
+messages must agree on numbers, negation, named entities, person, question word and opposite
+words. (A token-alignment stage used to follow; at equal false-hit rate it added no hits on any
+dev set, so it was removed: docs/cache.md.)
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-
-import numpy as np
-
-from companion.embed.base import TokenEncoder
 
 NUMBER_WORDS = frozenset(
     [
@@ -133,7 +129,6 @@ class Verdict:
 
     ok: bool
     reason: str
-    alignment: float = 1.0
 
 
 def _is_entity(word: str, before: str) -> bool:
@@ -220,31 +215,3 @@ def rule_check(query: str, candidate: str) -> Verdict:
     if _order(both, query) != _order(both, candidate):
         return Verdict(False, "named entities in another order")
     return Verdict(True, "")
-
-
-def alignment(states_a: np.ndarray, states_b: np.ndarray) -> float:
-    """min over both sides of the mean best cosine of each token to the other side's tokens."""
-    if not len(states_a) or not len(states_b):
-        return 0.0  # no token vectors: never verified
-    sims = states_a @ states_b.T
-    return float(min(sims.max(axis=1).mean(), sims.max(axis=0).mean()))
-
-
-class Verifier:
-    """Rules first (cheap), then token alignment on the embedding model's token vectors."""
-
-    def __init__(self, encoder: TokenEncoder | None, min_alignment: float) -> None:
-        """Without an encoder only the rules run."""
-        self.encoder = encoder
-        self.min_alignment = min_alignment
-
-    def check(self, query: str, candidate: str) -> Verdict:
-        """Whether `candidate`'s reply may answer `query`."""
-        verdict = rule_check(query, candidate)
-        if not verdict.ok or self.encoder is None:
-            return verdict
-        states_a, states_b = self.encoder.token_states([query, candidate])
-        score = alignment(states_a, states_b)
-        if score < self.min_alignment:
-            return Verdict(False, "token alignment too low", score)
-        return Verdict(True, "", score)

@@ -7,8 +7,7 @@ import numpy as np
 from companion.cache import ResponseCache
 from companion.cache.pairs import NEAR_MISSES
 from companion.cache.semantic import PartitionIndex
-from companion.cache.verify import Verifier, details, rule_check
-from companion.embed import MemoEmbedder
+from companion.cache.verify import details, rule_check
 from tests.cache.test_exact import keep, probe
 
 
@@ -51,15 +50,6 @@ def test_rules_catch_details() -> None:
     assert not rule_check("Is Python faster than Java?", "Is Java faster than Python?").ok
     assert not rule_check("soft yolk please", "hard yolk please").ok
     assert rule_check("How can I fall asleep faster?", "How do I fall asleep more quickly?").ok
-
-
-def test_verifier_alignment_uses_token_vectors(embedder: MemoEmbedder) -> None:
-    verifier = Verifier(embedder, 0.86)
-    assert verifier.check(
-        "Can you recommend a good book to read?", "Could you recommend a good book to read?"
-    ).ok
-    verdict = verifier.check("What is the boiling point of water?", "Tell me about the sea.")
-    assert not verdict.ok
 
 
 def test_partition_index_switches_to_hnsw_and_keeps_finding() -> None:

@@ -1,0 +1,45 @@
+"""The dev sets are built the same way every time, and the two halves never share a sentence."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from companion.bench import devsets
+from companion.bench.cache_quality import hit_rate_at
+from companion.cache.nearmiss import near_miss, reworded, swap_item
+
+
+def test_a_near_miss_changes_one_detail_and_is_reproducible() -> None:
+    line = "I take my dog for a walk every morning."
+    first = near_miss(line, random.Random(3))
+    assert first == near_miss(line, random.Random(3))
+    assert first is not None and first != line
+    changed = [a for a, b in zip(line.split(), first.split(), strict=False) if a != b]
+    assert len(changed) <= 2  # one word ("don't like" adds one)
+    assert swap_item("Can dogs eat grapes?", random.Random(0)) not in (None, "Can dogs eat grapes?")
+    assert reworded("What's your name?") == "what is your name?"
+    assert near_miss("Hello there.", random.Random(0)) is None
+
+
+def test_halves_are_stable_and_disjoint() -> None:
+    chat = devsets.load("chat")
+    if not chat.pairs:
+        pytest.skip("../shared/data not found")
+    again = devsets.load("chat")
+    assert chat.pairs == again.pairs and chat.labels == again.labels
+    train, dev = chat.half("train"), chat.half("dev")
+    assert len(train.pairs) + len(dev.pairs) == len(chat.pairs)
+    assert not {a for a, _ in train.pairs} & {a for a, _ in dev.pairs}
+    assert 0.3 < sum(dev.labels) / len(dev.labels) < 0.7
+
+
+def test_hit_rate_at_a_false_hit_budget() -> None:
+    labels = np.array([1, 1, 1, 0, 1, 0, 0, 0, 0, 0])
+    scores = np.array([0.99, 0.98, 0.9, 0.89, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3])
+    assert hit_rate_at(scores, labels, 0.0) == (0.75, 0.0)
+    assert hit_rate_at(scores, labels, 1 / 6) == (1.0, round(1 / 6, 4))
+    tied = np.array([0.9, 0.9, 0.5, 0.5, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
+    assert hit_rate_at(tied, labels, 0.0) == (0.5, 0.0)  # a tie is never split
