@@ -27,7 +27,7 @@ class Budget:
         return asdict(self)
 
 
-THRESHOLDS = (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+THRESHOLDS = (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98)
 
 QUICK = Budget("quick", 2, 32, 8, (1, 2, 4, 8, 16, 32), 3, 200, 120, 300, THRESHOLDS,
                (100, 300, 1000), 8)  # fmt: skip

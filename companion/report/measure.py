@@ -19,7 +19,8 @@ from companion.bench import memory as memory_bench
 from companion.bench import models as models_bench
 from companion.bench import persona_chat_openers
 from companion.bench import user as user_bench
-from companion.bench.cache_quality import load_mrpc, score
+from companion.bench.cache_quality import score
+from companion.bench.devsets import load_mrpc
 from companion.bench.http_load import companion_command, free_port, llama_server_command, serve
 from companion.config import Settings
 from companion.domain import GenerationOptions
@@ -129,16 +130,16 @@ def threshold_step(settings: Settings, budget: Budget, tick: Tick) -> dict[str, 
     """Hit and false-hit rates of the shipped decision and of cosine alone, per threshold."""
     from companion.embed import load_embedder
 
-    loaded = load_mrpc()
-    if loaded is None:
+    mrpc = load_mrpc()
+    if not mrpc.pairs:
         return {"figures": {}, "notes": {"skipped": "MRPC not found in ../shared/data"}}
-    pairs, labels = loaded[0][: budget.mrpc_pairs], loaded[1][: budget.mrpc_pairs]
+    pairs, labels = mrpc.pairs[: budget.mrpc_pairs], np.array(mrpc.labels[: budget.mrpc_pairs])
     tick(f"{len(pairs)} MRPC pairs, thresholds {budget.thresholds[0]}-{budget.thresholds[-1]}")
-    scored = score(load_embedder(), pairs, min(budget.thresholds))
+    scored = score(load_embedder(), "mrpc", pairs, list(labels))
     figures: dict[str, float] = {}
     for t in budget.thresholds:
         above = scored.cosine >= t
-        ours = scored.verified & above
+        ours = scored.shipped(t)
         for name, mask in (("ours", ours), ("cosine", above)):
             figures[f"{name}_hit_rate_{t}"] = round(float(np.mean(mask[labels == 1])), 4)
             figures[f"{name}_false_hit_rate_{t}"] = round(float(np.mean(mask[labels == 0])), 4)

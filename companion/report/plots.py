@@ -50,7 +50,7 @@ def build(steps: dict[str, Any]) -> list[dict[str, Any]]:
                                             ("false_hit_rate", "false-hit rate"))],
                         mark=SIMILARITY_THRESHOLD,
                         caption=f"MRPC test pairs ({thr['notes']['pairs']}): hits on paraphrases, "
-                        "false hits on non-paraphrases; shipped = cosine then the verifier; the "
+                        "false hits on non-paraphrases; shipped = cosine, then the rules; the "
                         "dashed line is the shipped threshold"))  # fmt: skip
     mem = steps.get("memory", {})
     if mem.get("figures"):
