@@ -1,4 +1,8 @@
-"""Per-user admission: a token-bucket rate limit and a cap on requests in flight."""
+"""Per-user admission: a token-bucket rate limit and a cap on requests in flight.
+
+`Limits` is the interface; UserLimits here is the in-process backend, RedisLimits
+(companion/shared/redis_limits.py) the one that holds across instances.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 from companion.errors import Overloaded
 
@@ -17,6 +22,18 @@ class _Bucket:
     tokens: float
     stamp: float
     in_flight: int = 0
+
+
+class Limits(Protocol):
+    """Per-user rate and concurrency limits."""
+
+    def acquire(self, user_id: str) -> str:
+        """Take a slot and a rate token, or raise Overloaded; returns the slot's ticket."""
+        ...
+
+    def release(self, user_id: str, ticket: str = "local") -> None:
+        """Give back the slot of that ticket."""
+        ...
 
 
 class UserLimits:
@@ -32,18 +49,18 @@ class UserLimits:
     @contextmanager
     def admit(self, user_id: str) -> Iterator[None]:
         """Hold one of the user's slots for the duration of a request, or raise Overloaded."""
-        self.acquire(user_id)
+        ticket = self.acquire(user_id)
         try:
             yield
         finally:
-            self.release(user_id)
+            self.release(user_id, ticket)
 
-    def release(self, user_id: str) -> None:
+    def release(self, user_id: str, ticket: str = "local") -> None:
         """Give back a slot taken by acquire()."""
         with self._lock:
             self._buckets[user_id].in_flight -= 1
 
-    def acquire(self, user_id: str) -> None:
+    def acquire(self, user_id: str) -> str:
         """Take one slot (and one rate token) for `user_id`, or raise Overloaded."""
         now = self._now()
         with self._lock:
@@ -66,3 +83,4 @@ class UserLimits:
                 )
             b.tokens -= 1
             b.in_flight += 1
+        return "local"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from companion.cache import open_cache
 from companion.chat import Companion
@@ -25,6 +26,8 @@ from companion.llm.hardware import (
 from companion.llm.registry import MODELS, Registry
 from companion.llm.routing import ModelRouter, RoutingRule
 from companion.personal import open_personal
+from companion.shared.bus import Handler
+from companion.shared.wiring import Shared, local_shared, open_shared
 from companion.storage import Store, store_for
 
 log = logging.getLogger("companion.runtime")
@@ -183,6 +186,7 @@ class Runtime:
     plan: ModelPlan
     companion: Companion
     routing: RoutingPlan = field(default_factory=lambda: RoutingPlan(False, "model_routing is off"))
+    shared: Shared = field(default_factory=local_shared)
     _reload_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -202,6 +206,7 @@ class Runtime:
             self.plan = plan
             old.close()
             log.info("model swapped: %s -> %s", old.info.name, engine.info.name)
+            self.shared.bus.publish("model_reloaded", model=engine.info.name)
             self._check_routing(plan)
             return engine.info
 
@@ -227,7 +232,24 @@ class Runtime:
             self.companion.personal.close()
         if self.companion.cache is not None:
             self.companion.cache.close()
+        self.shared.close()
         self.store.close()
+
+
+def invalidation_handler(companion: Companion) -> Handler:
+    """What this instance drops when any instance publishes an invalidation."""
+
+    def handle(event: str, data: dict[str, Any]) -> None:
+        cache = companion.cache
+        memory = companion.personal.memory if companion.personal is not None else None
+        # personas are read from the database each turn; after an edit (or a reload) the
+        # in-process cache copies made under the old persona (or model) are dead weight
+        if event in ("cache_cleared", "model_reloaded", "persona_edited") and cache is not None:
+            cache.drop_local(data.get("scope") if event == "cache_cleared" else None)
+        elif event == "memory_deleted" and memory is not None:
+            memory.forget_user(str(data["user_id"]))
+
+    return handle
 
 
 def open_runtime(settings: Settings) -> Runtime:
@@ -240,6 +262,7 @@ def open_runtime(settings: Settings) -> Runtime:
     if settings.model_routing and not routing.enabled:
         log.warning("model switching requested but off: %s", routing.reason)
     store = store_for(settings)
+    shared = open_shared(settings)
     try:
         stale = store.mark_unfinished_interrupted()
         if stale:
@@ -249,9 +272,11 @@ def open_runtime(settings: Settings) -> Runtime:
         )
         embedder = load_embedder() if wants_vectors else None
         personal = open_personal(settings, store, embedder)
-        cache = open_cache(settings, store, embedder) if settings.enable_caching else None
+        cache = open_cache(settings, store, embedder, shared.entries) if (
+            settings.enable_caching) else None
         engine = start_engine(settings, plan)
     except BaseException:
+        shared.close()
         store.close()
         raise
     router = None
@@ -278,4 +303,9 @@ def open_runtime(settings: Settings) -> Runtime:
     )
     companion.routing_note = routing.reason
     personal.use_engine(lambda: companion.engine)  # LLM memory extraction (memory_llm_extraction)
-    return Runtime(settings, store, registry, hardware, plan, companion, routing)
+    if cache is not None:
+        cache.bus = shared.bus
+    if personal.memory is not None:
+        personal.memory.bus = shared.bus
+    shared.bus.subscribe(invalidation_handler(companion))
+    return Runtime(settings, store, registry, hardware, plan, companion, routing, shared=shared)

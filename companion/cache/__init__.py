@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from companion.cache.base import Cache, CacheEntry, CacheHit, Probe
+from companion.cache.entries import Entries
 from companion.cache.keys import Scope, decide_scope, make_key, normalise_message
 from companion.cache.service import ResponseCache
 from companion.cache.table import CacheTable
@@ -11,8 +12,11 @@ from companion.embed.base import Embedder
 from companion.storage import Store
 
 
-def open_cache(settings: Settings, store: Store, embedder: Embedder | None) -> ResponseCache:
-    """The cache the settings ask for (the semantic layer needs the embedder)."""
+def open_cache(
+    settings: Settings, store: Store, embedder: Embedder | None, shared: Entries | None = None
+) -> ResponseCache:
+    """The cache the settings ask for (the semantic layer needs the embedder; `shared` is the
+    exact layer's Redis level when redis_url is set)."""
     return ResponseCache(
         CacheTable(store.engine),
         embedder if settings.semantic_cache else None,
@@ -20,6 +24,7 @@ def open_cache(settings: Settings, store: Store, embedder: Embedder | None) -> R
         max_entries=settings.cache_max_entries,
         lru_entries=settings.cache_lru_entries,
         cleanup_interval_s=settings.cleanup_interval,
+        shared=shared,
     )
 
 

@@ -9,13 +9,15 @@ from collections.abc import Callable
 from typing import Any
 
 from companion.cache.base import CacheEntry, CacheHit, Probe
+from companion.cache.entries import Entries
 from companion.cache.table import CacheTable
 
 Clock = Callable[[], float]
 
 
 class ExactCache:
-    """Replies by exact key: LRU first, then the table; expired entries never come back."""
+    """Replies by exact key: LRU first, then the shared entries (Redis, when configured), then
+    the table; expired entries never come back."""
 
     def __init__(
         self,
@@ -25,9 +27,11 @@ class ExactCache:
         max_entries: int,
         lru_entries: int,
         clock: Clock = time.time,
+        shared: Entries | None = None,
     ) -> None:
         """`max_entries` caps the table (oldest-used evicted); `lru_entries` caps the LRU."""
         self.table = table
+        self.shared = shared
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self.lru_entries = lru_entries
@@ -56,7 +60,11 @@ class ExactCache:
                 self._lru.move_to_end(key)
                 self._mark_used(key, now)
                 return entry
-        entry = self.table.get(key, now)
+        entry = self.shared.get(key) if self.shared is not None else None
+        if entry is None:
+            entry = self.table.get(key, now)
+            if entry is not None and self.shared is not None:
+                self.shared.put(entry)
         if entry is not None:
             with self._lock:
                 self._remember(entry)
@@ -88,6 +96,8 @@ class ExactCache:
     def store(self, entry: CacheEntry) -> list[tuple[str, str]]:
         """Keep the entry; return the (key, partition) of any entries evicted to make room."""
         self.table.upsert(entry, self.clock())
+        if self.shared is not None:
+            self.shared.put(entry)
         with self._lock:
             if entry.key not in self._lru:
                 self._rows += 1
@@ -96,7 +106,9 @@ class ExactCache:
         return self._evict() if over > 0 else []
 
     def remove(self, keys: list[tuple[str, str]]) -> None:
-        """Forget entries already deleted from the table."""
+        """Forget entries already deleted from the table (here and in the shared entries)."""
+        if self.shared is not None and keys:
+            self.shared.delete(k for k, _ in keys)
         with self._lock:
             for key, _ in keys:
                 self._lru.pop(key, None)
@@ -120,6 +132,15 @@ class ExactCache:
         """Drop every entry, or one scope's."""
         self.flush()
         gone = self.table.delete_scope(scope)
+        if self.shared is not None:
+            self.shared.delete(k for k, _ in gone)
+        self.drop_local(scope)
+        with self._lock:
+            self._rows = max(0, self._rows - len(gone))
+        return gone
+
+    def drop_local(self, scope: str | None = None) -> None:
+        """Forget the in-process copies (of one scope): another instance cleared them."""
         with self._lock:
             if scope is None:
                 self._lru.clear()
@@ -127,8 +148,6 @@ class ExactCache:
             else:
                 for key in [k for k, e in self._lru.items() if e.scope == scope]:
                     del self._lru[key]
-            self._rows = max(0, self._rows - len(gone))
-        return gone
 
     def flush(self) -> None:
         """Write the hit counts and last-use times gathered since the last flush."""

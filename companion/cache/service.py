@@ -11,12 +11,14 @@ from dataclasses import replace
 from typing import Any
 
 from companion.cache.base import CacheEntry, CacheHit, Probe
+from companion.cache.entries import Entries
 from companion.cache.exact import ExactCache
 from companion.cache.keys import decide_scope, make_key, model_identity, persona_version
 from companion.cache.semantic import SIMILARITY_THRESHOLD, SemanticCache
 from companion.cache.table import CacheTable
 from companion.domain import GenerationOptions
 from companion.embed.base import Embedder
+from companion.shared.bus import Bus
 from companion.stats import percentile
 
 log = logging.getLogger("companion.cache")
@@ -58,12 +60,15 @@ class ResponseCache:
         cleanup_interval_s: float,
         similarity_threshold: float = SIMILARITY_THRESHOLD,
         clock: Callable[[], float] = time.time,
+        shared: Entries | None = None,
     ) -> None:
-        """Without an embedder only the exact layer runs."""
+        """Without an embedder only the exact layer runs; `shared`: Redis for exact hits."""
         self.embedder = embedder
         self.exact = ExactCache(
-            table, ttl_s=ttl_s, max_entries=max_entries, lru_entries=lru_entries, clock=clock
+            table, ttl_s=ttl_s, max_entries=max_entries, lru_entries=lru_entries, clock=clock,
+            shared=shared,
         )
+        self.bus: Bus | None = None  # set by the runtime: clear() tells every instance
         self.semantic: SemanticCache | None = None
         if embedder is not None:
             self.semantic = SemanticCache(
@@ -214,7 +219,16 @@ class ResponseCache:
         self._totals_at = None
         if self.semantic is not None:
             self.semantic.remove(gone)
+        if self.bus is not None:
+            self.bus.publish("cache_cleared", scope=scope)
         return len(gone)
+
+    def drop_local(self, scope: str | None = None) -> None:
+        """Forget in-process copies (LRU, semantic partitions): another instance cleared them."""
+        self.exact.drop_local(scope)
+        self._totals_at = None
+        if self.semantic is not None:
+            self.semantic.clear()  # partitions reload from the table when next used
 
     def start(self) -> None:
         """Run cleanup_expired_cache() every cleanup_interval in a daemon thread."""

@@ -32,6 +32,7 @@ from companion.memory.index import MemoryIndex, episode_key, fact_key
 from companion.memory.recall import Weights, recall
 from companion.memory.reconcile import Decision, decide
 from companion.memory.repo import MemoryRepo, merge_sources
+from companion.shared.bus import Bus
 from companion.storage import Store
 
 log = logging.getLogger("companion.memory")
@@ -63,6 +64,7 @@ class MemoryService:
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()  # one reconciliation at a time: decide, write, index
         self._schedule: Schedule | None = None
+        self.bus: Bus | None = None  # set by the runtime: deletions reach every instance
 
     # turns
 
@@ -205,6 +207,7 @@ class MemoryService:
                           message_id=None, old_importance=old.importance, new_importance=None,
                           now=_now())
         self.index.remove(user_id, [fact_key(memory_id)])
+        self._deleted(user_id)
 
     def memories(self, user_id: str, limit: int = 50, offset: int = 0,
                  topic: str | None = None) -> list[Memory]:
@@ -259,6 +262,8 @@ class MemoryService:
                               new_importance=None, now=now)
             self.repo.delete(conn, [*gone_old, *gone_over])
         self.index.remove(uid, [fact_key(i) for i in (*gone_old, *gone_over)])
+        if gone_old or gone_over:
+            self._deleted(uid)
         return len(gone_old), len(gone_over)
 
     def _cleanup_turns(self, uid: str, now: datetime) -> tuple[int, int]:
@@ -313,6 +318,11 @@ class MemoryService:
                 out.append(Recalled(then, r.score, {**r.reasons, "as_of": as_of.isoformat()},
                                     r.snippet))
         return out
+
+    def _deleted(self, user_id: str) -> None:
+        """Tell the other instances to drop what they hold of this user's memories."""
+        if self.bus is not None:
+            self.bus.publish("memory_deleted", user_id=user_id)
 
     def _owned(self, conn: Connection, user_id: str, memory_id: int) -> Memory:
         """The memory, if it belongs to `user_id` (NotFound otherwise, never another's)."""

@@ -21,7 +21,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from companion import __version__
 from companion.config import Settings
 from companion.errors import CompanionError
-from companion.limits import UserLimits
 from companion.runtime import Runtime, open_runtime
 from companion.server.badinput import RejectUnencodableText, overflow_error
 from companion.server.observe import TimingMiddleware
@@ -45,9 +44,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = runtime is None
         app.state.runtime = runtime or await asyncio.to_thread(open_runtime, settings)
-        app.state.limits = UserLimits(
-            settings.rate_limit_per_minute, settings.max_concurrent_per_user
-        )
+        app.state.limits = app.state.runtime.shared.limits  # Redis with redis_url: all instances
         companion = app.state.runtime.companion
         companion.stats.metrics.watch_engine(lambda: companion.engine.stats())
         companion.stats.metrics.watch_routing(

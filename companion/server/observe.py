@@ -37,7 +37,7 @@ async def metrics(request: Request) -> Response:
 async def health(request: Request) -> JSONResponse:
     """Readiness (no key needed): the model engines and the database; 503 when one is down."""
     report = await asyncio.to_thread(health_report, runtime_of(request))
-    return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
+    return JSONResponse(report, status_code=503 if report["status"] == "down" else 200)
 
 
 def health_report(rt: Runtime) -> dict[str, Any]:
@@ -62,8 +62,14 @@ def health_report(rt: Runtime) -> dict[str, Any]:
         checks["database"] = {"status": "down", "reason": exc.message}
     with contextlib.suppress(OSError):  # the data dir may be gone: the report says the rest
         checks["database"]["disk_free_mb"] = shutil.disk_usage(rt.settings.data_dir).free // 2**20
-    problems = [f"{part}: {c['reason']}" for part, c in checks.items() if c["status"] != "ok"]
-    return {"status": "down" if problems else "ok", "problems": problems, "checks": checks}
+    # Redis degraded is not down: replies are still served (cache misses, per-instance limits)
+    checks["redis"] = rt.shared.health()
+    bad = [(part, c) for part, c in checks.items() if c["status"] not in ("ok", "off")]
+    problems = [f"{part}: {c['reason']}" for part, c in bad]
+    down = any(c["status"] == "down" for _, c in bad)
+    status = "down" if down else "degraded" if problems else "ok"
+    return {"status": status, "redis": checks["redis"]["status"], "problems": problems,
+            "checks": checks}
 
 
 class TimingMiddleware:

@@ -203,6 +203,7 @@ async def edit_persona(persona_id: str, body: PersonaBody, request: Request) -> 
     """Change a persona (traits merge with the ones it has)."""
     changed = await asyncio.to_thread(_personal(request).personas.update, persona_id,
                                       body.fields())
+    request.app.state.runtime.shared.bus.publish("persona_edited", persona_id=persona_id)
     return changed.to_dict()
 
 
@@ -210,6 +211,7 @@ async def edit_persona(persona_id: str, body: PersonaBody, request: Request) -> 
 async def delete_persona(persona_id: str, request: Request) -> Response:
     """Delete a persona; its users go back to the default."""
     await asyncio.to_thread(_personal(request).personas.delete, persona_id)
+    request.app.state.runtime.shared.bus.publish("persona_edited", persona_id=persona_id)
     return Response(status_code=204)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, TypeVar
@@ -14,7 +15,7 @@ from fastapi.responses import JSONResponse
 from companion.chat import DEFAULT_USER
 from companion.domain import ChatResult, Message, Session
 from companion.errors import CompanionError, NotFound
-from companion.limits import UserLimits
+from companion.limits import Limits
 from companion.runtime import Runtime
 from companion.server.schemas import (
     ChatRequest,
@@ -93,22 +94,30 @@ def admitted_chat(
 ) -> AsyncIterator[str | ChatResult]:
     """The chat stream inside the user's rate and concurrency limits (429 when over them)."""
     stream = runtime_of(request).companion.chat_stream(user_id, message, session_id, **options)
-    return admitted(request, user_id, stream)
+    return admitted(request, user_id, stream, session_id)
 
 
-def admitted(request: Request, user_id: str | None, stream: AsyncIterator[T]) -> AsyncIterator[T]:
+def admitted(
+    request: Request,
+    user_id: str | None,
+    stream: AsyncIterator[T],
+    session_id: str | None = None,
+) -> AsyncIterator[T]:
     """Any stream (a chat turn, an OpenAI API turn or completion) inside the user's rate and
-    concurrency limits (429 when over them)."""
-    limits: UserLimits = request.app.state.limits
+    concurrency limits (429 when over them), and inside its session's turn lock (across
+    instances with redis_url) when it names one."""
+    limits: Limits = request.app.state.limits
+    locks = runtime_of(request).shared.locks
     key = user_id or DEFAULT_USER
-    limits.acquire(key)
+    ticket = limits.acquire(key)
 
     async def held() -> AsyncIterator[T]:
         try:
-            async for event in stream:
-                yield event
+            async with locks.hold(session_id) if session_id else contextlib.nullcontext():
+                async for event in stream:
+                    yield event
         finally:
-            limits.release(key)
+            limits.release(key, ticket)
             await stream.aclose()  # type: ignore[attr-defined]
 
     return held()
