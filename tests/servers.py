@@ -58,17 +58,18 @@ class Postgres:
         self.server.psql(f"CREATE DATABASE {name}")
         return self.url(name)
 
-    def pg_ctl(self, *args: str) -> None:
-        """Run the bundled pg_ctl on this server's data folder (stop/start in fault tests)."""
-        import pgserver
+    def stop(self) -> None:
+        """Stop the server (fault tests); start() brings it back with the same data."""
+        from pgserver._commands import pg_ctl
 
-        binary = Path(pgserver.__file__).parent / "pginstall" / "bin" / "pg_ctl"
-        subprocess.run(
-            [str(binary), "-D", str(self.folder), "-w", *args],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.folder, user=self.server.system_user)
+
+    def start(self) -> None:
+        """Start the stopped server again, on the same socket folder."""
+        from pgserver._commands import pg_ctl
+
+        args = ["-w", "-o", '-h ""', "-o", f"-k {self.folder}", "-l", str(self.server.log), "start"]
+        pg_ctl(args, pgdata=self.folder, user=self.server.system_user, timeout=30)
 
     def close(self) -> None:
         self.server.cleanup()

@@ -24,10 +24,12 @@ from typing import Any
 from companion.bench import persona_chat_openers, shared_data
 from companion.bench.cache_http import http_figures
 from companion.bench.cache_quality import quality_figures, semantic_lookup_ms
+from companion.bench.cache_shared import shared_cache_figures
 from companion.bench.devsets import SETS, load_gptcache
 from companion.bench.progress import phase
 from companion.cache import Probe
 from companion.config import Settings
+from companion.errors import ConfigError
 from companion.runtime import Runtime, open_runtime
 from companion.stats import percentile
 
@@ -181,8 +183,13 @@ def _goals(figures: dict[str, float]) -> dict[str, str]:
     return out
 
 
-def run(settings: Settings, scale: int | None = None) -> tuple[dict[str, float], dict[str, Any]]:
-    """All figures; `scale` = workload requests (default 1000)."""
+def run(settings: Settings, scale: int | None = None, database_url: str | None = None,
+        redis_url: str | None = None) -> tuple[dict[str, float], dict[str, Any]]:
+    """All figures; `scale` = workload requests (default 1000). With `database_url` (and
+    `redis_url`), cold exact lookups on PostgreSQL (and Redis) beside SQLite: pg_* figures."""
+    if redis_url and not database_url:
+        raise ConfigError("--redis-url needs --database-url (the table behind Redis)",
+                          field="redis_url")
     n = scale or 1000
     turns = workload(n)
     with tempfile.TemporaryDirectory() as tmp:
@@ -218,6 +225,9 @@ def run(settings: Settings, scale: int | None = None) -> tuple[dict[str, float],
             rt.close()
     phase("cache: HTTP server figures")
     figures |= http_figures(settings)
+    if database_url:
+        figures |= shared_cache_figures(settings, [t.message for t in turns], database_url,
+                                        redis_url)
     notes = {
         "requests": n,
         "workload_s": round(workload_s, 1),

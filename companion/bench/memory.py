@@ -23,6 +23,7 @@ import numpy as np
 from companion.bench import lme, locomo, shared_data
 from companion.bench.baselines import CachedEmbedder
 from companion.bench.progress import phase
+from companion.bench.shared import prefixed, scratch_database
 from companion.config import Settings
 from companion.context import build_context
 from companion.domain import Message
@@ -114,7 +115,8 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def query_figures(settings: Settings, scale: int, rows: list[dict[str, str]],
-                  sweep: tuple[int, ...] = TURN_SWEEP) -> dict[str, float]:
+                  sweep: tuple[int, ...] = TURN_SWEEP, url: str | None = None
+                  ) -> dict[str, float]:
     """Topic search, importance ranking, context building and total, per request, at
     `scale` facts per user and each turn count of `sweep`."""
     facts = list(dict.fromkeys(persona_facts(rows)))
@@ -123,7 +125,7 @@ def query_figures(settings: Settings, scale: int, rows: list[dict[str, str]],
     engine = start_engine(settings, plan_model(settings, Registry(settings.resolved_models_dir),
                                                detect_hardware(), "tiny"))
     with tempfile.TemporaryDirectory() as tmp:
-        store = open_store(f"sqlite:///{tmp}/bench.db")
+        store = open_store(url or f"sqlite:///{tmp}/bench.db")
         personal = open_personal(settings, store, load_embedder())
         memory = personal.memory
         assert memory is not None
@@ -202,8 +204,10 @@ def _time_requests(personal: Personal, engine: Any, settings: Settings, session_
     }
 
 
-def run(settings: Settings, scale: int | None) -> tuple[dict[str, float], dict[str, Any]]:
-    """All parts; `scale` = facts per user (default 1000)."""
+def run(settings: Settings, scale: int | None, database_url: str | None = None,
+        redis_url: str | None = None) -> tuple[dict[str, float], dict[str, Any]]:
+    """All parts; `scale` = facts per user (default 1000). With `database_url`, the timings
+    again with the store on PostgreSQL (a scratch schema), named pg_* (memory uses no Redis)."""
     scale = scale or 1000
     rows = persona_rows()
     notes: dict[str, Any] = {
@@ -228,6 +232,11 @@ def run(settings: Settings, scale: int | None) -> tuple[dict[str, float], dict[s
     phase("memory: LoCoMo and LongMemEval recall")
     recalled, notes["lme_by_type_at_5"] = recall_figures()
     figures.update(recalled)
+    if database_url:
+        phase("memory: recall timings on PostgreSQL")
+        with scratch_database(database_url) as url:
+            figures.update(prefixed(query_figures(settings, scale, rows, url=url)))
+        notes["pg"] = "pg_* = the same timings with the store on PostgreSQL, same run"
     return figures, notes
 
 

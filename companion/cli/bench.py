@@ -24,6 +24,9 @@ SUITES = {
 }
 
 
+SHARED_OPTIONS = {"database_url", "redis_url"}
+
+
 @cli.command()
 @click.argument("suite", type=click.Choice(sorted(SUITES)))
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Save the figures here.")
@@ -46,6 +49,9 @@ SUITES = {
 )
 @click.option("--host", help="load: loopback address for the server (127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65535), help="load: server port (a free one).")
+# bench cache and memory: the shared backends, measured beside SQLite (figures named pg_*)
+@click.option("--database-url", help="cache, memory: a PostgreSQL (pgvector) to measure too.")
+@click.option("--redis-url", help="cache: a Redis for the exact layer, measured too.")
 @click.pass_obj
 def bench(obj: Ctx, suite: str, json_path: Path | None, scale: int | None, **load: Any) -> None:
     """Run a benchmark suite; print its figures and optionally save them as JSON.
@@ -55,9 +61,13 @@ def bench(obj: Ctx, suite: str, json_path: Path | None, scale: int | None, **loa
     Example: companion bench load --users 64 --duration 180 --json load.json
     """
     given = {k: v for k, v in load.items() if v is not None}
-    if given and suite != "load":
-        name = next(iter(given)).removesuffix("_s").replace("_", "-")
-        raise click.UsageError(f"--{name} is for bench load only")
+    allowed = SHARED_OPTIONS if suite in ("cache", "memory") else set()
+    wrong = [k for k in given if k not in allowed] if suite != "load" else \
+        [k for k in given if k in SHARED_OPTIONS]
+    if wrong:
+        name = wrong[0].removesuffix("_s").replace("_", "-")
+        where = "bench cache and memory" if wrong[0] in SHARED_OPTIONS else "bench load"
+        raise click.UsageError(f"--{name} is for {where} only")
     settings = obj.settings()
     setup_logging("WARNING")
     module = importlib.import_module(SUITES[suite])

@@ -24,7 +24,10 @@ def _start(port: int, data_dir: Path, env: dict[str, str]) -> subprocess.Popen[s
     binary = str(Path(sys.executable).parent / "companion")
     return subprocess.Popen(
         [binary, "--data-dir", str(data_dir), "serve", "--port", str(port)],
-        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -43,8 +46,9 @@ def _wait(url: str, proc: subprocess.Popen[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory, pg_server: Postgres,
-         redis_server: Redis) -> Iterator[tuple[str, str]]:
+def pair(
+    tmp_path_factory: pytest.TempPathFactory, pg_server: Postgres, redis_server: Redis
+) -> Iterator[tuple[str, str]]:
     """Two instances (A, B) on one fresh database and one Redis prefix."""
     env = {
         "COMPANION_DATABASE_URL": pg_server.fresh(),
@@ -90,11 +94,17 @@ def test_a_reply_cached_through_one_is_a_hit_through_the_other(pair: tuple[str, 
 
 def test_a_memory_added_through_one_is_recalled_through_the_other(pair: tuple[str, str]) -> None:
     a, b = pair
-    added = httpx.post(f"{a}/api/v1/users/mem-1/memories",
-                       json={"text": "My sister Alice lives in Lisbon"}, timeout=60)
+    added = httpx.post(
+        f"{a}/api/v1/users/mem-1/memories",
+        json={"text": "My sister Alice lives in Lisbon"},
+        timeout=60,
+    )
     assert added.status_code == 201
-    found = httpx.get(f"{b}/api/v1/users/mem-1/memories/search",
-                      params={"q": "Where does my sister live?"}, timeout=60).json()
+    found = httpx.get(
+        f"{b}/api/v1/users/mem-1/memories/search",
+        params={"q": "Where does my sister live?"},
+        timeout=60,
+    ).json()
     assert any("Lisbon" in m["text"] for m in found["memories"])
     reply = chat(b, "mem-1", "Where does my sister live?").json()
     assert any("Lisbon" in m["text"] for m in reply["memories_used"])
@@ -113,8 +123,9 @@ def test_a_persona_edit_through_one_shapes_the_next_reply_through_the_other(
     story = "Tell me a very long story about the sea and the ships on it."
     long = chat(b, "persona-1", story).json()
     assert long["usage"]["completion_tokens"] > MAX_TOKENS // 2  # verbosity 1.0: up to 48
-    httpx.patch(f"{a}/api/v1/personas/{made['id']}", json={"traits": {"verbosity": 0.0}},
-                timeout=60)
+    httpx.patch(
+        f"{a}/api/v1/personas/{made['id']}", json={"traits": {"verbosity": 0.0}}, timeout=60
+    )
     short = chat(b, "persona-1", story + " Please.").json()
     assert short["usage"]["completion_tokens"] <= MAX_TOKENS // 2  # verbosity 0.0: 16
 
