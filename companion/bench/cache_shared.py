@@ -12,7 +12,7 @@ import time
 import uuid
 
 from companion.bench.shared import prefixed, scratch_database
-from companion.cache import CacheTable, Probe, ResponseCache
+from companion.cache import Probe, ResponseCache, open_cache
 from companion.cache.redis_entries import RedisEntries
 from companion.chat import options_from
 from companion.config import Settings
@@ -68,17 +68,11 @@ def _time(cache: ResponseCache, probes: list[Probe]) -> dict[str, float]:
 
 
 def _cache(url: str, settings: Settings, redis: RedisLink | None) -> tuple[ResponseCache, Store]:
+    """The exact layer as configured, but with no in-process LRU and no semantic layer."""
     store = open_store(url)
-    cache = ResponseCache(
-        CacheTable(store.engine),
-        None,
-        ttl_s=settings.cache_ttl_hours * 3600,
-        max_entries=settings.cache_max_entries,
-        lru_entries=0,
-        cleanup_interval_s=3600,
-        shared=RedisEntries(redis) if redis is not None else None,
-    )
-    return cache, store
+    cold = settings.model_copy(update={"cache_lru_entries": 0, "semantic_cache": False})
+    shared = RedisEntries(redis) if redis is not None else None
+    return open_cache(cold, store, None, shared), store
 
 
 def shared_cache_figures(

@@ -17,7 +17,8 @@ import pytest
 from tests.servers import Postgres, Redis, free_port
 
 RATE = 8  # requests a minute per user, for both instances together
-MAX_TOKENS = 32  # the setting; a persona's verbosity scales it (0.0: half, 1.0: 1.5 times)
+MAX_TOKENS = 24  # the setting; a persona's verbosity scales it (1.0: 36; 0.0: the floor, 16)
+pytestmark = pytest.mark.timeout(900)  # two model servers on one busy machine
 
 
 def _start(port: int, data_dir: Path, env: dict[str, str]) -> subprocess.Popen[str]:
@@ -122,12 +123,12 @@ def test_a_persona_edit_through_one_shapes_the_next_reply_through_the_other(
     httpx.put(f"{a}/api/v1/users/persona-1/persona", json={"persona_id": made["id"]}, timeout=60)
     story = "Tell me a very long story about the sea and the ships on it."
     long = chat(b, "persona-1", story).json()
-    assert long["usage"]["completion_tokens"] > MAX_TOKENS // 2  # verbosity 1.0: up to 48
+    assert long["usage"]["completion_tokens"] > 16  # verbosity 1.0: up to 36
     httpx.patch(
         f"{a}/api/v1/personas/{made['id']}", json={"traits": {"verbosity": 0.0}}, timeout=60
     )
     short = chat(b, "persona-1", story + " Please.").json()
-    assert short["usage"]["completion_tokens"] <= MAX_TOKENS // 2  # verbosity 0.0: 16
+    assert short["usage"]["completion_tokens"] <= 16  # verbosity 0.0: at most 16
 
 
 def test_a_users_rate_limit_holds_across_both(pair: tuple[str, str]) -> None:
