@@ -21,11 +21,38 @@ from companion.storage import Store
 from companion.storage.schema import Embedding, memories
 
 SEARCH_LIMIT = 50
-# Must repeat migration 0008's index expression exactly, or the GIN index is not used.
-MEMORY_TSVECTOR = (
-    "to_tsvector('english'::regconfig, text || ' ' || coalesce(subject, '') || ' ' || topics)"
-)
 TOPICS_TSVECTOR = "to_tsvector('english'::regconfig, topics)"
+# BM25 over the user's rows, as FTS5's bm25() ranks on SQLite (k1 = 1.2, b = 0.75, idf from
+# the user's own memories, as each user's FTS5 table has it), on the stored `tsv` column
+# (migration 0008; GIN-indexed). Negative like bm25(): lower is better.
+BM25 = """
+WITH mine AS (
+  SELECT id, tsv, (SELECT coalesce(sum(array_length(positions, 1)), 0) FROM unnest(tsv)) AS dl
+  FROM memories WHERE user_id = :u
+), stats AS (
+  SELECT count(*) AS n, greatest(avg(dl), 1) AS avgdl FROM mine
+), query AS (
+  SELECT to_tsquery('english'::regconfig, :q) AS q
+), hits AS (
+  SELECT mine.id, mine.dl, x.lexeme, coalesce(array_length(x.positions, 1), 1) AS tf
+  FROM mine, query, unnest(mine.tsv) AS x
+  WHERE mine.tsv @@ query.q AND x.lexeme = ANY(tsvector_to_array(to_tsvector(
+    'english'::regconfig, replace(:q, '|', ' '))))
+), df AS (
+  SELECT lexeme, count(*) AS docs FROM hits GROUP BY lexeme
+)
+SELECT hits.id, -sum(
+  greatest(ln((stats.n - df.docs + 0.5) / (df.docs + 0.5)), 1e-6)
+  * hits.tf * 2.2 / (hits.tf + 1.2 * (0.25 + 0.75 * hits.dl / stats.avgdl))
+) AS score
+FROM hits JOIN df USING (lexeme), stats
+GROUP BY hits.id ORDER BY score, hits.id DESC LIMIT :n
+"""
+TOPICS = (
+    f"SELECT id, -ts_rank({TOPICS_TSVECTOR}, q) AS score FROM memories, "
+    "to_tsquery('english'::regconfig, :q) AS q "
+    f"WHERE user_id = :u AND {TOPICS_TSVECTOR} @@ q ORDER BY score, id DESC LIMIT :n"
+)
 
 
 def ts_query(text: str) -> str | None:
@@ -74,19 +101,14 @@ class PgMemoryIndex:
     def text_search(
         self, user_id: str, query: str, limit: int = SEARCH_LIMIT, column: str | None = None
     ) -> list[tuple[int, float]]:
-        """(memory id, -rank) best first: negative like FTS5's bm25, lower is better."""
+        """(memory id, bm25) best first: negative like FTS5's bm25, lower is better."""
         match = ts_query(query)
         if match is None:
             return []
-        document = TOPICS_TSVECTOR if column == "topics" else MEMORY_TSVECTOR
-        sql = sa.text(
-            f"SELECT id, ts_rank({document}, q, 1) AS rank FROM memories, "
-            "to_tsquery('english'::regconfig, :q) AS q "
-            f"WHERE user_id = :u AND {document} @@ q ORDER BY rank DESC, id DESC LIMIT :n"
-        )
+        sql = sa.text(TOPICS if column == "topics" else BM25)
         with self.store.reading() as conn:
             rows = conn.execute(sql, {"q": match, "u": user_id, "n": limit}).all()
-        return [(int(r[0]), -float(r[1])) for r in rows]
+        return [(int(r[0]), float(r[1])) for r in rows]
 
     def vector_search(
         self, user_id: str, vector: Vector, limit: int = SEARCH_LIMIT

@@ -1,4 +1,4 @@
-"""PostgreSQL: embeddings become pgvector columns, memories get a full-text GIN index.
+"""PostgreSQL: embeddings become pgvector columns, memories a stored tsvector with a GIN index.
 
 Nothing changes on SQLite (float32 blobs, FTS5 in process). On PostgreSQL the extension
 `vector` must be available: a server without it stops here with a message that says so.
@@ -24,8 +24,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 TABLES = (("memories", "id"), ("response_cache", "key"))
-# The same expression as companion/memory/pg_index.py's MEMORY_TSVECTOR (a query uses the index
-# only when it repeats the expression exactly).
+# What the stored `tsv` column holds (kept by PostgreSQL on every insert and update).
 MEMORY_TSVECTOR = (
     "to_tsvector('english'::regconfig, text || ' ' || coalesce(subject, '') || ' ' || topics)"
 )
@@ -67,7 +66,11 @@ def upgrade() -> None:
     op.execute("CREATE EXTENSION IF NOT EXISTS vector")
     for table, key in TABLES:
         _convert(table, key, "vector", to_new=True)
-    op.execute(f"CREATE INDEX ix_memories_fts ON memories USING gin ({MEMORY_TSVECTOR})")
+    op.execute(
+        f"ALTER TABLE memories ADD COLUMN tsv tsvector "
+        f"GENERATED ALWAYS AS ({MEMORY_TSVECTOR}) STORED"
+    )
+    op.execute("CREATE INDEX ix_memories_fts ON memories USING gin (tsv)")
 
 
 def downgrade() -> None:
@@ -75,5 +78,6 @@ def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
     op.execute("DROP INDEX IF EXISTS ix_memories_fts")
+    op.execute("ALTER TABLE memories DROP COLUMN IF EXISTS tsv")
     for table, key in TABLES:
         _convert(table, key, "bytea", to_new=False)
