@@ -1,5 +1,5 @@
-"""The shared backends beside SQLite in one bench run: a scratch schema on the given PostgreSQL
-(migrated, dropped afterwards), and the `pg_` prefix of the figures measured there."""
+"""The shared backends beside SQLite in one bench run: a scratch database on the given
+PostgreSQL server (migrated, dropped afterwards), and the `pg_` prefix of the figures."""
 
 from __future__ import annotations
 
@@ -9,29 +9,32 @@ from contextlib import contextmanager
 
 import sqlalchemy as sa
 
-from companion.storage.store import create_store_engine, migrate_database
+from companion.storage.store import migrate_database, postgres
 
 PREFIX = "pg_"
 
 
 @contextmanager
 def scratch_database(url: str) -> Iterator[str]:
-    """A url whose tables live in a new schema of the database at `url`: migrated to head,
-    dropped with everything in it at the end (the database's own tables are not touched)."""
-    schema = f"companion_bench_{uuid.uuid4().hex[:10]}"
-    engine = create_store_engine(url, pool_size=1, max_overflow=0)
+    """The url of a new database on the server of `url` (the role needs CREATEDB), migrated to
+    head and dropped at the end; the database of `url` itself is not touched."""
+    name = f"companion_bench_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(
+        postgres.normalise_url(sa.make_url(url)),
+        isolation_level="AUTOCOMMIT",
+        poolclass=sa.pool.NullPool,
+    )
     try:
-        with engine.begin() as conn:
-            conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS vector SCHEMA public"))
-            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-        scoped = sa.make_url(url).update_query_dict({"options": f"-csearch_path={schema},public"})
-        scoped_url = scoped.render_as_string(hide_password=False)
-        migrate_database(scoped_url)
-        yield scoped_url
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE {name}"))
+        scratch = postgres.normalise_url(sa.make_url(url)).set(database=name)
+        scratch_url = scratch.render_as_string(hide_password=False)
+        migrate_database(scratch_url)
+        yield scratch_url
     finally:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
 
 
 def prefixed(figures: dict[str, float]) -> dict[str, float]:
