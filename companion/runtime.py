@@ -246,7 +246,7 @@ def invalidation_handler(companion: Companion) -> Handler:
         # in-process cache copies made under the old persona (or model) are dead weight
         if event in ("cache_cleared", "model_reloaded", "persona_edited") and cache is not None:
             cache.drop_local(data.get("scope") if event == "cache_cleared" else None)
-        elif event == "memory_deleted" and memory is not None:
+        elif event in ("memory_deleted", "memory_changed") and memory is not None:
             memory.forget_user(str(data["user_id"]))
 
     return handle

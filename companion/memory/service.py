@@ -104,6 +104,7 @@ class MemoryService:
                 conn, user_id, role=role, text=text.strip(), vector=vector,
                 message_id=message_id, session_id=session_id, subject=subject, now=now or _now())
             self.index.put_many(user_id, [episode])
+        self._changed(user_id)
         self.counts[f"episodes_{role}"] += 1
         return episode
 
@@ -174,6 +175,7 @@ class MemoryService:
                           message_id=None, old_importance=None,
                           new_importance=memory.importance, now=_now())
         self.index.put_many(user_id, [memory])
+        self._changed(user_id)
         return memory
 
     def edit(self, user_id: str, memory_id: int, *, text: str | None = None,
@@ -195,6 +197,7 @@ class MemoryService:
                           message_id=None, old_importance=old.importance,
                           new_importance=new.importance, now=values["updated_at"])
         self.index.put_many(user_id, [new])
+        self._changed(user_id)
         return new
 
     def delete(self, user_id: str, memory_id: int) -> None:
@@ -324,6 +327,12 @@ class MemoryService:
         if self.bus is not None:
             self.bus.publish("memory_deleted", user_id=user_id)
 
+    def _changed(self, user_id: str) -> None:
+        """Tell the other instances (not this one: its index is up to date) that the user's
+        memories changed: their in-process index of the user reloads on next use."""
+        if self.bus is not None:
+            self.bus.publish("memory_changed", user_id=user_id)
+
     def _owned(self, conn: Connection, user_id: str, memory_id: int) -> Memory:
         """The memory, if it belongs to `user_id` (NotFound otherwise, never another's)."""
         memory = self.repo.one(conn, memory_id)
@@ -351,6 +360,8 @@ class MemoryService:
             self.index.remove(user_id, [fact_key(i) for i in removed])
             self.index.put_many(user_id, [*(current[c.memory_id] for c in changes
                                             if c.memory_id in current), *stale])
+        if any(c.event != "NONE" for c in changes):
+            self._changed(user_id)
         return changes
 
     def _apply(self, conn: Connection, user_id: str, cand: Candidate, vector: Vector,

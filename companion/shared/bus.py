@@ -13,7 +13,11 @@ from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 log = logging.getLogger("companion.shared")
-Event = Literal["persona_edited", "memory_deleted", "cache_cleared", "model_reloaded"]
+Event = Literal[
+    "persona_edited", "memory_deleted", "memory_changed", "cache_cleared", "model_reloaded"
+]
+# Events for the other instances only: the publisher's own copy is already up to date.
+OTHERS_ONLY = frozenset({"memory_changed"})
 Handler = Callable[[str, dict[str, Any]], None]
 
 
@@ -50,7 +54,9 @@ class LocalBus:
         self._lock = threading.Lock()
 
     def publish(self, event: Event, **data: Any) -> None:
-        """Run every handler now."""
+        """Run every handler now (there are no other instances to tell of OTHERS_ONLY)."""
+        if event in OTHERS_ONLY:
+            return
         with self._lock:
             handlers = list(self._handlers)
         deliver(handlers, event, data)

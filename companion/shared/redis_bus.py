@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import uuid
 from typing import Any
 
 import redis
 
-from companion.shared.bus import Event, Handler, deliver
+from companion.shared.bus import OTHERS_ONLY, Event, Handler, deliver
 from companion.shared.link import RedisLink
 
 log = logging.getLogger("companion.shared")
@@ -28,6 +29,7 @@ class RedisBus:
         """Listen on `<prefix>invalidate` in a daemon thread."""
         self.link = link
         self.channel = link.key("invalidate")
+        self.origin = uuid.uuid4().hex  # this instance, so OTHERS_ONLY events skip it
         self._handlers: list[Handler] = []
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -37,9 +39,9 @@ class RedisBus:
 
     def publish(self, event: Event, **data: Any) -> None:
         """Send to every instance; run the local handlers directly when Redis is down."""
-        message = json.dumps({"event": event, "data": data})
+        message = json.dumps({"event": event, "data": data, "origin": self.origin})
         sent = self.link.call(lambda c: c.publish(self.channel, message), None)
-        if sent is None:
+        if sent is None and event not in OTHERS_ONLY:
             deliver(self._handlers, event, data)
 
     def subscribe(self, handler: Handler) -> None:
@@ -76,5 +78,7 @@ class RedisBus:
             event, data = str(message["event"]), dict(message.get("data") or {})
         except (ValueError, KeyError, TypeError):
             log.warning("ignored a malformed invalidation message: %r", raw)
+            return
+        if event in OTHERS_ONLY and message.get("origin") == self.origin:
             return
         deliver(self._handlers, event, data)
