@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import tempfile
 import time
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -236,23 +237,31 @@ def run(settings: Settings, scale: int | None, database_url: str | None = None,
         phase("memory: recall timings on PostgreSQL")
         with scratch_database(database_url) as url:
             figures.update(prefixed(query_figures(settings, scale, rows, url=url)))
-        notes["pg"] = "pg_* = the same timings with the store on PostgreSQL, same run"
+        phase("memory: LoCoMo recall on PostgreSQL")
+        pg_recall, _ = recall_figures(database_url=database_url, parts=("locomo",))
+        figures.update(prefixed(pg_recall))
+        notes["pg"] = "pg_* = the same timings and LoCoMo recall with the store on PostgreSQL"
     return figures, notes
 
 
 def recall_figures(locomo_limit: int | None = None, lme_limit: int | None = None,
-                   pool: int = lme.POOL) -> tuple[dict[str, float], dict[str, Any]]:
+                   pool: int = lme.POOL, database_url: str | None = None,
+                   parts: tuple[str, ...] = ("locomo", "lme"),
+                   ) -> tuple[dict[str, float], dict[str, Any]]:
     """LoCoMo and LongMemEval recall, ours and the baselines, one embedding cache for all;
-    and LongMemEval's table by question type."""
+    and LongMemEval's table by question type. With `database_url`, the store is a scratch
+    database on that PostgreSQL server."""
     figures: dict[str, float] = {}
     table: dict[str, Any] = {}
     embedder = CachedEmbedder(load_embedder())
     for name, part in ((LOCOMO, "locomo"), (LONGMEMEVAL, "lme")):
         path = shared_data(name)
-        if path is None:
+        if path is None or part not in parts:
             continue
-        with tempfile.TemporaryDirectory() as tmp:
-            store = open_store(f"sqlite:///{tmp}/{part}.db")
+        with tempfile.TemporaryDirectory() as tmp, (
+            scratch_database(database_url) if database_url else nullcontext(None)
+        ) as pg_url:
+            store = open_store(pg_url or f"sqlite:///{tmp}/{part}.db")
             service = MemoryService(store, embedder, max_loaded_users=4)
             try:
                 if part == "locomo":
