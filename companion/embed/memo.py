@@ -8,6 +8,7 @@ from collections import OrderedDict
 import numpy as np
 
 from companion.embed.base import Embedder, TokenEncoder, Vector
+from companion.embed.batcher import Coalescer
 
 MEMO_ENTRIES = 4096
 
@@ -21,6 +22,7 @@ class MemoEmbedder:
         self.entries = entries
         self._memo: OrderedDict[str, Vector] = OrderedDict()
         self._lock = threading.Lock()
+        self._batch = Coalescer(inner.embed)  # concurrent requests share one model call
 
     @property
     def name(self) -> str:
@@ -48,7 +50,7 @@ class MemoEmbedder:
             if found is not None:
                 self._memo.move_to_end(text)
                 return found
-        vector = self.inner.embed_one(text)
+        vector = self._batch.embed_one(text)
         vector.setflags(write=False)
         with self._lock:
             self._memo[text] = vector
