@@ -52,6 +52,7 @@ from companion.llm.sampling import (
     token_bytes,
     token_logprobs,
 )
+from companion.llm.stepbudget import StepBudget
 
 log = logging.getLogger("companion.llm.batched")
 
@@ -130,6 +131,7 @@ class BatchedEngine:
         self.parallel = parallel
         self.max_queue = max_queue
         self._budget = model.plan.n_batch
+        self._chunks = StepBudget(self._budget)  # prompt tokens per step beside decoding
         self._pool = SequencePool(model.plan.n_seq_max, model.plan.kv_tokens)
         self._mover = StateMover(self._ctx, self._mem, tiers)  # evicted sessions: RAM, disk
         self._ledger = Ledger()  # each session's last tokens: a turn's new tokens are counted
@@ -420,6 +422,7 @@ class BatchedEngine:
     def _step(self) -> None:
         """One llama_decode over every active sequence; then sample and deliver."""
         parts = self._fill_batch()
+        started = time.perf_counter()
         rc = llama_cpp.llama_decode(self._ctx, self._batch)
         while rc == 1:  # no KV slot: drop a cached session and try again
             seq = self._pool.evict_one()
@@ -430,6 +433,9 @@ class BatchedEngine:
             rc = llama_cpp.llama_decode(self._ctx, self._batch)
         if rc != 0:
             raise GenerationError(f"llama_decode failed with status {rc}")
+        prompt_in = sum(len(tokens) for _, tokens, _, is_prompt in parts if is_prompt)
+        self._chunks.observe(len(parts) - sum(p[3] for p in parts), prompt_in,
+                             time.perf_counter() - started)  # fmt: skip
         prompt_tokens, generated = 0, 0
         for job, tokens, out_index, is_prompt in parts:
             job.pos += len(tokens)
@@ -457,8 +463,9 @@ class BatchedEngine:
                 n += 1
         waiting = [j for j in self._active if j.pending]
         waiting.sort(key=lambda j: (j.prefill_only, j.admitted))  # replies before predictions
+        limit = n + self._chunks.prompt_tokens(n)  # running streams' gaps stay short
         for job in waiting:
-            take = min(len(job.pending), self._budget - n)
+            take = min(len(job.pending), limit - n)
             if take <= 0:
                 break
             chunk, job.pending = job.pending[:take], job.pending[take:]

@@ -45,11 +45,17 @@ async def decode_rate(engine: object, n: int, seconds: float, warm_s: float = 1.
     ]
     opts = GenerationOptions(max_tokens=256, temperature=0.0)
 
+    decoding: set[int] = set()
+    all_decoding = asyncio.Event()
+
     async def stream(i: int) -> None:
         turn = 0
         while not stop.is_set():
             request = GenerationRequest(prompts[(i + turn) % len(prompts)], opts, f"~probe-{i}")
             async for _ in engine.generate(request):  # type: ignore[attr-defined]
+                decoding.add(i)
+                if len(decoding) == n:
+                    all_decoding.set()
                 if stop.is_set():
                     break
             turn += 1
@@ -57,6 +63,8 @@ async def decode_rate(engine: object, n: int, seconds: float, warm_s: float = 1.
     tasks = [asyncio.create_task(stream(i)) for i in range(n)]
     try:
         await asyncio.sleep(warm_s)
+        with contextlib.suppress(TimeoutError):  # every stream decodes before the count starts
+            await asyncio.wait_for(all_decoding.wait(), 120)
         before, started = _decoded(engine), time.perf_counter()
         await asyncio.sleep(seconds)
         rate = (_decoded(engine) - before) / (time.perf_counter() - started)
