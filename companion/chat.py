@@ -190,7 +190,8 @@ class Companion:
         opts = options_from(self.settings, **options)
         ctx_start = time.perf_counter()
         budget = engine.info.context_length - opts.max_tokens
-        built = build_context(
+        built = await asyncio.to_thread(  # tokenizing a long history: not on the event loop
+            build_context,
             engine,
             system_prompt=notes.system_prompt if notes else self.settings.system_prompt,
             history=history,

@@ -39,7 +39,7 @@ import httpx
 
 from companion.bench import shared_data
 from companion.bench.http_load import _wait_ready, companion_command, free_port
-from companion.bench.load_engine import decode_probe, engine_figures
+from companion.bench.load_engine import decode_probe, engine_figures, engine_goals
 from companion.bench.progress import phase
 from companion.config import Settings
 from companion.errors import ConfigError
@@ -542,7 +542,10 @@ def run(
         lost, lost_examples = lost_messages(data_dir / "companion.db", tally.exchanges)
     found = figures(opts, result, lost)
     found.update(engine_figures(result["before"], result["after"], found["tokens_per_s"], probe))
-    return found, notes(opts, settings, result, server, found, lost_examples)
+    described = notes(opts, settings, result, server, found, lost_examples)
+    described["goals_met"].update(engine_goals(found))
+    described["probe"] = probe
+    return found, described
 
 
 def figures(opts: LoadOptions, result: dict[str, Any], lost: int) -> dict[str, float]:

@@ -59,3 +59,13 @@ def engine_figures(
         "load_kv_evictions": delta("kv_evictions"),
         "load_loop_lag_p99_ms": float(after.get("loop_lag_p99_ms", 0.0)),
     }
+
+
+def engine_goals(found: dict[str, float]) -> dict[str, bool]:
+    """Issue 13's goals that one run can check (TTFT halved needs the landed version beside)."""
+    return {
+        "load_decode_limit_ratio>=0.7": found["load_decode_limit_ratio"] >= 0.7,
+        "load_prefill_tokens_computed<=1.3x_new": found["load_prefill_tokens_computed"]
+        <= 1.3 * found["load_new_prompt_tokens"],
+        "load_loop_lag_p99_ms<20": found["load_loop_lag_p99_ms"] < 20,
+    }

@@ -17,6 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 FIGURES = (
     "load_completed", "load_429", "load_errors_5xx", "load_errors_other", "load_lost_messages",
     "load_p50_ms", "load_p95_ms", "requests_per_min", "tokens_per_s", "server_queue_depth_max",
+    "load_decode_limit_ratio", "load_prefill_tokens_computed", "load_new_prompt_tokens",
+    "load_kv_restores", "load_loop_lag_p99_ms", "load_ttft_p50_ms",
 )  # fmt: skip
 
 
@@ -57,8 +59,8 @@ def test_bench_load_small_run_loses_nothing(tmp_path: Path) -> None:
     out = tmp_path / "load.json"
     data = persona_chat(tmp_path / "shared")
     done = companion("bench", "load", "--users", "4", "--duration", "6", "--max-tokens", "16",
-                     "--think", "0.5", "--json", str(out),
-                     COMPANION_SHARED_DATA=str(data))  # fmt: skip
+                     "--think", "0.5", "--probe", "2", "--json", str(out),
+                     timeout=300, COMPANION_SHARED_DATA=str(data))  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "load_lost_messages" in done.stdout
     saved = json.loads(out.read_text())
@@ -70,7 +72,11 @@ def test_bench_load_small_run_loses_nothing(tmp_path: Path) -> None:
     assert figures["load_errors_other"] == 0, saved["notes"]["error_samples"]
     assert figures["load_lost_messages"] == 0, saved["notes"]["lost_examples"]
     assert 0 < figures["load_p50_ms"] <= figures["load_p95_ms"]
-    assert saved["notes"]["goals_met"] == {"load_errors_5xx=0": True, "load_lost_messages=0": True}
+    goals = saved["notes"]["goals_met"]
+    assert goals["load_errors_5xx=0"] and goals["load_lost_messages=0"]
+    assert saved["notes"]["probe"]["probe_tokens_per_s"] > 0  # the decode limit, measured first
+    assert figures["load_decode_limit_ratio"] > 0 and figures["load_new_prompt_tokens"] > 0
+    assert 0 < figures["load_prefill_tokens_computed"] and figures["load_loop_lag_p99_ms"] >= 0
     assert "exit code 0" in saved["notes"]["server"]
 
 
