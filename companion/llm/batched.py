@@ -433,9 +433,7 @@ class BatchedEngine:
             rc = llama_cpp.llama_decode(self._ctx, self._batch)
         if rc != 0:
             raise GenerationError(f"llama_decode failed with status {rc}")
-        prompt_in = sum(len(tokens) for _, tokens, _, is_prompt in parts if is_prompt)
-        self._chunks.observe(len(parts) - sum(p[3] for p in parts), prompt_in,
-                             time.perf_counter() - started)  # fmt: skip
+        elapsed = time.perf_counter() - started
         prompt_tokens, generated = 0, 0
         for job, tokens, out_index, is_prompt in parts:
             job.pos += len(tokens)
@@ -445,6 +443,8 @@ class BatchedEngine:
                 generated += self._sample(job, out_index)
             elif job.prefill_only and not job.pending:
                 self._finish(job, "prefilled")
+        decoding = sum(1 for part in parts if not part[3])
+        self._chunks.observe(decoding, prompt_tokens, elapsed)  # the next steps' prompt chunk
         self.figures.step(prompt_tokens, generated, len(parts), int(self._batch.n_tokens))
 
     def _fill_batch(self) -> list[tuple[Job, list[int], int, bool]]:
