@@ -164,7 +164,7 @@ async def _structured(client: httpx.AsyncClient, size: int) -> dict[str, Any]:
 async def _drive(url: str, size: int) -> dict[str, Any]:
     timeout = httpx.Timeout(TIMEOUT_S, connect=30.0)
     async with httpx.AsyncClient(base_url=url, timeout=timeout) as client:
-        exact = await conversations(client, "conversation", {"memory": False, "persona": False}, 2)
+        exact = await conversations(client, "conversation", {"memory": False, "persona": False}, 1)
         companion = await conversations(client, "companion_mode", {}, 1)
         structured = await _structured(client, size)
     return {**exact, **companion, **structured}
@@ -187,7 +187,7 @@ def run(settings: Settings, size: int | None = None) -> tuple[dict[str, Any], di
             proc.wait(timeout=60)
     notes = {
         "conversation": "10 turns, whole conversation sent each turn, streamed, greedy, 16 "
-        "tokens a reply; memory and persona off, medians of 2 users",
+        "tokens a reply; memory and persona off",
         "companion_mode": "the same with companion's memory and persona on (1 user)",
         "structured": f"tiny model, tool_choice required/named and json_schema, {CONCURRENCY} "
         "requests at a time; valid = parses as JSON and validates against the schema",
