@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -16,6 +18,7 @@ from companion.report import compare as comparing
 from companion.report.budget import BUDGETS, FULL, QUICK
 from companion.report.job import record_latest, reports_dir
 from companion.report.measure import STEPS
+from companion.report.render import to_markdown
 from companion.report.run import finish, run_report
 
 
@@ -24,6 +27,12 @@ from companion.report.run import finish, run_report
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False),
               help="Directory for report.html, report.md, report.json (default: "
               "DATA_DIR/reports/TIME).")  # fmt: skip
+@click.option(
+    "--markdown",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write the Markdown report here (plot links relative to it), e.g. "
+    "docs/PERFORMANCE.md.",
+)
 @click.option(
     "--only",
     multiple=True,
@@ -50,8 +59,8 @@ from companion.report.run import finish, run_report
     help="Write the progress as JSON here (the web page's run).",
 )
 @click.pass_context
-def report(ctx: click.Context, quick: bool, out: Path | None, only: tuple[str, ...],
-           budget_name: str | None, render_only: Path | None,
+def report(ctx: click.Context, quick: bool, out: Path | None, markdown: Path | None,
+           only: tuple[str, ...], budget_name: str | None, render_only: Path | None,
            status_file: Path | None) -> None:  # fmt: skip
     """Measure the spec's performance tables on this machine; write report.html/.md/.json.
 
@@ -59,6 +68,8 @@ def report(ctx: click.Context, quick: bool, out: Path | None, only: tuple[str, .
     machine; longer when the machine is busy), with the spec's figures beside each result.
 
     Example: companion report --quick --out artifacts/report
+
+    Example: companion report --quick --out docs/performance --markdown docs/PERFORMANCE.md
 
     Example: companion report compare old/report.json new/report.json
     """
@@ -68,22 +79,33 @@ def report(ctx: click.Context, quick: bool, out: Path | None, only: tuple[str, .
     settings = obj.settings()
     setup_logging("ERROR")
     if render_only is not None:
-        for kind, path in finish(comparing.load(render_only), out or render_only.parent).items():
-            click.echo(f"{kind:5} {path}")
+        data = comparing.load(render_only)
+        _written(finish(data, out or render_only.parent), data, markdown)
         return
     budget = BUDGETS[budget_name] if budget_name else QUICK if quick else FULL
     out = out or reports_dir(settings) / time.strftime("%Y%m%d-%H%M%S")
-    command = "companion report " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 else [])
-    result = run_report(settings, budget, out, command.strip(), console=Console(stderr=True),
-                        status_path=status_file, only=set(only) or None)  # fmt: skip
+    argv = sys.argv[sys.argv.index("report") + 1 :] if "report" in sys.argv else []
+    result = run_report(settings, budget, out, shlex.join(["companion", "report", *argv]),
+                        console=Console(stderr=True), status_path=status_file,
+                        only=set(only) or None)  # fmt: skip
     record_latest(settings, out)
-    for kind, path in result["paths"].items():
-        click.echo(f"{kind:5} {path}")
+    _written({k: Path(v) for k, v in result["paths"].items()}, result, markdown)
     click.echo(f"took {result['duration_s']} s ({budget.name} budget)")
     if result["errors"]:
         for step, error in result["errors"].items():
             click.echo(f"error: step {step} failed: {error}", err=True)
         sys.exit(1)
+
+
+def _written(paths: dict[str, Path], data: dict[str, Any], markdown: Path | None) -> None:
+    """Say where the files are; write the extra Markdown copy when asked."""
+    if markdown is not None:
+        plots = os.path.relpath(paths["html"].parent / "plots", markdown.resolve().parent)
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(to_markdown(data, Path(plots).as_posix()), encoding="utf-8")
+        paths = {**paths, "md+": markdown}
+    for kind, path in paths.items():
+        click.echo(f"{kind:5} {path}")
 
 
 @report.command("compare")

@@ -34,15 +34,20 @@ def cell_text(value: Any) -> str:
 def meta_lines(report: dict[str, Any]) -> list[str]:
     """The header: what made the report, when, how long it took, on what."""
     m = report["machine"]
+    cpu = f" using {report['cpu_s']} s of CPU" if "cpu_s" in report else ""
     return [
         f"Command: {report['command']}",
         f"Made: {report['created']} in {report['duration_s']} s ({report['budget']['name']} "
-        f"budget); load average at start {' '.join(map(str, m['load_average']))} on "
-        f"{m['cores_logical']} logical cores",
+        f"budget){cpu}; load average at start "
+        f"{' '.join(map(str, m['load_average']))} on {m['cores_logical']} logical cores",
         f"Machine: {m['cpu']}, {m['describe']}; tier {m['tier']}, model "
         f"{m['chosen_model']['size']} ({m['chosen_model']['model']})",
         "Reference: the spec's figures (llm-performance-analysis.md, i7-9700K + RTX 3080); "
         "ratio = measured / spec (the spec's benchmark figure, else the middle of its range).",
+        "Again: `companion report --quick` takes about three minutes on an idle two-core "
+        "machine, longer on a busy one (the load average above says how busy this one was); "
+        "`companion report` (no --quick) measures the spec's full workloads; "
+        "`companion report compare A.json B.json` shows what moved between two runs.",
     ]
 
 

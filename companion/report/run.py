@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -106,6 +107,8 @@ def run_report(settings: Settings, budget: Budget, out: Path, command: str, *,
     }
     report["steps"] = measure(settings, budget, console, status, only)
     report["duration_s"] = round(time.perf_counter() - started, 1)
+    cpu = psutil.Process().cpu_times()  # with the servers it started: how much was ours
+    report["cpu_s"] = round(cpu.user + cpu.system + cpu.children_user + cpu.children_system, 1)
     paths = finish(report, out)
     status.write("failed" if report["errors"] else "done", doing="written",
                  out=str(out), errors=report["errors"])  # fmt: skip
