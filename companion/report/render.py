@@ -44,8 +44,9 @@ def meta_lines(report: dict[str, Any]) -> list[str]:
         f"{m['chosen_model']['size']} ({m['chosen_model']['model']})",
         "Reference: the spec's figures (llm-performance-analysis.md, i7-9700K + RTX 3080); "
         "ratio = measured / spec (the spec's benchmark figure, else the middle of its range).",
-        "Again: `companion report --quick` takes about three minutes on an idle two-core "
-        "machine, longer on a busy one (the load average above says how busy this one was); "
+        "To make it again: `companion report --quick` takes about three minutes on an idle "
+        "two-core machine, longer on a busy one (the load average above says how busy this one "
+        "was); "
         "`companion report` (no --quick) measures the spec's full workloads; "
         "`companion report compare A.json B.json` shows what moved between two runs.",
     ]
