@@ -22,7 +22,17 @@ def plot(pid: str, title: str, x_label: str, y_label: str, x: list[Any],
 
 
 def build(steps: dict[str, Any]) -> list[dict[str, Any]]:
-    """The four plots' data from a run's figures (a plot whose step did not run is left out)."""
+    """The four plots' data from a run's figures (a plot whose figures are missing: left out)."""
+    out: list[dict[str, Any]] = []
+    for make in (_users, _threshold, _recall, _turns):
+        try:
+            out += make(steps)
+        except KeyError:  # its step failed or a suite renamed a figure: the tables say which
+            continue
+    return out
+
+
+def _users(steps: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     engine = steps.get("engine", {}).get("figures", {})
     sweep = steps.get("engine", {}).get("notes", {}).get("sweep", [])
@@ -38,6 +48,11 @@ def build(steps: dict[str, Any]) -> list[dict[str, Any]]:
                             _series("TTFT p95 (s)", [engine[f"ttft_p95_s_{n}"] for n in sweep],
                                     "right")], "time to first token (s)",
                         caption="bench engine sweep: N requests sent together"))  # fmt: skip
+    return out
+
+
+def _threshold(steps: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
     thr = steps.get("threshold", {})
     if thr.get("figures"):
         ts, f = thr["notes"]["thresholds"], thr["figures"]
@@ -52,6 +67,11 @@ def build(steps: dict[str, Any]) -> list[dict[str, Any]]:
                         caption=f"MRPC test pairs ({thr['notes']['pairs']}): hits on paraphrases, "
                         "false hits on non-paraphrases; shipped = cosine, then the rules; the "
                         "dashed line is the shipped threshold"))  # fmt: skip
+    return out
+
+
+def _recall(steps: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
     mem = steps.get("memory", {})
     if mem.get("figures"):
         sc, f = mem["notes"]["scales"], mem["figures"]
@@ -63,6 +83,12 @@ def build(steps: dict[str, Any]) -> list[dict[str, Any]]:
                                                ("importance_ranking_ms", "scored recall p50"),
                                                ("topic_search_ms", "topic search p50"))],
                         caption="bench memory, warm index"))  # fmt: skip
+    return out
+
+
+def _turns(steps: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    engine = steps.get("engine", {}).get("figures", {})
     turns = sorted((int(m.group(1)), v) for k, v in engine.items()
                    if (m := re.fullmatch(r"ttft_turn(\d+)_s", k)))  # fmt: skip
     if turns:
