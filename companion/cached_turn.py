@@ -272,15 +272,14 @@ def _write_turns(conn: Connection, turns: Sequence[_Turn]) -> list[_Saved | None
     conn.execute(sa.insert(sessions), [
         {"id": t.session_id, "user_id": t.user_id, "title": t.title, "created_at": now,
          "updated_at": now} for t in ok])
-    rows: list[dict[str, Any]] = []
-    for t in ok:
-        rows.append({"session_id": t.session_id, "role": "user", "text": t.text,
-                     "status": "complete", "token_count": t.user_tokens, "cached": False,
-                     "model": None, "timings": {}, "created_at": now})
-        rows.append({"session_id": t.session_id, "role": "assistant", "text": t.reply,
-                     "status": "complete", "token_count": t.reply_tokens, "cached": True,
-                     "model": t.model, "timings": t.timings, "created_at": now})
-    message_ids = _insert_returning_ids(conn, rows)
+    asked = _insert_returning_ids(conn, [
+        {"session_id": t.session_id, "role": "user", "text": t.text, "status": "complete",
+         "token_count": t.user_tokens, "cached": False, "model": None, "timings": {},
+         "created_at": now, "reply_to": None} for t in ok])
+    replies = _insert_returning_ids(conn, [
+        {"session_id": t.session_id, "role": "assistant", "text": t.reply, "status": "complete",
+         "token_count": t.reply_tokens, "cached": True, "model": t.model, "timings": t.timings,
+         "created_at": now, "reply_to": question} for t, question in zip(ok, asked, strict=True)])
     # the relationship with the default persona counts each exchange (PersonaStore.interacted)
     stored = set(default_rel)
     for t in ok:
@@ -296,7 +295,7 @@ def _write_turns(conn: Connection, turns: Sequence[_Turn]) -> list[_Saved | None
             {"user_id": r.user_id, "persona_id": r.persona_id, "familiarity": r.familiarity,
              "affinity": r.affinity, "interactions": r.interactions, "active": False,
              "updated_at": now} for r in inserts])
-    saved = iter(_Saved(message_ids[2 * i], message_ids[2 * i + 1]) for i in range(len(ok)))
+    saved = iter(_Saved(q, r) for q, r in zip(asked, replies, strict=True))
     return [next(saved) if eligible(t) else None for t in turns]
 
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any
 
@@ -31,6 +32,7 @@ from companion.persona.prompt import system_prompt
 from companion.personal import Personal, TurnNotes
 from companion.stats import PerformanceStats
 from companion.storage import Store
+from companion.turns import SessionTurns
 
 log = logging.getLogger("companion.chat")
 
@@ -92,6 +94,7 @@ class Companion:
         self.personal = personal  # persona, memories, session summary (None: the plain prompt)
         self.stats = PerformanceStats()
         self.cached_turns = CachedTurns(self)  # a new conversation's cache hit, the short way
+        self.turns = SessionTurns()  # one turn at a time per session
 
     def swap_engine(self, engine: Engine) -> Engine:
         """Serve new requests from `engine`; returns the old one for the caller to close."""
@@ -150,7 +153,36 @@ class Companion:
         The user message is stored before generating; the reply after. If the stream is closed
         early, fails or passes its deadline, the user message (and any partial reply) is marked
         interrupted or failed, never left pending.
+
+        One turn at a time per session (turns.py): a message to a session that is answering
+        another waits for it (up to request_timeout_s, then 409 session_busy), so each reply
+        follows the message it answers.
         """
+        wait = (
+            nullcontext()
+            if session_id is None  # a new session: no other turn can be in it
+            else self.turns.hold(session_id, self.settings.request_timeout_s)
+        )
+        async with wait:
+            turn = self._turn(user_id, message, session_id, use_cache=use_cache, route=route,
+                              **options)
+            try:
+                async for event in turn:
+                    yield event
+            finally:
+                await turn.aclose()  # type: ignore[attr-defined]
+
+    async def _turn(
+        self,
+        user_id: str | None,
+        message: str,
+        session_id: str | None,
+        *,
+        use_cache: bool,
+        route: Route | None,
+        **options: Any,
+    ) -> AsyncIterator[str | ChatResult]:
+        """One turn (chat_stream's work, inside the session's turn)."""
         started = time.perf_counter()
         user_id = user_id or DEFAULT_USER
         text = self._validate(message)
@@ -272,6 +304,7 @@ class Companion:
                     prompt_tokens=done.prompt_tokens,
                     completion_tokens=done.completion_tokens,
                     finish_reason=done.finish_reason,
+                    user_id=user_id,
                 )
             except (StorageError, OperationalError) as exc:  # the reply is stored; only not cached
                 self.cache.count_error()  # type: ignore[union-attr]

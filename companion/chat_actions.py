@@ -95,7 +95,20 @@ class ChatActions:
             yield event
 
     async def continue_reply(self, reply_id: int, **options: Any) -> ChatEvents:
-        """Generate more of a reply cut at max_tokens (or stopped), appended to the same one."""
+        """Generate more of a reply cut at max_tokens (or stopped), appended to the same one;
+        a turn of its session like any other (one at a time: companion/turns.py)."""
+        reply, _ = await asyncio.to_thread(self.message_of, reply_id)
+        wait = self.companion.settings.request_timeout_s
+        async with self.companion.turns.hold(reply.session_id, wait):
+            stream = self._continue(reply_id, **options)
+            try:
+                async for event in stream:
+                    yield event
+            finally:
+                await stream.aclose()  # type: ignore[attr-defined]
+
+    async def _continue(self, reply_id: int, **options: Any) -> ChatEvents:
+        """continue_reply's work, inside the session's turn."""
         started = time.perf_counter()
         reply, user_id = await asyncio.to_thread(self.message_of, reply_id)
         asked, before = await asyncio.to_thread(self._last_exchange, reply)

@@ -42,6 +42,7 @@ class Message:
     finish_reason: str | None = None  # stop | length | cancelled (None: not recorded)
     active: bool = True  # False once a regenerate or an edit replaced it (kept, not in prompts)
     alt_group: int | None = None  # the replies to one message share it (regenerate)
+    reply_to: int | None = None  # an assistant message: the id of the user message it answers
 
 
 @dataclass(frozen=True)

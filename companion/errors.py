@@ -33,10 +33,15 @@ class CompanionError(Exception):
         self.field = field
 
     def to_dict(self) -> dict[str, object]:
-        body: dict[str, object] = {"code": self.code, "message": self.message}
+        body: dict[str, object] = {"code": self.code, "message": _printable(self.message)}
         if self.field is not None:
-            body["field"] = self.field
+            body["field"] = _printable(self.field)
         return body
+
+
+def _printable(text: str) -> str:
+    """Text safe to send as UTF-8: a lone surrogate from the input becomes a `\\udXXX` escape."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class ConfigError(CompanionError):

@@ -6,6 +6,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from companion.cache.table import rows_of_user
 from companion.errors import NotFound
 from companion.personal import Personal
 from companion.storage import Store
@@ -47,14 +48,16 @@ def export_user(store: Store, personal: Personal, user_id: str) -> dict[str, Any
 
 
 def delete_user(store: Store, personal: Personal, user_id: str) -> dict[str, int]:
-    """Delete the user row (sessions, messages, summaries, memories, history and relationships
-    go with it by cascade) and the user's scoped cache rows; returns counts."""
+    """Delete the user row (sessions, messages, summaries, memories, history, relationships and
+    private personas go with it by cascade) and every cache row their words reached, in any
+    scope; returns counts. (The server drops its in-process cache entries first:
+    ResponseCache.forget_user.)"""
     with store.writing() as conn:
         counts = {
             "sessions": int(conn.execute(sa.select(sa.func.count()).select_from(sessions)
                                          .where(sessions.c.user_id == user_id)).scalar_one()),
             "cache_entries": int(conn.execute(sa.delete(response_cache).where(
-                response_cache.c.scope == f"user:{user_id}")).rowcount),
+                rows_of_user(user_id))).rowcount),
         }
         gone = conn.execute(sa.delete(users).where(users.c.id == user_id)).rowcount
     if not gone:

@@ -93,9 +93,10 @@ class ExactCache:
         now = self.clock()
         return CacheEntry(created_at=now, expires_at=now + self.ttl_s, **fields)
 
-    def store(self, entry: CacheEntry) -> list[tuple[str, str]]:
-        """Keep the entry; return the (key, partition) of any entries evicted to make room."""
-        self.table.upsert(entry, self.clock())
+    def store(self, entry: CacheEntry, contributor: str | None = None) -> list[tuple[str, str]]:
+        """Keep the entry (and who contributed it); return the (key, partition) of any entries
+        evicted to make room."""
+        self.table.upsert(entry, self.clock(), contributor)
         if self.shared is not None:
             self.shared.put(entry)
         with self._lock:
@@ -148,6 +149,15 @@ class ExactCache:
             else:
                 for key in [k for k, e in self._lru.items() if e.scope == scope]:
                     del self._lru[key]
+
+    def forget_user(self, user_id: str) -> list[tuple[str, str]]:
+        """Drop every entry a user's words reached, in the table and in process."""
+        self.flush()
+        gone = self.table.delete_user(user_id)
+        self.remove(gone)
+        with self._lock:
+            self._rows = max(0, self._rows - len(gone))
+        return gone
 
     def flush(self) -> None:
         """Write the hit counts and last-use times gathered since the last flush."""

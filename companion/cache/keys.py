@@ -18,6 +18,7 @@ from stat import S_ISREG
 from typing import Any, Literal
 
 from companion.domain import GenerationOptions
+from companion.memory.extract import extract
 
 # Bump when the key layout changes: old rows then simply stop matching and expire.
 KEY_VERSION = 1
@@ -126,15 +127,24 @@ class Scope:
 def decide_scope(
     user_id: str, context: list[dict[str, str]], message: str, *, history_used: int, personal: bool
 ) -> Scope:
-    """Shared only when nothing personal shaped the reply; otherwise the user's own scope.
+    """Shared only when nothing personal shaped the reply and the message states no personal
+    fact; otherwise the user's own scope.
 
     `context` is the prompt before the new message; `personal` is set by the context builder
     when recalled memories or a user's own persona went into it.
     """
     fingerprint = context_fingerprint(context)
-    if history_used == 0 and not personal and not refers_to_earlier(message):
+    if (history_used == 0 and not personal and not refers_to_earlier(message)
+            and not states_personal_fact(message)):
         return Scope("shared", None, fingerprint)
     return Scope("user", user_id, fingerprint)
+
+
+@lru_cache(maxsize=4096)
+def states_personal_fact(message: str) -> bool:
+    """True when the message says something about the user that the memory would keep ("My
+    bank PIN is 4402.", "I live in Lyon"): such words never go to the shared scope."""
+    return bool(extract(message))
 
 
 @dataclass(frozen=True)

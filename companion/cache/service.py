@@ -164,8 +164,10 @@ class ResponseCache:
         prompt_tokens: int,
         completion_tokens: int,
         finish_reason: str,
+        user_id: str | None = None,
     ) -> CacheEntry:
-        """Keep a generated reply under the probe's key (and its vector, when it has one)."""
+        """Keep a generated reply under the probe's key (and its vector, when it has one);
+        `user_id`, whose message it answers, is remembered so forget_user() can remove it."""
         started = time.perf_counter()
         if self.semantic is not None:
             probe = self.embed(probe)
@@ -181,7 +183,7 @@ class ResponseCache:
             finish_reason=finish_reason,
             vector=probe.vector,
         )
-        gone = self.exact.store(entry)
+        gone = self.exact.store(entry, user_id)
         self._totals_at = None
         if self.semantic is not None:
             self.semantic.remove(gone)
@@ -229,6 +231,15 @@ class ResponseCache:
         self._totals_at = None
         if self.semantic is not None:
             self.semantic.clear()  # partitions reload from the table when next used
+
+    def forget_user(self, user_id: str) -> int:
+        """Drop every entry a user's words reached: their scope's and those they contributed
+        to in any scope (deleting a user); returns how many."""
+        gone = self.exact.forget_user(user_id)
+        self._totals_at = None
+        if self.semantic is not None:
+            self.semantic.remove(gone)
+        return len(gone)
 
     def start(self) -> None:
         """Run cleanup_expired_cache() every cleanup_interval in a daemon thread."""

@@ -15,8 +15,16 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from companion.cache.base import CacheEntry
 from companion.storage.schema import response_cache as t
+from companion.storage.schema import response_cache_users as contributors
 
 _UPDATABLE = [c.name for c in t.columns if c.name not in ("key", "hits")]
+
+
+def rows_of_user(user_id: str) -> sa.ColumnElement[bool]:
+    """The cache rows a user's words reached: their own scope's and every row they
+    contributed to (shared ones too)."""
+    contributed = sa.select(contributors.c.key).where(contributors.c.user_id == user_id)
+    return sa.or_(t.c.scope == f"user:{user_id}", t.c.key.in_(contributed))
 
 
 def _dt(epoch: float) -> datetime:
@@ -92,15 +100,29 @@ class CacheTable:
             row = conn.execute(query).mappings().first()
         return None if row is None else entry_from_row(row)
 
-    def upsert(self, entry: CacheEntry, now: float) -> None:
-        """Insert the entry or replace the one with its key."""
+    def upsert(self, entry: CacheEntry, now: float, contributor: str | None = None) -> None:
+        """Insert the entry or replace the one with its key; remember `contributor`, the user
+        whose message it answers (delete_user removes the row with them)."""
         values = _row_of(entry, now)
         with self._write() as conn:
             if self._insert is None:  # another dialect: portable delete + insert
                 conn.execute(sa.delete(t).where(t.c.key == entry.key))
                 conn.execute(sa.insert(t).values(**values))
-                return
-            conn.execute(self._upsert(), values)
+            else:
+                conn.execute(self._upsert(), values)
+            if contributor is not None:
+                self._contributed(conn, entry.key, contributor)
+
+    def _contributed(self, conn: Connection, key: str, user_id: str) -> None:
+        """Add (key, user) to the contributors unless it is there."""
+        row = {"key": key, "user_id": user_id}
+        if self._insert is not None:
+            conn.execute(self._insert(contributors).values(**row).on_conflict_do_nothing())
+            return
+        known = sa.select(contributors.c.key).where(
+            contributors.c.key == key, contributors.c.user_id == user_id)
+        if conn.execute(known).first() is None:
+            conn.execute(sa.insert(contributors).values(**row))
 
     def _upsert(self) -> Any:
         """INSERT ... ON CONFLICT (key) DO UPDATE, built once (its values are bound per row:
@@ -150,6 +172,10 @@ class CacheTable:
     def delete_scope(self, scope: str | None) -> list[tuple[str, str]]:
         """Drop every row, or one scope's rows."""
         return self._delete_where(sa.true() if scope is None else t.c.scope == scope)
+
+    def delete_user(self, user_id: str) -> list[tuple[str, str]]:
+        """Drop every row a user's words reached (rows_of_user)."""
+        return self._delete_where(rows_of_user(user_id))
 
     def evict_oldest(self, count: int) -> list[tuple[str, str]]:
         """Drop the `count` least recently used rows."""

@@ -17,7 +17,8 @@ import zlib
 from typing import Any
 
 from companion.errors import InputError
-from companion.persona.model import Persona, persona_from
+from companion.jsonbody import parse_json
+from companion.persona.model import MAX_EXAMPLES, Persona, persona_from
 
 SPEC = "chara_card_v2"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -68,26 +69,47 @@ def _examples(mes_example: str, name: str) -> list[str]:
     return lines
 
 
+def _card_text(data: dict[str, Any], key: str, name: str) -> str:
+    """A card's text field with its macros expanded ("" when absent); InputError if not text."""
+    value = data.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InputError(f"card field data.{key} must be a string", field=f"card.data.{key}")
+    return _macros(value, name)
+
+
+def _card_object(value: Any, where: str) -> dict[str, Any]:
+    """A card's object field ({} when absent); InputError if it is not an object."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InputError(f"card field {where} must be an object", field=f"card.{where}")
+    return value
+
+
 def from_card(card: dict[str, Any], persona_id: str | None = None) -> Persona:
-    """A Persona from a V2 (or V1) card dict."""
+    """A Persona from a V2 (or V1) card dict, through the same validation as the API's
+    personas (persona_from): wrong types and over-long fields are refused, not cut."""
     if not isinstance(card, dict):
         raise InputError("a character card must be a JSON object", field="card")
     data = card.get("data") if card.get("spec") in (SPEC, "chara_card_v3") else card
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):
         raise InputError("not a character card: no data.name", field="card")
     name = data["name"].strip()
-    ours = (data.get("extensions") or {}).get("companion") or {}
+    extensions = _card_object(data.get("extensions"), "data.extensions")
+    ours = _card_object(extensions.get("companion"), "data.extensions.companion")
     return persona_from(
         {
             "name": name,
-            "description": _macros(str(data.get("description") or ""), name),
-            "speaking_style": _macros(str(data.get("personality") or ""), name)[:1000],
-            "scenario": _macros(str(data.get("scenario") or ""), name),
-            "greeting": _macros(str(data.get("first_mes") or ""), name)[:1000],
-            "example_lines": _examples(str(data.get("mes_example") or ""), name),
-            "system_prompt": _macros(str(data.get("system_prompt") or ""), name) or None,
+            "description": _card_text(data, "description", name),
+            "speaking_style": _card_text(data, "personality", name),
+            "scenario": _card_text(data, "scenario", name),
+            "greeting": _card_text(data, "first_mes", name),
+            "example_lines": _examples(_card_text(data, "mes_example", name), name)[:MAX_EXAMPLES],
+            "system_prompt": _card_text(data, "system_prompt", name) or None,
             "traits": ours.get("traits") or {},
-            "tags": [str(t) for t in data.get("tags") or []],
+            "tags": data.get("tags") or [],
         },
         persona_id=persona_id or ours.get("id"),
     )
@@ -125,11 +147,12 @@ def read_png_card(png: bytes) -> dict[str, Any]:
             found.setdefault(keyword.lower(), text)
     for keyword in CARD_KEYWORDS:
         if keyword in found:
+            what = f"the PNG's {keyword.decode()} chunk"
             try:
-                return dict(json.loads(base64.b64decode(found[keyword], validate=False)))
-            except (binascii.Error, ValueError, TypeError) as exc:
-                raise InputError(f"the PNG's {keyword.decode()} chunk is not base64 JSON",
-                                 field="card") from exc
+                raw = base64.b64decode(found[keyword], validate=False)
+            except (binascii.Error, ValueError) as exc:
+                raise InputError(f"{what} is not base64 JSON", field="card") from exc
+            return _object(parse_json(raw, what=what, field="card"))
     raise InputError("the PNG holds no character card (no 'chara' text chunk)", field="card")
 
 
@@ -158,10 +181,11 @@ def load_card(raw: bytes) -> dict[str, Any]:
         raise InputError("character card file is too large", field="card")
     if raw.startswith(PNG_SIGNATURE):
         return read_png_card(raw)
-    try:
-        card = json.loads(raw.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InputError("a character card must be JSON or a PNG", field="card") from exc
+    return _object(parse_json(raw, what="a character card (JSON or a PNG)", field="card"))
+
+
+def _object(card: Any) -> dict[str, Any]:
+    """The card as a dict; InputError when the JSON is not an object."""
     if not isinstance(card, dict):
         raise InputError("a character card must be a JSON object", field="card")
     return card

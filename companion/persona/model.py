@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from companion.errors import InputError
+from companion.jsonbody import encodable
 
 # Each trait runs from 0 to 1; 0.5 is neutral (says nothing in the prompt, changes no sampling).
 TRAITS = ("warmth", "humor", "formality", "verbosity", "curiosity", "playfulness", "empathy",
@@ -30,6 +31,7 @@ class Persona:
     scenario: str = ""
     system_prompt: str | None = None  # a verbatim prompt (the default persona: the setting)
     tags: tuple[str, ...] = ()
+    owner_id: str | None = None  # None: shared (admins manage it); else private to that user
 
     @property
     def is_default(self) -> bool:
@@ -71,33 +73,64 @@ def _traits(value: Any) -> dict[str, float]:
     return out
 
 
-def _text(data: dict[str, Any], key: str, limit: int = 4000) -> str:
-    """A string field, checked for type and length."""
-    value = data.get(key) or ""
-    if not isinstance(value, str) or len(value) > limit:
+# What a persona's fields may hold, however the persona arrives (API body, card, CLI, row)
+LIMITS = {"name": 255, "description": 4000, "speaking_style": 1000, "greeting": 1000,
+          "scenario": 2000, "system_prompt": 4000}
+MAX_LINE = 1000  # characters per example line
+MAX_TAGS, MAX_TAG = 16, 64
+
+
+def _checked(value: str, key: str, limit: int) -> str:
+    """A string within its limit that can be stored as UTF-8 (no lone surrogate)."""
+    if len(value) > limit:
         raise InputError(f"{key} must be a string of at most {limit} characters", field=key)
-    return value.strip()
+    if not encodable(value):
+        raise InputError(f"{key} holds a lone UTF-16 surrogate, which is not valid Unicode",
+                         field=key)
+    return value
+
+
+def _text(data: dict[str, Any], key: str) -> str:
+    """A string field (None: empty), checked for type and length."""
+    value = data.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InputError(f"{key} must be a string of at most {LIMITS[key]} characters",
+                         field=key)
+    return _checked(value, key, LIMITS[key]).strip()
+
+
+def _strings(data: dict[str, Any], key: str, most: int, limit: int) -> tuple[str, ...]:
+    """A list of at most `most` strings of at most `limit` characters (blank ones dropped)."""
+    value = data.get(key)
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple) or not all(isinstance(x, str) for x in value):
+        raise InputError(f"{key} must be a list of strings", field=key)
+    if len(value) > most:
+        raise InputError(f"{key} may hold at most {most} items", field=key)
+    return tuple(_checked(x, key, limit).strip() for x in value if x.strip())
 
 
 def persona_from(data: dict[str, Any], *, persona_id: str | None = None) -> Persona:
-    """Build and validate a Persona from a JSON-like dict (API bodies, stored rows)."""
-    name = _text(data, "name", 255)
+    """Build and validate a Persona from a JSON-like dict: the one check every persona passes
+    (API bodies, character cards, the CLI, stored rows): types, lengths, valid Unicode."""
+    name = _text(data, "name")
     if not name:
         raise InputError("a persona needs a name", field="name")
     pid = persona_id or data.get("id") or slug(name)
     if not isinstance(pid, str) or not ID_RE.match(pid):
         raise InputError("id must be 1-64 of a-z, 0-9, '_', '.', '-'", field="id")
-    lines = data.get("example_lines") or []
-    if not isinstance(lines, list | tuple) or not all(isinstance(x, str) for x in lines):
-        raise InputError("example_lines must be a list of strings", field="example_lines")
-    system = data.get("system_prompt")
+    owner = data.get("owner_id")
     return Persona(
         id=pid, name=name, description=_text(data, "description"),
-        traits=_traits(data.get("traits")), speaking_style=_text(data, "speaking_style", 1000),
-        example_lines=tuple(x.strip() for x in lines if x.strip())[:MAX_EXAMPLES],
-        greeting=_text(data, "greeting", 1000), scenario=_text(data, "scenario", 2000),
-        system_prompt=system if isinstance(system, str) and system.strip() else None,
-        tags=tuple(str(t) for t in data.get("tags") or ())[:16],
+        traits=_traits(data.get("traits")), speaking_style=_text(data, "speaking_style"),
+        example_lines=_strings(data, "example_lines", MAX_EXAMPLES, MAX_LINE),
+        greeting=_text(data, "greeting"), scenario=_text(data, "scenario"),
+        system_prompt=_text(data, "system_prompt") or None,
+        tags=_strings(data, "tags", MAX_TAGS, MAX_TAG),
+        owner_id=owner if isinstance(owner, str) else None,
     )
 
 

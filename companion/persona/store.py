@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from companion.auth import Forbidden
 from companion.errors import InputError, NotFound
 from companion.persona.avatars import drop_avatar, save_avatar
 from companion.persona.card import PNG_SIGNATURE, from_card, load_card
@@ -25,6 +27,11 @@ from companion.storage import Store
 from companion.storage.schema import personas, relationships
 
 
+def _persona(data: dict[str, Any], owner_id: str | None) -> Persona:
+    """A stored row's persona; the row's owner column is what counts."""
+    return replace(persona_from(dict(data)), owner_id=owner_id)
+
+
 def _now() -> datetime:
     """The clock of persona rows."""
     return datetime.now(UTC)
@@ -38,33 +45,58 @@ class PersonaStore:
         self.store = store
         self.default = default_persona(system_prompt)
 
-    def all(self) -> list[Persona]:
-        """The default persona, then the stored ones by name."""
+    def all(self, viewer: str | None = None) -> list[Persona]:
+        """The default persona, then the stored ones by name: the shared ones and `viewer`'s
+        private ones (every persona when `viewer` is None: admins, the CLI)."""
+        query = sa.select(personas.c.data, personas.c.owner_id).order_by(personas.c.name)
+        if viewer is not None:
+            query = query.where(sa.or_(personas.c.owner_id.is_(None),
+                                       personas.c.owner_id == viewer))
         with self.store.reading() as conn:
-            rows = conn.execute(sa.select(personas.c.data).order_by(personas.c.name)).scalars()
-            return [self.default, *(persona_from(dict(r)) for r in rows)]
+            rows = conn.execute(query).all()
+        return [self.default, *(_persona(r.data, r.owner_id) for r in rows)]
 
     def get(self, persona_id: str) -> Persona:
         """One persona (NotFound when absent)."""
         if persona_id == DEFAULT_ID:
             return self.default
+        query = sa.select(personas.c.data, personas.c.owner_id).where(personas.c.id == persona_id)
         with self.store.reading() as conn:
-            data = conn.execute(sa.select(personas.c.data).where(personas.c.id == persona_id)
-                                ).scalar_one_or_none()
-        if data is None:
+            row = conn.execute(query).first()
+        if row is None:
             raise NotFound(f"no persona {persona_id!r}", field="persona_id")
-        return persona_from(dict(data))
+        return _persona(row.data, row.owner_id)
 
-    def create(self, persona: Persona) -> Persona:
-        """Store a new persona (InputError if the id is taken)."""
+    def check_access(self, persona_id: str, user_id: str, write: bool) -> None:
+        """Whether `user_id` (no admin) may see, or change, a persona: their own private one,
+        or (only to see) a shared one. Another user's private persona is NotFound, as if it
+        did not exist; changing a shared one is Forbidden. An absent persona passes (the route
+        says 404)."""
+        try:
+            persona = self.get(persona_id)
+        except NotFound:
+            return
+        if persona.owner_id is None:
+            if write:
+                raise Forbidden("shared personas are managed by admins; create a private "
+                                "persona of your own (POST /api/v1/personas)")
+        elif persona.owner_id != user_id:
+            raise NotFound(f"no persona {persona_id!r}", field="persona_id")
+
+    def create(self, persona: Persona, owner_id: str | None = None) -> Persona:
+        """Store a new persona, shared (`owner_id` None) or private to `owner_id` (InputError if
+        the id is taken)."""
         if persona.id == DEFAULT_ID:
             raise InputError("'default' is the built-in persona; choose another id", field="id")
+        persona = replace(persona, owner_id=owner_id)
+        if owner_id is not None:
+            self.store.ensure_user(owner_id)
         now = _now()
         try:
             with self.store.writing() as conn:
                 conn.execute(sa.insert(personas).values(
                     id=persona.id, name=persona.name, data=persona.to_dict(), created_at=now,
-                    updated_at=now))
+                    updated_at=now, owner_id=owner_id))
         except IntegrityError as exc:
             raise InputError(f"persona {persona.id!r} exists already", field="id") from exc
         return persona
@@ -93,32 +125,44 @@ class PersonaStore:
         drop_avatar(self.store, persona_id)
 
     def import_card(self, raw: bytes, persona_id: str | None = None,
-                    on_conflict: str = "refuse") -> Persona:
-        """A persona from a Character Card V2 file (JSON or PNG; a PNG is kept as its avatar).
+                    on_conflict: str = "refuse", owner_id: str | None = None) -> Persona:
+        """A persona from a Character Card V2 file (JSON or PNG; a PNG is kept as its avatar),
+        shared (`owner_id` None) or private to `owner_id`, like create().
 
-        When the id is taken: `refuse` (InputError), `overwrite` it, or `rename` (a free id
-        and "Name (2)")."""
+        When the id is taken: `refuse` (InputError), `overwrite` it (only a persona the
+        importer may change: check_access), or `rename` (a free id and "Name (2)")."""
         card = from_card(load_card(raw), persona_id)
         if card.id == DEFAULT_ID or self._exists(card.id):
             if on_conflict == "overwrite" and card.id != DEFAULT_ID:
+                if owner_id is not None:
+                    self._may_overwrite(card.id, owner_id)
                 made = self._replace(card)
             elif on_conflict in ("rename", "overwrite"):
-                made = self.create(self._renamed(card))
+                made = self.create(self._renamed(card), owner_id)
             else:
                 raise InputError(f"persona {card.id!r} exists already: import again with "
                                  "overwrite or rename", field="id")
         else:
-            made = self.create(card)
+            made = self.create(card, owner_id)
         if raw.startswith(PNG_SIGNATURE):
             save_avatar(self.store, made.id, raw)
         return made
 
     def _replace(self, persona: Persona) -> Persona:
-        """Write every field of a stored persona anew (an overwriting import)."""
+        """Write every field of a stored persona anew (an overwriting import); its owner stays."""
+        persona = replace(persona, owner_id=self.get(persona.id).owner_id)
         with self.store.writing() as conn:
             conn.execute(sa.update(personas).where(personas.c.id == persona.id).values(
                 name=persona.name, data=persona.to_dict(), updated_at=_now()))
         return persona
+
+    def _may_overwrite(self, persona_id: str, user_id: str) -> None:
+        """Forbidden unless `user_id` may change the stored persona (see check_access)."""
+        try:
+            self.check_access(persona_id, user_id, write=True)
+        except NotFound:
+            raise Forbidden(f"persona {persona_id!r} exists and is not yours: import with "
+                            "on_conflict=rename", field="id") from None
 
     def _exists(self, persona_id: str) -> bool:
         """Whether a stored persona has this id."""
@@ -137,8 +181,11 @@ class PersonaStore:
     # users
 
     def select(self, user_id: str, persona_id: str) -> Relationship:
-        """Make `persona_id` the one `user_id` talks to; its relationship carries on."""
-        self.get(persona_id)
+        """Make `persona_id` the one `user_id` talks to; its relationship carries on.
+        Another user's private persona is NotFound, whoever asks."""
+        owner = self.get(persona_id).owner_id
+        if owner is not None and owner != user_id:
+            raise NotFound(f"no persona {persona_id!r}", field="persona_id")
         self.store.ensure_user(user_id)
         with self.store.writing() as conn:
             conn.execute(sa.update(relationships).where(relationships.c.user_id == user_id)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -21,15 +20,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from companion import __version__
 from companion.config import Settings
 from companion.errors import CompanionError
+from companion.jsonbody import printable
 from companion.runtime import Runtime, open_runtime
-from companion.server.badinput import RejectUnencodableText, overflow_error
+from companion.server.access import authorize, check_policies
+from companion.server.badinput import JSONBodyCheck, http_error, overflow_error, unexpected_error
 from companion.server.observe import TimingMiddleware
 from companion.server.observe import router as observe_router
 from companion.server.openai_api import openai_error, openai_http_error
 from companion.server.openai_api import router as openai_router
 from companion.server.report_routes import router as report_router
 from companion.server.routes import router
-from companion.server.security import BodyLimit, authenticate
+from companion.server.security import BodyLimit
 from companion.storage.faults import storage_error
 
 log = logging.getLogger("companion.server")
@@ -72,21 +73,23 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         description="A self-hosted AI companion: local LLM, memory, personality.",
         lifespan=lifespan,
     )
-    secured = [Depends(authenticate)]
+    secured = [Depends(authorize)]  # every route's rule: companion/server/policy.py
     app.include_router(router, dependencies=secured)
     app.include_router(openai_router, dependencies=secured)
     app.include_router(observe_router, dependencies=secured)
     app.include_router(report_router, dependencies=secured)
-    app.add_middleware(RejectUnencodableText)  # inside BodyLimit: reads a bounded body
+    app.add_middleware(JSONBodyCheck)  # inside BodyLimit: reads a bounded body
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(TimingMiddleware)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.add_api_route("/", _index, include_in_schema=False)
+    app.add_api_route("/", _index, include_in_schema=False, dependencies=secured)
     app.add_exception_handler(CompanionError, _companion_error)
     app.add_exception_handler(OperationalError, _database_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(OverflowError, overflow_error)  # a number too big: 422
-    app.add_exception_handler(StarletteHTTPException, _http_error)  # 404, 405 ...
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # 404, 405 ...: JSON
+    app.add_exception_handler(Exception, unexpected_error)  # a bug: 500 JSON, traceback logged
+    app.state.routes = check_policies(app)  # every route has a rule, or the app does not start
     return app
 
 
@@ -132,7 +135,7 @@ async def _http_error(request: Request, exc: Exception) -> Any:
     assert isinstance(exc, StarletteHTTPException)
     if _is_openai(request):
         return openai_http_error(request, exc)
-    return await http_exception_handler(request, exc)
+    return await http_error(request, exc)
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
@@ -155,7 +158,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         message = f"{field or 'body'}: {first.get('msg')}"
     if _is_openai(request):
         return openai_error(400, message, "invalid_request_error", field, "invalid_value")
-    body = error_body("invalid_input", message, field)
-    # NaN and Infinity (which Python's JSON accepts) go back as strings: JSON has no such numbers
-    body["detail"] = json.loads(json.dumps(errors, default=str), parse_constant=str)
+    body = error_body("invalid_input", printable(message), field and printable(field))
+    # NaN and Infinity (which Python's JSON accepts) go back as strings: JSON has no such numbers;
+    # text that cannot be UTF-8 (a lone surrogate) goes back as '?'
+    echoed = json.dumps(errors, default=str, ensure_ascii=False).encode("utf-8", "replace")
+    body["detail"] = json.loads(echoed, parse_constant=str)
     return JSONResponse(body, status_code=422)

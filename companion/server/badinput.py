@@ -1,94 +1,105 @@
-"""Input no route can use, refused before any route sees it (422 with a JSON error body).
+"""One body-parsing and error path for every route: bad input is a 4xx JSON error, never a 500.
 
-- A JSON body holding a lone UTF-16 surrogate (`"\\ud800"`): JSON allows the escape, Python
-  decodes it, but such a string cannot be encoded as UTF-8, so SQLite, the tokenizer and the
-  response could not take it. Checked here once for every route.
-- A number too large for the C or SQLite integer it reaches (OverflowError): a handler turns
-  it into 422 wherever a route forgot a bound.
+- Every JSON request body is checked before any route sees it (JSONBodyCheck, with
+  companion/jsonbody.py): strict UTF-8 (raw surrogate bytes such as `ED A0 80` are not),
+  at most 64 levels of nesting, valid JSON, no lone `\\ud800` escapes. Each is 422.
+- Unknown routes (404), wrong methods (405) and other HTTP errors get the same JSON shape.
+- A number too large for the C or SQLite integer it reaches (OverflowError): 422.
+- Anything else unexpected: 500 in that shape, with the traceback in the server log.
+
+The shape is `{"error": {"code", "message", "field"?}}`, and OpenAI's
+`{"error": {"message", "type", "param", "code"}}` for routes under /v1/.
 """
 
 from __future__ import annotations
 
-import json
-import re
+import logging
+from email.message import Message as MimeHeader
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+from companion.errors import InputError
+from companion.jsonbody import parse_json, printable
+from companion.server.access import route_path
+
+log = logging.getLogger("companion.server")
+
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_response(
+    path: str,
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """An error in the shape of the route's API: OpenAI's under /v1/, companion's elsewhere."""
+    message = printable(message)
+    if path.startswith("/v1/"):
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        body: dict[str, Any] = {
+            "error": {"message": message, "type": kind, "param": field, "code": code}
+        }
+    else:
+        body = {"error": {"code": code, "message": message}}
+        if field:
+            body["error"]["field"] = printable(field)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def invalid_input(path: str, message: str, field: str | None = None) -> JSONResponse:
-    """422 in the shape of the route's API: OpenAI's under /v1/, companion's elsewhere."""
-    if path.startswith("/v1/"):
-        body: dict[str, Any] = {
-            "error": {
-                "message": message,
-                "type": "invalid_request_error",
-                "param": field,
-                "code": "invalid_input",
-            }
-        }
-    else:
-        body = {"error": {"code": "invalid_input", "message": message}}
-        if field:
-            body["error"]["field"] = field
-    return JSONResponse(body, status_code=422)
+    """422 invalid_input in the route's API's shape."""
+    return error_response(path, 422, "invalid_input", message, field)
 
 
-def lone_surrogate_field(body: bytes) -> str | None:
-    """Where a JSON body holds a string with a lone surrogate ("" for the top level), or None
-    when it holds none (or is no JSON: the route reports that)."""
-    if not _SURROGATE_ESCAPE.search(body):
-        return None
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    return _find_surrogate(data, "")
-
-
-def _find_surrogate(value: Any, where: str) -> str | None:
-    if isinstance(value, str):
-        return None if _encodable(value) else where
-    if isinstance(value, dict):
-        items = value.items()
-    elif isinstance(value, list):
-        items = enumerate(value)  # type: ignore[assignment]
-    else:
-        return None
-    for key, item in items:
-        name = f"{where}.{key}" if where else str(key)
-        if isinstance(key, str) and not _encodable(key):
-            return name
-        found = _find_surrogate(item, name)
-        if found is not None:
-            return found
-    return None
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
+def _parsed_as_json(scope: Scope) -> bool:
+    """True when the route will parse the body as JSON: it declares a body model and the
+    content type is JSON or absent (FastAPI's rule). Raw-body routes (card import) parse
+    their own bytes."""
+    table = getattr(getattr(scope.get("app"), "state", None), "routes", None)
+    endpoint = table.find(scope["method"], route_path(scope)) if table is not None else None
+    if endpoint is None or not endpoint.has_body:
         return False
-    return True
+    content_type = dict(scope["headers"]).get(b"content-type")
+    if not content_type:
+        return True
+    header = MimeHeader()
+    header["content-type"] = content_type.decode("latin-1")
+    subtype = header.get_content_subtype()
+    return header.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
 
 
-class RejectUnencodableText:
-    """422 for request bodies with a lone surrogate in a JSON string (see the module doc).
-
-    The body is read whole (BodyLimit, outside this, bounds it) and handed on unchanged.
-    """
+class JSONBodyCheck:
+    """422 for a JSON request body that is not strict UTF-8, nests too deep, is not JSON or
+    holds a lone surrogate (see the module doc). The body is read whole (BodyLimit, outside
+    this, bounds it) and handed on unchanged."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in _WITH_BODY:
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in _WITH_BODY
+            or not _parsed_as_json(scope)
+        ):
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
@@ -100,16 +111,12 @@ class RejectUnencodableText:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        field = lone_surrogate_field(body)
-        if field is not None:
-            response = invalid_input(
-                scope["path"],
-                f"{field or 'body'}: text holds a lone UTF-16 surrogate "
-                "(an unpaired \\ud800-\\udfff escape), which is not valid Unicode",
-                field or None,
-            )
-            await response(scope, receive, send)
-            return
+        if body.strip():
+            try:
+                parse_json(body)
+            except InputError as exc:
+                await invalid_input(scope["path"], exc.message, exc.field)(scope, receive, send)
+                return
         replayed = False
 
         async def replay() -> Message:
@@ -122,6 +129,28 @@ class RejectUnencodableText:
         await self.app(scope, replay, send)
 
 
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's HTTP errors (unknown route, wrong method, ...) in the documented shape."""
+    assert isinstance(exc, HTTPException)
+    status = exc.status_code
+    if status == 404:
+        message = f"no route {request.method} {request.url.path}"
+    elif status == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    code = _HTTP_CODES.get(status, "internal_error" if status >= 500 else f"http_{status}")
+    return error_response(request.url.path, status, code, message, headers=exc.headers)
+
+
 async def overflow_error(request: Request, exc: Exception) -> JSONResponse:
     """A number too large for the integer it is stored in: the caller's input, so 422."""
     return invalid_input(request.url.path, f"a number in the request is out of range ({exc})")
+
+
+async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    """A bug: 500 in the documented shape; the traceback goes to the log, not the client."""
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return error_response(
+        request.url.path, 500, "internal_error", "internal error; the server log has the details"
+    )

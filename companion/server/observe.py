@@ -17,7 +17,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from companion.errors import StorageError
 from companion.runtime import Runtime
 from companion.server.routes import runtime_of
-from companion.server.security import require_admin
 
 router = APIRouter(tags=["meta"])
 
@@ -25,7 +24,6 @@ router = APIRouter(tags=["meta"])
 @router.get("/metrics", include_in_schema=True)
 async def metrics(request: Request) -> Response:
     """Prometheus text format: HTTP, tokens, time to first token, cache, memory, engine, process."""
-    require_admin(request)
     rt = runtime_of(request)
     m = rt.companion.stats.metrics
     m.model_load.set(rt.model_info.load_time_s)

@@ -26,6 +26,7 @@ from companion.server.schemas import (
     PersonaBody,
     PersonaSelect,
 )
+from companion.server.security import principal_of
 from companion.userdata import delete_user, export_user
 
 router = APIRouter()
@@ -129,7 +130,7 @@ async def memory_history(user_id: str, request: Request,
 
 @router.post("/api/v1/memories/cleanup", tags=["memory"])
 async def cleanup(request: Request, user_id: str | None = None) -> dict[str, int]:
-    """Run the cleanup policy now (one user or all)."""
+    """Run the cleanup policy now (one user or all) (admin)."""
     report = await asyncio.to_thread(_memory(request).cleanup, user_id)
     return report.to_dict()
 
@@ -145,27 +146,37 @@ async def export(user_id: str, request: Request) -> dict[str, Any]:
 async def forget_user(user_id: str, request: Request) -> dict[str, Any]:
     """Delete everything stored about a user: sessions, messages, memories, cache entries."""
     rt = request.app.state.runtime
-    counts = await asyncio.to_thread(delete_user, rt.store, _personal(request), _user(user_id))
-    if rt.companion.cache is not None:  # its in-process layers too, not only the rows
-        await asyncio.to_thread(rt.companion.cache.clear, f"user:{user_id}")
+    cache = rt.companion.cache
+    # the cache's rows and in-process entries their words reached, in every scope
+    cached = await asyncio.to_thread(cache.forget_user, _user(user_id)) if cache else 0
+    counts = await asyncio.to_thread(delete_user, rt.store, _personal(request), user_id)
+    counts["cache_entries"] += cached
     return {"user_id": user_id, "deleted": True, **counts}
 
 
 # personas
 
 
+def _private_to(request: Request) -> str | None:
+    """Who a new persona belongs to: nobody (shared) when an admin makes it, else the caller."""
+    principal = principal_of(request)
+    return None if principal.admin else principal.user_id
+
+
 @router.get("/api/v1/personas", tags=["persona"])
 async def list_personas(request: Request) -> dict[str, Any]:
-    """Every persona (the default first)."""
-    found = await asyncio.to_thread(_personal(request).personas.all)
+    """The personas the caller may select: the default, the shared ones and their own private
+    ones (an admin sees every persona)."""
+    found = await asyncio.to_thread(_personal(request).personas.all, _private_to(request))
     pictured = await asyncio.to_thread(with_avatars, request.app.state.runtime.store)
     return {"personas": [{**p.to_dict(), "avatar": p.id in pictured} for p in found]}
 
 
 @router.post("/api/v1/personas", status_code=201, tags=["persona"])
 async def create_persona(body: PersonaBody, request: Request) -> dict[str, Any]:
-    """Create a persona."""
-    made = await asyncio.to_thread(_personal(request).personas.create, persona_from(body.fields()))
+    """Create a persona: shared when an admin creates it, else private to the caller."""
+    made = await asyncio.to_thread(_personal(request).personas.create,
+                                   persona_from(body.fields()), _private_to(request))
     return made.to_dict()
 
 
@@ -174,11 +185,13 @@ async def import_persona(request: Request, id: str | None = None,
                          on_conflict: Literal["refuse", "overwrite", "rename"] = "refuse"
                          ) -> dict[str, Any]:
     """Create a persona from a Character Card V2 (request body: the JSON or the PNG file; a
-    PNG's image becomes the avatar). A taken id: `on_conflict` refuse (422), overwrite, rename."""
+    PNG's image becomes the avatar), shared or private as POST /api/v1/personas. A taken id:
+    `on_conflict` refuse (422), overwrite (only a persona the caller may change), rename."""
     raw = await request.body()
     if len(raw) > MAX_CARD_BYTES:
         raise InputError("card file is over 4 MiB", field="card")
-    made = await asyncio.to_thread(_personal(request).personas.import_card, raw, id, on_conflict)
+    made = await asyncio.to_thread(_personal(request).personas.import_card, raw, id, on_conflict,
+                                   _private_to(request))
     return made.to_dict()
 
 

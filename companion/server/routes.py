@@ -26,7 +26,7 @@ from companion.server.schemas import (
     SessionBody,
     SessionMessages,
 )
-from companion.server.security import own_user, require_admin
+from companion.server.security import own_user
 from companion.server.shutdown import (
     INTERRUPTED_MESSAGE,
     Interrupted,
@@ -153,14 +153,12 @@ def _sse_event(event: str | ChatResult) -> dict[str, str]:
 @router.get("/api/v1/stats", tags=["meta"])
 async def stats(request: Request) -> dict[str, Any]:
     """get_performance_stats(): response times, cache, memory, tokens/s, model load (admin)."""
-    require_admin(request)
     return runtime_of(request).companion.get_performance_stats()
 
 
 @router.post("/api/v1/cache/cleanup", tags=["cache"])
 async def cache_cleanup(request: Request) -> dict[str, Any]:
     """cleanup_expired_cache() now: drop expired entries; returns how many (admin)."""
-    require_admin(request)
     cache = runtime_of(request).companion.cache
     removed = await asyncio.to_thread(cache.cleanup_expired_cache) if cache else 0
     return {"removed": removed}
@@ -168,7 +166,7 @@ async def cache_cleanup(request: Request) -> dict[str, Any]:
 
 @router.delete("/api/v1/cache", tags=["cache"])
 async def cache_clear(request: Request, scope: str | None = None) -> dict[str, Any]:
-    """Drop every cached reply, or one scope's (`shared`, `user:<id>`)."""
+    """Drop every cached reply, or one scope's (`shared`, `user:<id>`) (admin)."""
     cache = runtime_of(request).companion.cache
     removed = await asyncio.to_thread(cache.clear, scope) if cache else 0
     return {"removed": removed}
@@ -217,8 +215,12 @@ async def session_messages(
 async def open_session(
     session_id: str, request: Request, body: OpenSessionRequest | None = None
 ) -> dict[str, Any]:
-    """Prefill the session's context (persona, history) so its first reply starts at once."""
+    """Prefill the session's context (persona, history) so its first reply starts at once.
+    An existing session is opened for its owner (policy.py lets only them, or an admin, in)."""
     user_id = own_user(request, body.user_id if body is not None else None)
+    if body is None or body.user_id is None:
+        session = await asyncio.to_thread(runtime_of(request).store.get_session, session_id)
+        user_id = session.user_id if session is not None else user_id
     return await runtime_of(request).companion.open_session(user_id, session_id)
 
 
@@ -239,7 +241,6 @@ async def models(request: Request) -> dict[str, Any]:
 @router.post("/api/v1/models/reload", responses=ERRORS, tags=["models"])
 async def reload_model(body: ReloadRequest, request: Request) -> dict[str, Any]:
     """Force a reload, optionally of another size; requests in flight finish on the old model."""
-    require_admin(request)
     info = await asyncio.to_thread(runtime_of(request).reload_model, body.size)
     return {"loaded": info.to_dict()}
 
@@ -268,6 +269,7 @@ def _message(m: Message) -> dict[str, Any]:
         "model": m.model,
         "timings": m.timings,
         "created_at": m.created_at.isoformat(),
+        "reply_to": m.reply_to,
     }
 
 

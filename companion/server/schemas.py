@@ -75,6 +75,7 @@ class MessageBody(BaseModel):
     finish_reason: str | None = None  # stop | length | cancelled (stopped) | error
     active: bool = True  # false: replaced by a regenerate or an edit (kept)
     alt_group: int | None = None  # the replies to one message share it
+    reply_to: int | None = None  # an assistant message: the id of the user message it answers
 
 
 class SessionMessages(BaseModel):

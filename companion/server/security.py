@@ -34,13 +34,14 @@ def check_bind(settings: Settings) -> None:
         )
 
 
-async def authenticate(request: Request) -> Principal:
-    """The caller (a router dependency): a bearer key's user, or everyone in no-auth mode.
+async def authenticate(request: Request, *, anonymous: bool = False) -> Principal:
+    """The caller: a bearer key's user, or everyone in no-auth mode (or on an `anonymous`
+    route, which policy.py marks PUBLIC). Called by policy.authorize for every route.
 
     A `user_id` in the path or query must be the caller's own unless the key is an admin key.
     """
     runtime = request.app.state.runtime
-    if not runtime.settings.auth or request.url.path in ("/healthz", "/api/v1/health"):
+    if not runtime.settings.auth or anonymous:
         principal = OPEN
     else:
         header = request.headers.get("authorization", "")

@@ -235,8 +235,11 @@ def check_sqlite(url: str) -> CheckResult:
                     result.counts[table] = int(
                         conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
             if "messages" in tables:
-                result.counts["interrupted messages"] = int(conn.execute(
-                    "SELECT count(*) FROM messages WHERE status = 'interrupted'").fetchone()[0])
+                for status in ("pending", "interrupted"):  # pending: a turn running, or a
+                    # server that stopped mid-turn (its next start marks them interrupted)
+                    result.counts[f"{status} messages"] = int(conn.execute(
+                        "SELECT count(*) FROM messages WHERE status = ?", (status,)
+                    ).fetchone()[0])
         except sqlite3.DatabaseError as exc:
             result.problems.append(f"reading the tables failed: {exc}")
         if result.revision is None and not result.problems:

@@ -134,6 +134,7 @@ messages = sa.Table(
     sa.Column("finish_reason", sa.String(16), nullable=True),
     sa.Column("active", sa.Boolean(), nullable=False, server_default=sa.true()),
     sa.Column("alt_group", MessageId, nullable=True),
+    sa.Column("reply_to", MessageId, nullable=True),  # an assistant message: the one it answers
     sa.Index("ix_messages_session_id_id", "session_id", "id"),
     # Never reuse a deleted id on SQLite (ignored by other dialects).
     sqlite_autoincrement=True,
@@ -162,6 +163,17 @@ response_cache = sa.Table(
     sa.Index("ix_response_cache_scope", "scope"),
     sa.Index("ix_response_cache_expires_at", "expires_at"),
     sa.Index("ix_response_cache_last_used_at", "last_used_at"),
+)
+
+# Which users' messages each cached row came from: deleting a user removes their rows in every
+# scope (these rows go with their cache row).
+response_cache_users = sa.Table(
+    "response_cache_users",
+    metadata,
+    sa.Column("key", sa.String(96), sa.ForeignKey("response_cache.key", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("user_id", sa.String(ID_LENGTH), primary_key=True),
+    sa.Index("ix_response_cache_users_user_id", "user_id"),
 )
 
 # Long-term memory (issue 5). On SQLite the full-text and vector indexes live in process
@@ -267,6 +279,9 @@ personas = sa.Table(
     sa.Column("data", sa.JSON(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # None: a shared persona (admins manage it); else private to that user, deleted with them
+    sa.Column("owner_id", sa.String(ID_LENGTH), sa.ForeignKey("users.id", ondelete="CASCADE"),
+              nullable=True, index=True),
 )
 
 # The image of an imported PNG character card (issue 17), shown as the persona's avatar.

@@ -83,7 +83,7 @@ def _message(row: Mapping[str, Any]) -> Message:
         token_count=row["token_count"], cached=bool(row["cached"]), model=row["model"],
         timings=dict(row["timings"] or {}), created_at=row["created_at"],
         finish_reason=row.get("finish_reason"), active=bool(row.get("active", True)),
-        alt_group=row.get("alt_group"),
+        alt_group=row.get("alt_group"), reply_to=row.get("reply_to"),
     )
 
 
@@ -303,7 +303,8 @@ class Store:
     def _insert_message(conn: Connection, session_id: str, role: str, text: str, *,
                         status: str, token_count: int | None, cached: bool, model: str | None,
                         timings: Mapping[str, float] | None,
-                        finish_reason: str | None = None) -> Message:
+                        finish_reason: str | None = None,
+                        reply_to: int | None = None) -> Message:
         """Insert one message and bump its session's updated_at; NotFound if no such session."""
         _check_choice(role, ROLES, "role")
         _check_choice(status, STATUSES, "status")
@@ -318,7 +319,7 @@ class Store:
             "session_id": session_id, "role": role, "text": text, "status": status,
             "token_count": token_count, "cached": bool(cached), "model": model,
             "timings": _clean_timings(timings), "created_at": now,
-            "finish_reason": finish_reason,
+            "finish_reason": finish_reason, "reply_to": reply_to,
         }
         result = conn.execute(sa.insert(messages).values(**values))
         return _message({**values, "id": result.inserted_primary_key[0]})
@@ -381,7 +382,8 @@ class Store:
             return self._insert_message(conn, user_msg.session_id, "assistant", reply_text,
                                         status="complete", token_count=reply_tokens,
                                         cached=cached, model=model, timings=timings,
-                                        finish_reason=finish_reason)
+                                        finish_reason=finish_reason,
+                                        reply_to=user_message_id)
 
     def fail_exchange(self, user_message_id: int, status: FailureStatus,
                       partial_reply: str | None, *, model: str | None,
@@ -398,7 +400,7 @@ class Store:
                                         status=status, token_count=None, cached=False,
                                         model=model, timings=timings,
                                         finish_reason="cancelled" if status == "interrupted"
-                                        else "error")
+                                        else "error", reply_to=user_message_id)
 
     def recent_messages(self, session_id: str, limit: int,
                         statuses: tuple[str, ...] = ("complete",)) -> list[Message]:

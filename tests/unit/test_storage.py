@@ -60,6 +60,7 @@ def test_open_store_creates_folder_tables_indexes_and_version(db_url: str, tmp_p
         assert {c["name"] for c in insp.get_columns("messages")} == {
             "id", "session_id", "role", "text", "status", "token_count", "cached", "model",
             "timings", "created_at", "finish_reason", "active", "alt_group",
+            "reply_to",
         }
         session_ix = {ix["name"]: ix["column_names"] for ix in insp.get_indexes("sessions")}
         assert session_ix["ix_sessions_user_id_updated_at"] == ["user_id", "updated_at"]
