@@ -70,6 +70,18 @@ def make_settings(data_dir: Path, **overrides: object) -> Settings:
     return load_settings(data_dir=data_dir, model_size="tiny", **overrides)
 
 
+def keyed_settings(data_dir: Path, **overrides: object) -> Settings:
+    """Keys on, short replies, limits no test reaches: for tests that call many routes."""
+    given: dict[str, object] = {
+        "auth": True,
+        "max_tokens": 2,
+        "rate_limit_per_minute": 1_000_000,
+        "max_concurrent_per_user": 64,
+        "memory_llm_extraction": "off",
+    }
+    return make_settings(data_dir, **{**given, **overrides})
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path / "data")

@@ -13,6 +13,7 @@ from companion.config import Settings
 from companion.errors import ConfigError
 
 OPEN = Principal("*", admin=True)  # no-auth mode (loopback only): every caller may do everything
+ANONYMOUS = Principal("~anonymous")  # no key, on a PUBLIC route with auth on: may act for nobody
 
 
 def is_loopback(host: str) -> bool:
@@ -35,20 +36,28 @@ def check_bind(settings: Settings) -> None:
 
 
 async def authenticate(request: Request, *, anonymous: bool = False) -> Principal:
-    """The caller: a bearer key's user, or everyone in no-auth mode (or on an `anonymous`
-    route, which policy.py marks PUBLIC). Called by policy.authorize for every route.
+    """The caller: a bearer key's user; everyone (admin) in no-auth mode; ANONYMOUS on an
+    `anonymous` route (policy.py's PUBLIC) called without a key. Called by access.authorize.
 
     A `user_id` in the path or query must be the caller's own unless the key is an admin key.
     """
     runtime = request.app.state.runtime
-    if not runtime.settings.auth or anonymous:
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    has_key = scheme.lower() == "bearer" and bool(key.strip())
+    if not runtime.settings.auth:
         principal = OPEN
+    elif not has_key and not anonymous:
+        raise Unauthorized("missing API key: send Authorization: Bearer <key>")
+    elif not has_key:
+        principal = ANONYMOUS
     else:
-        header = request.headers.get("authorization", "")
-        scheme, _, key = header.partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
-            raise Unauthorized("missing API key: send Authorization: Bearer <key>")
-        principal = KeyStore(runtime.store).verify(key.strip())
+        try:
+            principal = KeyStore(runtime.store).verify(key.strip())
+        except Unauthorized:
+            if not anonymous:
+                raise
+            principal = ANONYMOUS  # a stale key on a health check is no reason to refuse it
     request.state.principal = principal
     claimed = request.path_params.get("user_id") or request.query_params.get("user_id")
     if claimed is not None:

@@ -37,7 +37,7 @@ from companion.server.policy import (
     operation,
     rule_of,
 )
-from tests.conftest import make_settings
+from tests.conftest import keyed_settings
 
 OK = "2xx"
 ROLES = ("anonymous", "other", "owner", "admin")  # the owner (and admin) may delete: last
@@ -144,14 +144,7 @@ class World:
 @pytest.fixture(scope="module")
 def app_and_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FastAPI, World]]:
     data = Path(tmp_path_factory.mktemp("matrix")) / "data"
-    settings = make_settings(
-        data,
-        auth=True,
-        max_tokens=2,
-        rate_limit_per_minute=100_000,
-        max_concurrent_per_user=64,
-        memory_llm_extraction="off",
-    )
+    settings = keyed_settings(data)
     rt = open_runtime(settings)
     yield create_app(settings, rt), World(rt)
     rt.close()
@@ -227,6 +220,7 @@ def _outcome(status: int) -> int | str:
     return OK if 200 <= status < 300 else status
 
 
+@pytest.mark.timeout(1200)  # ~20 two-token replies: seconds, unless the CPU is shared 10 ways
 def test_every_operation_under_every_role(app_and_world: tuple[FastAPI, World]) -> None:
     app, world = app_and_world
     spec = app.openapi()

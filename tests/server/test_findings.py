@@ -23,7 +23,7 @@ from companion.runtime import Runtime, open_runtime
 from companion.server.app import create_app
 from companion.storage import open_store
 from companion.storage.schema import response_cache, response_cache_users
-from tests.conftest import make_settings
+from tests.conftest import keyed_settings, make_settings
 from tests.server.test_fuzz_bodies import check_error_shape
 
 
@@ -42,14 +42,7 @@ class Api:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Runtime]]:
-    settings = make_settings(
-        Path(tmp_path_factory.mktemp("findings")) / "d",
-        auth=True,
-        max_tokens=4,
-        rate_limit_per_minute=10_000,
-        max_concurrent_per_user=16,
-        memory_llm_extraction="off",
-    )
+    settings = keyed_settings(Path(tmp_path_factory.mktemp("findings")) / "d", max_tokens=4)
     rt = open_runtime(settings)
     with TestClient(create_app(settings, rt), raise_server_exceptions=False) as client:
         yield client, rt

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from companion.auth import KeyStore
 from companion.runtime import open_runtime
 from companion.server.app import create_app
-from tests.conftest import make_settings
+from tests.conftest import keyed_settings
 
 EXAMPLES = 15  # per operation
 # path parameters: a user and resources that exist nowhere, so nothing real is changed
@@ -41,14 +41,7 @@ PATH_VALUES = {
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, str, list]]:
     data = Path(tmp_path_factory.mktemp("fuzz")) / "data"
-    config = make_settings(
-        data,
-        auth=True,
-        max_tokens=2,
-        rate_limit_per_minute=1_000_000,
-        max_concurrent_per_user=64,
-        memory_llm_extraction="off",
-    )
+    config = keyed_settings(data)
     rt = open_runtime(config)
     admin = KeyStore(rt.store).create("ops", admin=True)[0]
     app: FastAPI = create_app(config, rt)
