@@ -19,7 +19,8 @@ def _iso(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def export_user(store: Store, personal: Personal, user_id: str) -> dict[str, Any]:
-    """Sessions with messages and summaries, memories with history, relationships."""
+    """Sessions with messages and summaries, memories with history, relationships, and the
+    user's private personas."""
     with store.reading() as conn:
         user = conn.execute(sa.select(users).where(users.c.id == user_id)).mappings().first()
         if user is None:
@@ -44,6 +45,7 @@ def export_user(store: Store, personal: Personal, user_id: str) -> dict[str, Any
         if memory is not None else [],
         "memory_history": memory.history(user_id) if memory is not None else [],
         "relationships": personal.personas.relationships(user_id),
+        "personas": [p.to_dict() for p in personal.personas.all(user_id) if p.owner_id == user_id],
     }
 
 

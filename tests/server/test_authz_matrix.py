@@ -21,6 +21,8 @@ from fastapi.testclient import TestClient
 
 from companion.auth import KeyStore, Unauthorized
 from companion.errors import ConfigError
+from companion.persona.avatars import save_avatar
+from companion.persona.card import blank_png
 from companion.persona.model import persona_from
 from companion.runtime import Runtime, open_runtime
 from companion.server.access import RouteTable, authorize, check_policies
@@ -129,6 +131,7 @@ class World:
         personas = personal.personas
         if PERSONA not in {p.id for p in personas.all(OWNER_ID)}:
             personas.create(persona_from({"id": PERSONA, "name": "Muse"}), owner_id=OWNER_ID)
+            save_avatar(store, PERSONA, blank_png("Muse"))
 
     def path(self, template: str) -> str:
         message = self.asked_id if template.endswith("/edit") else self.reply_id

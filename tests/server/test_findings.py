@@ -85,6 +85,8 @@ def test_1_only_admins_manage_shared_personas_and_private_ones_stay_private(api:
         "alice", "PUT", "/api/v1/users/alice/persona", json={"persona_id": "muse"}
     ).is_success
     assert api("alice", "PATCH", "/api/v1/personas/muse", json={"description": "Kind"}).is_success
+    exported = api("alice", "GET", "/api/v1/users/alice/export").json()["personas"]
+    assert [p["id"] for p in exported] == ["muse"]
     # the private persona goes with its owner
     assert api("ops", "DELETE", "/api/v1/users/alice").is_success
     assert api("ops", "GET", "/api/v1/personas/muse").status_code == 404
