@@ -70,6 +70,13 @@ def make_settings(data_dir: Path, **overrides: object) -> Settings:
     return load_settings(data_dir=data_dir, model_size="tiny", **overrides)
 
 
+def stop_report_run(app: Any) -> None:
+    """End a report run a test started through POST /api/v1/report/run (it runs benchmarks)."""
+    job = getattr(app.state, "report_job", None)
+    if job is not None:
+        job.stop()
+
+
 def keyed_settings(data_dir: Path, **overrides: object) -> Settings:
     """Keys on, short replies, limits no test reaches: for tests that call many routes."""
     given: dict[str, object] = {

@@ -24,6 +24,7 @@ from companion.errors import ConfigError
 from companion.persona.avatars import save_avatar
 from companion.persona.card import blank_png
 from companion.persona.model import persona_from
+from companion.report.job import record_latest, reports_dir
 from companion.runtime import Runtime, open_runtime
 from companion.server.access import RouteTable, authorize, check_policies
 from companion.server.app import create_app
@@ -39,7 +40,7 @@ from companion.server.policy import (
     operation,
     rule_of,
 )
-from tests.conftest import keyed_settings
+from tests.conftest import keyed_settings, stop_report_run
 
 OK = "2xx"
 ROLES = ("anonymous", "other", "owner", "admin")  # the owner (and admin) may delete: last
@@ -133,6 +134,14 @@ class World:
             personas.create(persona_from({"id": PERSONA, "name": "Muse"}), owner_id=OWNER_ID)
             save_avatar(store, PERSONA, blank_png("Muse"))
 
+    def report(self) -> None:
+        """A stored report for the report routes to show."""
+        out = reports_dir(self.rt.settings) / "matrix"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text("{}")
+        (out / "report.html").write_text("<html></html>")
+        record_latest(self.rt.settings, out)
+
     def path(self, template: str) -> str:
         message = self.asked_id if template.endswith("/edit") else self.reply_id
         return template.format(
@@ -149,7 +158,9 @@ def app_and_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fa
     data = Path(tmp_path_factory.mktemp("matrix")) / "data"
     settings = keyed_settings(data)
     rt = open_runtime(settings)
-    yield create_app(settings, rt), World(rt)
+    world = World(rt)
+    world.report()
+    yield create_app(settings, rt), world
     rt.close()
 
 
@@ -240,6 +251,7 @@ def test_every_operation_under_every_role(app_and_world: tuple[FastAPI, World]) 
                     headers=world.headers(role),
                     **_request(spec, method, path, op),
                 )
+                stop_report_run(app)  # an admin may start one: it is not to run here
                 got, want = _outcome(resp.status_code), EXPECTED[rule][role]
                 if got != want:
                     wrong.append(
