@@ -70,7 +70,7 @@ def _examples(mes_example: str, name: str) -> list[str]:
 
 
 def _card_text(data: dict[str, Any], key: str, name: str) -> str:
-    """A card's text field with its macros expanded ("" when absent); InputError if not text."""
+    """A card's text field as stored (_macros; "" when absent); InputError if not text."""
     value = data.get(key)
     if value is None:
         return ""
