@@ -82,6 +82,7 @@ REQUESTS: dict[str, dict[str, Callable[[], Any]]] = {
         "json": lambda: {"messages": [{"role": "user", "content": "Hi!"}], "max_tokens": 2}
     },
     "POST /v1/embeddings": {"json": lambda: {"input": "hello"}},
+    "POST /v1/completions": {"json": lambda: {"prompt": "Once upon", "max_tokens": 2}},
     "PATCH /api/v1/sessions/{session_id}": {"json": lambda: {"title": "Renamed"}},
     "GET /api/v1/users/{user_id}/search": {"params": lambda: {"q": "hello"}},
     "POST /api/v1/messages/{message_id}/regenerate": {"json": lambda: {"max_tokens": 2}},
@@ -150,6 +151,7 @@ class World:
             persona_id=PERSONA,
             memory_id=self.memory_id,
             message_id=message,
+            model_id=self.rt.model_info.name,
         )
 
 

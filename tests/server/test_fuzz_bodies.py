@@ -35,6 +35,7 @@ PATH_VALUES = {
     "memory_id": "1",
     "persona_id": "fuzz-persona",
     "message_id": "999999",
+    "model_id": "fuzz-model",
 }
 
 
