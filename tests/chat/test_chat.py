@@ -44,7 +44,8 @@ async def test_history_joins_the_next_turn(runtime: Runtime) -> None:
         "bob", "What is my dog called?", first.session_id, max_tokens=16
     )
     assert second.session_id == first.session_id
-    alone = await runtime.companion.chat("bob", "What is my dog called?", max_tokens=16)
+    # another user: bob's new sessions recall his earlier turns as memories
+    alone = await runtime.companion.chat("carol", "What is my dog called?", max_tokens=16)
     assert second.usage.prompt_tokens > alone.usage.prompt_tokens + 10
     assert len(runtime.store.list_messages(first.session_id)) == 4
 
@@ -66,7 +67,8 @@ async def test_stop_strings_end_the_reply(runtime: Runtime) -> None:
     cut = len(free.response) // 2
     stop = free.response[cut : cut + 3]
     assert stop.strip(), free.response
-    stopped = await runtime.companion.chat("u", ask, temperature=0.0, max_tokens=30, stop=[stop])
+    # another user, so that the first exchange is not recalled into the second one's prompt
+    stopped = await runtime.companion.chat("v", ask, temperature=0.0, max_tokens=30, stop=[stop])
     assert stop not in stopped.response
     assert stopped.response.strip() == free.response[: free.response.index(stop)].strip()
 
