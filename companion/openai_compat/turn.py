@@ -252,7 +252,8 @@ class ClientTurns:
             )
         settings = self.c.settings
         return TurnNotes(
-            persona=persona, relationship=rel, system_prompt=system_prompt(persona, rel),
+            persona=persona, relationship=rel,
+            system_prompt=system_prompt(persona, rel, req.user_id),
             memories=recalled, summary=None,
             sampling=sampling(persona, settings.temperature, settings.max_tokens),
         )  # fmt: skip

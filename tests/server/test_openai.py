@@ -219,14 +219,15 @@ def test_cache_follows_openai_semantics(module_server: str) -> None:
     client = client_for(module_server)
     asks = [{"role": "user", "content": "What is the capital of France?"}]
 
-    def cached(**params: Any) -> bool:
+    def cached(**params: Any) -> bool:  # memory off: episodic recall would change the prompt
+        params.setdefault("extra_body", {"companion": {"memory": False}})
         done = ask(client, asks, user="max", **params)
         return bool(done.model_extra["companion"]["cached"])  # type: ignore[index]
 
     assert not cached() and cached()  # the same messages and options: served from the cache
     assert not cached(max_tokens=9)  # other sampling options: another entry
     assert not cached(extra_headers={"Cache-Control": "no-cache"})
-    assert not cached(extra_body={"companion": {"cache": False}})
+    assert not cached(extra_body={"companion": {"cache": False, "memory": False}})
     joke = [{"role": "user", "content": "Tell me a joke about cats."}]
     for _ in range(2):  # creative and sampled: never served from the cache
         done = ask(client, joke, temperature=0.9, user="max")
