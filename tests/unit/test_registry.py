@@ -218,7 +218,7 @@ def test_pull_registers_downloaded_file(
 ) -> None:
     import huggingface_hub
 
-    def fake_download(repo_id: str, filename: str, local_dir: Path) -> str:
+    def fake_download(repo_id: str, filename: str, local_dir: Path, **_: object) -> str:
         target = Path(local_dir) / filename
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(tiny_file.read_bytes())
