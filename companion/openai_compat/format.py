@@ -102,6 +102,7 @@ class ChunkWriter:
     def piece(self, piece: Piece) -> list[str]:
         """Chunks for a piece of text (held while it may be the start of a tool call)."""
         i = piece.index
+        self.model = piece.model or self.model  # the routed model, not the service's main one
         if self.streaming[i]:
             return [self.chunk(i, {"content": piece.text})]
         self.held[i] += piece.text
@@ -135,12 +136,14 @@ async def chunks(
     stream: AsyncIterator[Piece | TurnResult | Interrupted],
 ) -> AsyncIterator[str]:
     """The SSE data lines of a streamed chat completion."""
+    writer.model = getattr(first, "model", "") or writer.model
     for i in range(writer.n):
         yield writer.chunk(i, {"role": "assistant", "content": ""})
     try:
         event: Any = first
         while True:
             if isinstance(event, TurnResult):
+                writer.model = event.model
                 for line in writer.end(event):
                     yield line
                 break

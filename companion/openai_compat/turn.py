@@ -72,6 +72,7 @@ class Piece:
 
     index: int
     text: str
+    model: str = ""  # the model that wrote it (the routed one); "" where unknown
 
 
 @dataclass
@@ -122,7 +123,7 @@ class ClientTurns:
         elif c.cache is not None and c.settings.enable_caching:
             c.cache.count_bypass()
         if hit is not None:
-            yield Piece(0, hit.entry.response)
+            yield Piece(0, hit.entry.response, hit.entry.model)
             cached = await c._serve_cached(req.user_id, session.id, text, hit, learn, {}, started)
             await asyncio.to_thread(lineage.record, c.store, req.user_id, seen, cached.message_id)
             done = GenerationDone(
@@ -323,7 +324,7 @@ async def generate_choices(
             if isinstance(event, GenerationDone):
                 dones[i] = event
             else:
-                yield Piece(i, event)
+                yield Piece(i, event, engine.info.name)
     finally:
         for task, request in zip(tasks, requests, strict=True):
             request.cancelled = True

@@ -102,7 +102,7 @@ def _cache_rows(rt: Runtime) -> list[dict[str, Any]]:
 
 def test_2_personal_facts_stay_out_of_the_shared_cache_and_go_with_their_user(api: Api) -> None:
     pin, plain = "My bank PIN is 4402.", "What is the capital of France?"
-    for text in (pin, plain):
+    for text in (plain, pin):  # plain first: a later session would recall the PIN turn
         assert api("alice", "POST", "/api/v1/chat", json={"message": text}).is_success
     rows = {r["message"]: r for r in _cache_rows(api.rt)}
     assert rows[pin]["scope"] == "user:alice" and rows[pin]["user_id"] == "alice"

@@ -200,17 +200,18 @@ def test_structured_outputs_parse_into_the_schema(module_server: str) -> None:
 def test_n_logprobs_seed_and_stop(module_server: str) -> None:
     client = client_for(module_server)
     asks = [{"role": "user", "content": "Say something nice."}]
+    off = {"companion": {"memory": False}}  # the same prompt each time (no episodic recall)
     two = ask(client, asks, n=2, temperature=1.0, seed=7, logprobs=True, top_logprobs=2,
-              user="lea")  # fmt: skip
+              user="lea", extra_body=off)  # fmt: skip
     assert [c.index for c in two.choices] == [0, 1]
     assert two.usage.completion_tokens == sum(len(c.logprobs.content) for c in two.choices)
     for entry in two.choices[0].logprobs.content:
         assert entry.logprob <= 0 and len(entry.top_logprobs) == 2
-    again = ask(client, asks, n=2, temperature=1.0, seed=7, user="lea")
+    again = ask(client, asks, n=2, temperature=1.0, seed=7, user="lea", extra_body=off)
     assert [c.message.content for c in again.choices] == [c.message.content for c in two.choices]
     text = two.choices[0].message.content or ""
     stop = text.split()[1] if len(text.split()) > 1 else text[-2:]
-    stopped = ask(client, asks, n=2, temperature=1.0, seed=7, stop=[stop], user="lea")
+    stopped = ask(client, asks, n=2, temperature=1.0, seed=7, stop=[stop], user="lea", extra_body=off)
     assert stop not in (stopped.choices[0].message.content or "")
 
 

@@ -111,7 +111,8 @@ def test_a_memory_added_through_one_is_recalled_through_the_other(pair: tuple[st
     assert any("Lisbon" in m["text"] for m in reply["memories_used"])
     httpx.delete(f"{a}/api/v1/users/mem-1/memories/{added.json()['id']}", timeout=60)
     again = chat(b, "mem-1", "Where does my sister live now?").json()
-    assert not any("Lisbon" in m["text"] for m in again["memories_used"])
+    # the fact is gone on B at once (the earlier turns, recalled as episodes, still say it)
+    assert not any("Lisbon" in m["text"] for m in again["memories_used"] if m["type"] == "fact")
 
 
 def test_a_persona_edit_through_one_shapes_the_next_reply_through_the_other(
