@@ -23,7 +23,13 @@ from companion.errors import CompanionError
 from companion.jsonbody import printable
 from companion.runtime import Runtime, open_runtime
 from companion.server.access import authorize, check_policies
-from companion.server.badinput import JSONBodyCheck, http_error, overflow_error, unexpected_error
+from companion.server.badinput import (
+    JSONBodyCheck,
+    http_error,
+    openai_status,
+    overflow_error,
+    unexpected_error,
+)
 from companion.server.observe import TimingMiddleware
 from companion.server.observe import router as observe_router
 from companion.server.openai_api import openai_error, openai_http_error
@@ -124,7 +130,7 @@ async def _companion_error(request: Request, exc: Exception) -> JSONResponse:
     headers = {"Retry-After": str(retry)} if retry is not None else None
     if _is_openai(request):
         kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
-        resp = openai_error(exc.status_code, exc.message, kind, exc.field, exc.code)
+        resp = openai_error(openai_status(exc.status_code), exc.message, kind, exc.field, exc.code)
         resp.headers.update(headers or {})
         return resp
     return JSONResponse({"error": exc.to_dict()}, status_code=exc.status_code, headers=headers)

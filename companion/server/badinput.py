@@ -51,6 +51,7 @@ def error_response(
     """An error in the shape of the route's API: OpenAI's under /v1/, companion's elsewhere."""
     message = printable(message)
     if path.startswith("/v1/"):
+        status = openai_status(status)
         kind = "invalid_request_error" if status < 500 else "server_error"
         body: dict[str, Any] = {
             "error": {"message": message, "type": kind, "param": field, "code": code}
@@ -62,8 +63,14 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def openai_status(status: int) -> int:
+    """The status OpenAI's API gives: a request it cannot use is a 400 there, never a 422 (the
+    SDKs raise BadRequestError for it)."""
+    return 400 if status == 422 else status
+
+
 def invalid_input(path: str, message: str, field: str | None = None) -> JSONResponse:
-    """422 invalid_input in the route's API's shape."""
+    """422 invalid_input in the route's API's shape (400 under /v1/)."""
     return error_response(path, 422, "invalid_input", message, field)
 
 
