@@ -8,7 +8,8 @@ hit in the exact layer's in-process LRU it stores the exchange, the user row, th
 the relationship's interaction in one transaction, batched with other requests' by a group
 commit, and answers only after that commit. Everything else (a miss, a known session, a user
 with a persona of their own or any memory, a message that refers back) takes the full path in
-`Companion.chat_stream`, which also serves semantic hits.
+`Companion.chat_stream`'s steps, which also serve semantic hits. (This module and chat.py
+share companion/turn.py; chat.py imports this one, never the other way.)
 
 Equivalence with the full path (tests in tests/cache/test_cached_turn.py):
 - the key is the one the full path computes for the same request (same system prompt,
@@ -29,25 +30,28 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from companion.cache import ResponseCache
 from companion.cache.base import CacheHit
+from companion.config import Settings
 from companion.domain import ChatResult, Usage
+from companion.llm.base import Engine
 from companion.memory.extract import extract
 from companion.persona.model import DEFAULT_ID, Relationship, interacted
 from companion.persona.prompt import feedback, system_prompt
+from companion.personal import Personal
+from companion.stats import PerformanceStats
+from companion.storage import Store
 from companion.storage.group import GroupWriter
 from companion.storage.schema import ID_LENGTH, memories, messages, relationships, sessions, users
-
-if TYPE_CHECKING:
-    from companion.chat import Companion
-    from companion.llm.base import Engine
+from companion.turn import Turn, options_from, title_of
 
 log = logging.getLogger("companion.chat")
 
@@ -99,10 +103,24 @@ class _Memo:
 class CachedTurns:
     """The short way for a cache hit that starts a conversation (see the module's notes)."""
 
-    def __init__(self, companion: Companion) -> None:
-        self.companion = companion
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        cache: ResponseCache | None,
+        personal: Personal | None,
+        stats: PerformanceStats,
+        main_engine: Callable[[], Engine],
+    ) -> None:
+        """Serve from `cache` into `store`; `main_engine()` is the model that counts a user
+        message's tokens (as the full path counts them), whichever model answers."""
+        self.settings = settings
+        self.cache = cache
+        self.personal = personal
+        self.stats = stats
+        self.main_engine = main_engine
         self.writer: GroupWriter[_Turn, _Saved | None] = GroupWriter(
-            companion.store.writing, _write_turns, "cached-turn-writer"
+            store.writing, _write_turns, "cached-turn-writer"
         )
         self._tokens = _Memo(MEMO_ENTRIES)
         self._facts = _Memo(MEMO_ENTRIES)
@@ -112,26 +130,22 @@ class CachedTurns:
         """Commit what is queued and stop the writer."""
         self.writer.close()
 
-    async def serve(
-        self, user_id: str, text: str, title: str, *, use_cache: bool, engine: Engine,
-        options: dict[str, Any], started: float, route_info: dict[str, Any] | None = None,
-    ) -> ChatResult | None:
+    async def serve(self, turn: Turn) -> ChatResult | None:
         """The stored, counted reply of a shared exact hit; None: take the full path.
 
-        `engine` is the model chosen for the message (`route_info` says why, for the reply)."""
-        c = self.companion
-        cache = c.cache
-        if cache is None or not c.settings.enable_caching or not use_cache:
+        `turn.route` is the model chosen for the message (and says why, for the reply)."""
+        cache, user_id, text = self.cache, turn.user_id, turn.text
+        if cache is None or not self.settings.enable_caching or not turn.use_cache:
             return None
         if not user_id.strip() or len(user_id) > ID_LENGTH:
             return None  # the full path says why
-        from companion.chat import options_from  # (chat imports this module)
-
+        assert turn.route is not None
+        engine = turn.engine
         looked_up = time.perf_counter()
-        personal = c.personal
+        personal = self.personal
         system = (system_prompt(personal.personas.default) if personal is not None
-                  else c.settings.system_prompt)
-        opts = options_from(c.settings, **options)  # the default persona changes no sampling
+                  else self.settings.system_prompt)
+        opts = options_from(self.settings, **turn.options)  # the default persona: no sampling
         budget = engine.info.context_length - opts.max_tokens
         if len(system.encode()) + len(text.encode()) + TEMPLATE_SLACK > budget:
             return None
@@ -147,12 +161,12 @@ class CachedTurns:
             return None
         lookup_ms = (time.perf_counter() - looked_up) * 1000
         entry = hit.entry
-        timings = cached_timings(hit, started, {"context_ms": 0.0})
+        timings = cached_timings(hit, turn.started, {"context_ms": 0.0})
         total_ms = timings["total_ms"]
         memory = personal.memory if personal is not None else None
-        counter = c.engine  # the full path counts the user's tokens with the main engine
-        turn = _Turn(
-            user_id=user_id, session_id=_new_id(), title=title, text=text,
+        counter = self.main_engine()  # the full path counts the user's tokens with the main one
+        stored = _Turn(
+            user_id=user_id, session_id=_new_id(), title=title_of(text), text=text,
             user_tokens=self._tokens.get((counter.info.path, text),
                                          lambda: counter.count_tokens(text)),
             reply=entry.response, reply_tokens=entry.completion_tokens, model=entry.model,
@@ -160,26 +174,26 @@ class CachedTurns:
             check_memories=memory is not None,
         )
         try:
-            saved = await asyncio.wrap_future(self.writer.submit(turn))
+            saved = await asyncio.wrap_future(self.writer.submit(stored))
         except Exception:
             log.exception("storing a cached turn failed; taking the full path")
             return None
         if saved is None:  # an own persona or memories: the full path decides the scope
             return None
         cache.count_hit(hit, lookup_ms)
-        c.stats.record_cache(True, "exact")
+        self.stats.record_cache(True, "exact")
         if personal is not None:
-            await self._after_turn(user_id, turn, saved)
-        c.stats.record_request(response_ms=total_ms, ttft_ms=total_ms, tokens_per_s=0.0,
-                               prompt=0, completion=0)
+            await self._after_turn(user_id, stored, saved)
+        self.stats.record_request(response_ms=total_ms, ttft_ms=total_ms, tokens_per_s=0.0,
+                                  prompt=0, completion=0)
         self.served += 1
-        return cached_result(hit, turn.session_id, user_id, turn.timings, saved.reply_id,
-                             route_info)
+        return cached_result(hit, stored.session_id, user_id, stored.timings, saved.reply_id,
+                             turn.route.to_dict())
 
     async def _after_turn(self, user_id: str, turn: _Turn, saved: _Saved) -> None:
         """What Personal.after_turn does for a first turn whose relationship is already stored:
         extraction (a thread hop only when the message has facts) and the summary."""
-        personal = self.companion.personal
+        personal = self.personal
         assert personal is not None
         memory = personal.memory
         if memory is not None:
@@ -190,7 +204,7 @@ class CachedTurns:
                 memory.counts["turns"] += 1  # what observe() counts for a turn without facts
             if personal.extractor is not None:  # LLM extraction, as after_turn queues it
                 personal.extractor.submit(user_id, text, saved.user_message_id)
-        window = self.companion.settings.history_messages
+        window = self.settings.history_messages
         if window < 3:  # the two new messages already overflow the window
             await asyncio.to_thread(personal.summaries.advance, turn.session_id, window)
 

@@ -1,14 +1,21 @@
-"""The chat service (the spec's EnhancedLLMHandler): one turn from message to stored reply."""
+"""The chat service (the spec's EnhancedLLMHandler): one turn from message to stored reply.
+
+A turn is a short sequence of named steps over a `Turn` (companion/turn.py): validate, session,
+route, recall, context, cache, generate, store, learn. Its state goes through the backends'
+interfaces: the store (SQLite or PostgreSQL), the response cache (its entries in process or in
+Redis), the memory (personal.py) and the session lock (companion/shared/locks.py: in process,
+or in Redis for every instance), which `in_turn` alone takes.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import nullcontext
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing, nullcontext
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import OperationalError
 
@@ -19,39 +26,21 @@ from companion.config import Settings
 from companion.context import BuiltContext, build_context
 from companion.domain import ChatResult, GenerationOptions, Message, Usage
 from companion.embed.base import Embedder, Vector
-from companion.errors import (
-    DeadlineExceeded,
-    InputError,
-    Overloaded,
-    PayloadTooLarge,
-    StorageError,
-)
+from companion.errors import Overloaded, StorageError
 from companion.llm.base import Engine, GenerationDone, GenerationRequest
 from companion.llm.routing import ModelRouter, Route
 from companion.persona.prompt import system_prompt
 from companion.personal import Personal, TurnNotes
+from companion.shared.locks import LocalLocks, SessionLocks
 from companion.stats import PerformanceStats
 from companion.storage import Store
-from companion.turns import SessionTurns
+from companion.turn import DEFAULT_USER, Turn, generate, options_from, title_of, validate_message
 
 log = logging.getLogger("companion.chat")
 
-DEFAULT_USER = "default"
+E = TypeVar("E")
 
-
-def options_from(settings: Settings, **overrides: Any) -> GenerationOptions:
-    """Generation options from the settings, with per-request overrides (None = keep)."""
-    base = GenerationOptions(
-        max_tokens=settings.max_tokens,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        top_k=settings.top_k,
-        repeat_penalty=settings.repeat_penalty,
-        stop=tuple(settings.stop),
-        seed=settings.seed,
-    )
-    changes = {k: (tuple(v) if k == "stop" else v) for k, v in overrides.items() if v is not None}
-    return replace(base, **changes)
+__all__ = ["DEFAULT_USER", "Companion", "options_from", "session_prefix"]
 
 
 def session_prefix(
@@ -83,6 +72,7 @@ class Companion:
         cache: ResponseCache | None = None,
         embedder: Embedder | None = None,
         router: ModelRouter | None = None,
+        locks: SessionLocks | None = None,
     ) -> None:
         self.router = router  # model switching: a small engine beside `engine` (None: off)
         self.routing_note = "model_routing is off"  # why switching is off, when it is
@@ -93,8 +83,11 @@ class Companion:
         self.engine = engine
         self.personal = personal  # persona, memories, session summary (None: the plain prompt)
         self.stats = PerformanceStats()
-        self.cached_turns = CachedTurns(self)  # a new conversation's cache hit, the short way
-        self.turns = SessionTurns()  # one turn at a time per session
+        # one turn at a time per session (held in Redis for every instance with redis_url)
+        self.locks = locks or LocalLocks(settings.request_timeout_s)
+        self.cached_turns = CachedTurns(  # a new conversation's cache hit, the short way
+            settings, store, cache, personal, self.stats, lambda: self.engine
+        )
 
     def swap_engine(self, engine: Engine) -> Engine:
         """Serve new requests from `engine`; returns the old one for the caller to close."""
@@ -111,7 +104,7 @@ class Companion:
         self, user_id: str | None, message: str, session_id: str | None = None
     ) -> Route:
         """Choose the model for a message ahead of chat_stream (pass it on as `route=`)."""
-        text = self._validate(message)
+        text = self.validate(message)
         if self.router is None or session_id is None:
             return self.choose_route(text, [])
         history = await asyncio.to_thread(
@@ -135,7 +128,7 @@ class Companion:
                 return event
         raise AssertionError("chat_stream ended without a result")
 
-    async def chat_stream(
+    def chat_stream(
         self,
         user_id: str | None,
         message: str,
@@ -154,165 +147,214 @@ class Companion:
         early, fails or passes its deadline, the user message (and any partial reply) is marked
         interrupted or failed, never left pending.
 
-        One turn at a time per session (turns.py): a message to a session that is answering
+        One turn at a time per session (`in_turn`): a message to a session that is answering
         another waits for it (up to request_timeout_s, then 409 session_busy), so each reply
         follows the message it answers.
         """
-        wait = (
-            nullcontext()
-            if session_id is None  # a new session: no other turn can be in it
-            else self.turns.hold(session_id, self.settings.request_timeout_s)
+        return self.in_turn(
+            session_id,
+            lambda: self.turn_steps(
+                user_id, message, session_id, use_cache=use_cache, route=route, **options
+            ),
         )
-        async with wait:
-            turn = self._turn(user_id, message, session_id, use_cache=use_cache, route=route,
-                              **options)
-            try:
-                async for event in turn:
-                    yield event
-            finally:
-                await turn.aclose()  # type: ignore[attr-defined]
 
-    async def _turn(
+    async def in_turn(
+        self, session_id: str | None, work: Callable[[], AsyncIterator[E]]
+    ) -> AsyncIterator[E]:
+        """`work`'s events, run holding the session's turn: the one place the session lock is
+        taken (chat, regenerate, edit and continue all come through here). A new session
+        (None) has no other turn to wait for."""
+        held = nullcontext() if session_id is None else self.locks.hold(session_id)
+        async with held, aclosing(work()) as events:  # type: ignore[type-var]
+            async for event in events:
+                yield event
+
+    async def turn_steps(
         self,
         user_id: str | None,
         message: str,
         session_id: str | None,
         *,
-        use_cache: bool,
-        route: Route | None,
+        use_cache: bool = True,
+        route: Route | None = None,
         **options: Any,
     ) -> AsyncIterator[str | ChatResult]:
-        """One turn (chat_stream's work, inside the session's turn)."""
-        started = time.perf_counter()
-        user_id = user_id or DEFAULT_USER
-        text = self._validate(message)
-        self.engine.check_serving()  # a stopped model: 503 before any session or message is made
-        if session_id is None:  # a first message: a shared exact hit needs no context work
-            route = route or self.choose_route(text, [])  # a new session has no history
-            result = await self.cached_turns.serve(
-                user_id,
-                text,
-                _title(text),
-                use_cache=use_cache,
-                engine=route.engine,
-                options=options,
-                started=started,
-                route_info=route.to_dict(),
-            )
+        """One turn, its session already held: the steps, in order."""
+        turn = self.validate_turn(user_id, message, session_id, use_cache, route, options)
+        if turn.session_id is None:  # a first message: a shared exact hit needs no context work
+            result = await self.cached_first_turn(turn)
             if result is not None:
                 yield result.response
                 yield result
                 return
-        session = await asyncio.to_thread(
-            self.store.create_session, user_id, session_id, _title(text)
+        await self.session_step(turn)
+        self.route_step(turn)
+        await self.recall_step(turn)
+        await self.context_step(turn)
+        if await self.cache_step(turn):
+            assert turn.hit is not None
+            yield turn.hit.entry.response
+            yield await self.serve_hit(turn)
+            return
+        async with aclosing(self.generate_step(turn)) as pieces:
+            async for piece in pieces:
+                yield piece
+        result = await self.store_step(turn)
+        await self.learn_step(turn)
+        yield result
+
+    # the steps
+
+    def validate_turn(
+        self,
+        user_id: str | None,
+        message: str,
+        session_id: str | None,
+        use_cache: bool,
+        route: Route | None,
+        options: dict[str, Any],
+    ) -> Turn:
+        """validate: the message (422/413) and a serving model (503 before anything is made)."""
+        text = self.validate(message)
+        self.engine.check_serving()
+        return Turn(user_id or DEFAULT_USER, text, session_id, use_cache, options, route=route)
+
+    async def cached_first_turn(self, turn: Turn) -> ChatResult | None:
+        """cache, the short way: a new conversation's shared exact hit (cached_turn.py)."""
+        turn.route = turn.route or self.choose_route(turn.text, [])  # no history yet
+        return await self.cached_turns.serve(turn)
+
+    async def session_step(self, turn: Turn) -> None:
+        """session: the session (created on a first message) and its recent history."""
+        turn.session = await asyncio.to_thread(
+            self.store.create_session, turn.user_id, turn.session_id, title_of(turn.text)
         )
-        history = await asyncio.to_thread(
-            self.store.recent_messages, session.id, self.settings.history_messages
+        turn.history = await asyncio.to_thread(
+            self.store.recent_messages, turn.session.id, self.settings.history_messages
         )
-        route = route or self.choose_route(text, history)  # model switching (llm/routing.py)
-        engine = route.engine
-        vector = await self._embed(text)  # once per request: the cache and the memory share it
-        notes = None
-        if self.personal is not None:
-            notes = await asyncio.to_thread(
-                self.personal.prepare, user_id, session.id, text, vector
-            )
-            self.stats.metrics.memory_recall.observe(notes.timings["memory_total_ms"] / 1000)
-            options = {**notes.sampling, **{k: v for k, v in options.items() if v is not None}}
-        opts = options_from(self.settings, **options)
-        ctx_start = time.perf_counter()
-        budget = engine.info.context_length - opts.max_tokens
-        built = await asyncio.to_thread(  # tokenizing a long history: not on the event loop
+
+    def route_step(self, turn: Turn) -> None:
+        """route: the model for this message (model switching, llm/routing.py)."""
+        turn.route = turn.route or self.choose_route(turn.text, turn.history)
+
+    async def recall_step(self, turn: Turn) -> None:
+        """recall: the message's vector (once: the cache and the memory share it), then the
+        persona, the recalled memories and the summary, and the persona's sampling."""
+        assert turn.session is not None
+        turn.vector = await self.embed(turn.text)
+        if self.personal is None:
+            return
+        notes = await asyncio.to_thread(
+            self.personal.prepare, turn.user_id, turn.session.id, turn.text, turn.vector
+        )
+        self.stats.metrics.memory_recall.observe(notes.timings["memory_total_ms"] / 1000)
+        turn.notes = notes
+        asked = {k: v for k, v in turn.options.items() if v is not None}
+        turn.options = {**notes.sampling, **asked}
+
+    async def context_step(self, turn: Turn) -> None:
+        """context: the prompt (persona, summary, memories, the history that fits)."""
+        notes, engine = turn.notes, turn.engine
+        turn.opts = options_from(self.settings, **turn.options)
+        started = time.perf_counter()
+        turn.built = await asyncio.to_thread(  # tokenizing a long history: not on the event loop
             build_context,
             engine,
             system_prompt=notes.system_prompt if notes else self.settings.system_prompt,
-            history=history,
-            message=text,
-            budget_tokens=budget,
+            history=turn.history,
+            message=turn.text,
+            budget_tokens=engine.info.context_length - turn.opts.max_tokens,
             memories=notes.lines if notes else (),
             summary=notes.summary if notes else None,
             personal=notes.personal if notes else False,
         )
-        context_ms = (time.perf_counter() - ctx_start) * 1000
-        probe, hit = await self._lookup(user_id, text, opts, built, vector, use_cache, engine)
-        if hit is not None:
-            yield hit.entry.response
-            timings = {"context_ms": round(context_ms, 2), **(notes.timings if notes else {})}
-            result = await self._serve_cached(
-                user_id, session.id, text, hit, notes, timings, started
-            )
-            result.extra["route"] = route.to_dict()
-            yield result
-            return
+        turn.context_ms = (time.perf_counter() - started) * 1000
+
+    async def cache_step(self, turn: Turn) -> bool:
+        """cache: ask the response cache; True on a hit (turn.hit)."""
+        assert turn.opts is not None and turn.built is not None
+        turn.probe, turn.hit = await self.lookup(
+            turn.user_id, turn.text, turn.opts, turn.built, turn.vector, turn.use_cache,
+            turn.engine,
+        )  # fmt: skip
+        return turn.hit is not None
+
+    async def serve_hit(self, turn: Turn) -> ChatResult:
+        """cache, on a hit: store the exchange as a cached one and let the memory learn."""
+        assert turn.hit is not None and turn.session is not None and turn.route is not None
+        timings = {"context_ms": round(turn.context_ms, 2), **self._memory_timings(turn)}
+        result = await self.serve_cached(
+            turn.user_id, turn.session.id, turn.text, turn.hit, turn.notes, timings, turn.started
+        )
+        result.extra["route"] = turn.route.to_dict()
+        return result
+
+    async def generate_step(self, turn: Turn) -> AsyncIterator[str]:
+        """generate: store the user message (pending), then the reply's pieces as they come;
+        a stream that does not complete marks the exchange interrupted or failed."""
+        assert turn.session is not None and turn.opts is not None and turn.built is not None
+        engine = turn.engine
         if engine is not self.engine:  # the routed model (the main one was checked on entry)
             engine.check_serving()
-        user_msg = await asyncio.to_thread(
+        asked = turn.asked = await asyncio.to_thread(
             self.store.add_message,
-            session.id,
+            turn.session.id,
             "user",
-            text,
+            turn.text,
             status="pending",
-            token_count=engine.count_tokens(text),
+            token_count=engine.count_tokens(turn.text),
         )
-        request = GenerationRequest(built.prompt_tokens, opts, session_key=session.id, user=user_id)
-        pieces: list[str] = []
-        status = "interrupted"
-        try:
-            async with asyncio.timeout(self.settings.request_timeout_s):
-                async for event in engine.generate(request):
-                    if isinstance(event, GenerationDone):
-                        done = event
-                    else:
-                        pieces.append(event)
-                        yield event
-            status = "complete"
-        except TimeoutError:
-            raise DeadlineExceeded(
-                f"no complete reply within request_timeout_s={self.settings.request_timeout_s}"
-            ) from None
-        except Exception:
-            status = "failed"
-            raise
-        finally:
-            if status != "complete":
-                request.cancelled = True
-                self._fail(user_msg.id, status, pieces, engine.info.name)
+        request = GenerationRequest(
+            turn.built.prompt_tokens, turn.opts, session_key=turn.session.id, user=turn.user_id
+        )
+
+        def settle(status: str, pieces: list[str]) -> None:
+            self.fail(asked.id, status, pieces, engine.info.name)
+
+        events = generate(engine, request, self.settings.request_timeout_s, settle)
+        async with aclosing(events):
+            async for event in events:
+                if isinstance(event, GenerationDone):
+                    turn.done = event
+                else:
+                    yield event
+
+    async def store_step(self, turn: Turn) -> ChatResult:
+        """store: the reply (the exchange complete), then the reply in the cache."""
+        done, asked, engine = turn.done, turn.asked, turn.engine
+        assert done is not None and asked is not None and turn.session is not None
         timings = {
-            "context_ms": round(context_ms, 2),
-            **(notes.timings if notes else {}),
+            "context_ms": round(turn.context_ms, 2),
+            **self._memory_timings(turn),
             **done.timings,
-            "total_ms": round((time.perf_counter() - started) * 1000, 2),
+            "total_ms": round((time.perf_counter() - turn.started) * 1000, 2),
         }
         reply = await asyncio.to_thread(
             self.store.complete_exchange,
-            user_msg.id,
+            asked.id,
             done.text,
-            user_tokens=user_msg.token_count,
+            user_tokens=asked.token_count,
             reply_tokens=done.completion_tokens,
             model=engine.info.name,
             cached=False,
             timings=timings,
             finish_reason=done.finish_reason,
         )
-        if probe is not None and done.text.strip() and done.finish_reason in ("stop", "length"):
-            try:
-                await asyncio.to_thread(
-                    self.cache.store,
-                    probe,
-                    done.text,
-                    model=engine.info.name,  # type: ignore[union-attr]
-                    prompt_tokens=done.prompt_tokens,
-                    completion_tokens=done.completion_tokens,
-                    finish_reason=done.finish_reason,
-                    user_id=user_id,
-                )
-            except (StorageError, OperationalError) as exc:  # the reply is stored; only not cached
-                self.cache.count_error()  # type: ignore[union-attr]
-                log.warning("caching a reply failed (the reply itself is stored): %s", exc)
-        if self.personal is not None and notes is not None:
+        turn.timings = timings
+        await self._cache_reply(turn)
+        return self._result(turn, reply.id, timings)
+
+    async def learn_step(self, turn: Turn) -> None:
+        """learn: the memory learns from the user's words; the figures count the turn."""
+        done, asked, built = turn.done, turn.asked, turn.built
+        assert done is not None and asked is not None and built is not None
+        assert turn.session is not None
+        if self.personal is not None and turn.notes is not None:
             await asyncio.to_thread(
-                self.personal.after_turn, user_id, session.id, text, user_msg.id, notes
-            )
+                self.personal.after_turn, turn.user_id, turn.session.id, turn.text, asked.id,
+                turn.notes,
+            )  # fmt: skip
+        timings = turn.timings
         self.stats.record_request(
             response_ms=timings["total_ms"],
             ttft_ms=timings.get("time_to_first_token_ms", 0.0),
@@ -323,32 +365,64 @@ class Companion:
         log.info(
             "chat user=%s session=%s: %d prompt + %d reply tokens in %.0f ms "
             "(history %d, dropped %d)",
-            user_id,
-            session.id,
+            turn.user_id,
+            turn.session.id,
             done.prompt_tokens,
             done.completion_tokens,
             timings["total_ms"],
             built.history_used,
             built.history_dropped,
         )
-        yield ChatResult(
+
+    # the steps' parts
+
+    async def _cache_reply(self, turn: Turn) -> None:
+        """Keep a complete reply in the cache (a fault there only leaves it uncached)."""
+        done, probe = turn.done, turn.probe
+        assert done is not None
+        if probe is None or not done.text.strip() or done.finish_reason not in ("stop", "length"):
+            return
+        assert self.cache is not None
+        try:
+            await asyncio.to_thread(
+                self.cache.store,
+                probe,
+                done.text,
+                model=turn.engine.info.name,
+                prompt_tokens=done.prompt_tokens,
+                completion_tokens=done.completion_tokens,
+                finish_reason=done.finish_reason,
+                user_id=turn.user_id,
+            )
+        except (StorageError, OperationalError) as exc:  # the reply is stored; only not cached
+            self.cache.count_error()
+            log.warning("caching a reply failed (the reply itself is stored): %s", exc)
+
+    @staticmethod
+    def _memory_timings(turn: Turn) -> dict[str, float]:
+        return turn.notes.timings if turn.notes else {}
+
+    @staticmethod
+    def _result(turn: Turn, message_id: int, timings: dict[str, float]) -> ChatResult:
+        """A generated turn's ChatResult."""
+        done, built, notes, route = turn.done, turn.built, turn.notes, turn.route
+        assert done is not None and built is not None and route is not None
+        assert turn.session is not None
+        used = notes.memories[: built.memories_used] if notes else []
+        return ChatResult(
             response=done.text,
-            session_id=session.id,
-            user_id=user_id,
+            session_id=turn.session.id,
+            user_id=turn.user_id,
             cached=False,
-            model=engine.info.name,
+            model=turn.engine.info.name,
             usage=Usage(done.prompt_tokens, done.completion_tokens),
             timings=timings,
             finish_reason=done.finish_reason,
-            message_id=reply.id,
+            message_id=message_id,
             extra={
                 "route": route.to_dict(),
                 "context": built.messages,  # the prompt as sent, for tests and debugging
-                "memory_ids": [
-                    r.memory.id for r in notes.memories[: built.memories_used] if not r.is_episode
-                ]
-                if notes
-                else [],
+                "memory_ids": [r.memory.id for r in used if not r.is_episode],
                 "memories_used": [
                     {
                         "id": r.memory.id,
@@ -357,10 +431,8 @@ class Companion:
                         "score": round(r.score, 4),
                         "reasons": r.reasons,
                     }
-                    for r in notes.memories[: built.memories_used]
-                ]
-                if notes
-                else [],
+                    for r in used
+                ],
             },
         )
 
@@ -378,7 +450,7 @@ class Companion:
         history = await asyncio.to_thread(
             self.store.recent_messages, session.id, self.settings.history_messages
         )
-        system = await asyncio.to_thread(self._system_prompt, user_id)
+        system = await asyncio.to_thread(self.system_prompt_for, user_id)
         budget = engine.info.context_length - self.settings.max_tokens
         tokens = session_prefix(engine, system, history, budget)
         result: dict[str, Any] = {
@@ -416,7 +488,7 @@ class Companion:
         except (Overloaded, TimeoutError):
             return None
 
-    def _system_prompt(self, user_id: str) -> str:
+    def system_prompt_for(self, user_id: str) -> str:
         """The system prompt this user's next turn will start with."""
         if self.personal is None:
             return self.settings.system_prompt
@@ -440,13 +512,13 @@ class Companion:
             "cache": self.cache.stats() if self.cache is not None else {"enabled": False},
         }
 
-    async def _embed(self, text: str) -> Vector | None:
+    async def embed(self, text: str) -> Vector | None:
         """The message's vector (memoised by text in the embedder), or None without one."""
         if self.embedder is None:
             return None
         return await asyncio.to_thread(self.embedder.embed_one, text)
 
-    async def _lookup(
+    async def lookup(
         self,
         user_id: str,
         text: str,
@@ -485,7 +557,7 @@ class Companion:
         self.stats.record_cache(hit is not None, hit.layer if hit else last_layer)
         return probe, hit
 
-    async def _serve_cached(
+    async def serve_cached(
         self,
         user_id: str,
         session_id: str,
@@ -533,27 +605,14 @@ class Companion:
             self.personal.after_turn(user_id, session_id, text, user_msg.id, notes)
         return reply
 
-    def _validate(self, message: str) -> str:
-        if not isinstance(message, str) or not message.strip():
-            raise InputError("message must be a non-empty string", field="message")
-        if len(message) > self.settings.max_message_chars:
-            raise PayloadTooLarge(
-                f"message is {len(message)} characters; the limit is "
-                f"{self.settings.max_message_chars} (max_message_chars)",
-                field="message",
-            )
-        return message.strip()
+    def validate(self, message: str) -> str:
+        """The message, stripped (422 when empty, 413 past max_message_chars)."""
+        return validate_message(self.settings, message)
 
-    def _fail(self, user_message_id: int, status: str, pieces: list[str], model: str) -> None:
+    def fail(self, user_message_id: int, status: str, pieces: list[str], model: str) -> None:
         """Mark the exchange failed or interrupted (sync: may run while the generator closes)."""
         self.stats.record_error(interrupted=status == "interrupted")
         self.store.fail_exchange(
             user_message_id, status, "".join(pieces) or None, model=model, timings={}
         )
         log.warning("exchange %d ended %s after %d pieces", user_message_id, status, len(pieces))
-
-
-def _title(message: str, limit: int = 60) -> str:
-    """A session's title: its first message, cut at a word near `limit` characters."""
-    line = " ".join(message.split())
-    return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0] + "…"

@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
-from companion.chat import DEFAULT_USER, Companion, options_from
+from companion.chat import Companion
 from companion.domain import ChatResult, Message, Usage
-from companion.errors import DeadlineExceeded, InputError, NotFound
+from companion.errors import InputError, NotFound
 from companion.llm.base import GenerationDone, GenerationRequest
 from companion.storage import conversations as conv
+from companion.turn import DEFAULT_USER, generate, options_from
 
 ChatEvents = AsyncIterator[str | ChatResult]
 CONTINUABLE = ("length", "cancelled")  # cut at max_tokens, or stopped by the user
@@ -50,19 +52,31 @@ class ChatActions:
     async def regenerate(self, reply_id: int, **options: Any) -> ChatEvents:
         """A new reply to the same message; the old reply stays, as an alternative."""
         reply, user_id = await asyncio.to_thread(self.message_of, reply_id)
+        turn = self.companion.in_turn(
+            reply.session_id, lambda: self._regenerate(reply_id, user_id, options)
+        )
+        async with aclosing(turn):
+            async for event in turn:
+                yield event
+
+    async def _regenerate(self, reply_id: int, user_id: str, options: dict[str, Any]) -> ChatEvents:
+        """regenerate's work, inside the session's turn: retire the exchange, run the turn's
+        steps on the same message (never from the cache), group the replies."""
+        reply, _ = await asyncio.to_thread(self.message_of, reply_id)
         asked, _ = await asyncio.to_thread(self._last_exchange, reply)
         await asyncio.to_thread(conv.retire_from, self.store, reply.session_id, asked.id)
         group = reply.alt_group or reply.id
         new_id: int | None = None
+        steps = self.companion.turn_steps(
+            user_id, asked.text, reply.session_id, use_cache=False, **options
+        )
         try:
-            stream = self.companion.chat_stream(
-                user_id, asked.text, reply.session_id, use_cache=False, **options
-            )
-            async for event in stream:
-                if isinstance(event, ChatResult):
-                    new_id = event.message_id
-                    event.extra["alt_group"] = group
-                yield event
+            async with aclosing(steps):
+                async for event in steps:
+                    if isinstance(event, ChatResult):
+                        new_id = event.message_id
+                        event.extra["alt_group"] = group
+                    yield event
         finally:
             await asyncio.to_thread(self._settle_regenerate, asked, reply, group, new_id)
 
@@ -89,25 +103,35 @@ class ChatActions:
             raise InputError(
                 "only a message you sent (still shown) can be edited", field="message_id"
             )
-        self.companion._validate(text)  # before anything is retired
+        self.companion.validate(text)  # before anything is retired
+        turn = self.companion.in_turn(
+            msg.session_id, lambda: self._edit(msg, user_id, text, options)
+        )
+        async with aclosing(turn):
+            async for event in turn:
+                yield event
+
+    async def _edit(
+        self, msg: Message, user_id: str, text: str, options: dict[str, Any]
+    ) -> ChatEvents:
+        """edit's work, inside the session's turn: retire from the message on, then the turn's
+        steps."""
         await asyncio.to_thread(conv.retire_from, self.store, msg.session_id, msg.id)
-        async for event in self.companion.chat_stream(user_id, text, msg.session_id, **options):
-            yield event
+        steps = self.companion.turn_steps(user_id, text, msg.session_id, **options)
+        async with aclosing(steps):
+            async for event in steps:
+                yield event
 
     async def continue_reply(self, reply_id: int, **options: Any) -> ChatEvents:
         """Generate more of a reply cut at max_tokens (or stopped), appended to the same one;
-        a turn of its session like any other (one at a time: companion/turns.py)."""
+        a turn of its session like any other (one at a time: Companion.in_turn)."""
         reply, _ = await asyncio.to_thread(self.message_of, reply_id)
-        wait = self.companion.settings.request_timeout_s
-        async with self.companion.turns.hold(reply.session_id, wait):
-            stream = self._continue(reply_id, **options)
-            try:
-                async for event in stream:
-                    yield event
-            finally:
-                await stream.aclose()  # type: ignore[attr-defined]
+        turn = self.companion.in_turn(reply.session_id, lambda: self._continue(reply_id, options))
+        async with aclosing(turn):
+            async for event in turn:
+                yield event
 
-    async def _continue(self, reply_id: int, **options: Any) -> ChatEvents:
+    async def _continue(self, reply_id: int, options: dict[str, Any]) -> ChatEvents:
         """continue_reply's work, inside the session's turn."""
         started = time.perf_counter()
         reply, user_id = await asyncio.to_thread(self.message_of, reply_id)
@@ -121,36 +145,37 @@ class ChatActions:
         engine = self.companion.engine
         engine.check_serving()
         opts = options_from(self.companion.settings, **options)
-        system = await asyncio.to_thread(self.companion._system_prompt, user_id or DEFAULT_USER)
+        system = await asyncio.to_thread(
+            self.companion.system_prompt_for, user_id or DEFAULT_USER
+        )
         tokens = self._prompt(
             system, before, asked, reply, engine.info.context_length - opts.max_tokens
         )
         request = GenerationRequest(tokens, opts, session_key=reply.session_id)
-        pieces: list[str] = []
+
+        def settle(_status: str, pieces: list[str]) -> None:  # what came is kept, as stopped
+            if pieces:
+                conv.extend_reply(
+                    self.store,
+                    reply.id,
+                    "".join(pieces),
+                    asked_id=asked.id,
+                    finish_reason="cancelled",
+                    tokens=len(pieces),
+                    timings={},
+                )
+
         done: GenerationDone | None = None
-        try:
-            async with asyncio.timeout(self.companion.settings.request_timeout_s):
-                async for event in engine.generate(request):
-                    if isinstance(event, GenerationDone):
-                        done = event
-                    else:
-                        pieces.append(event)
-                        yield event
-        except TimeoutError:
-            raise DeadlineExceeded("no complete continuation within request_timeout_s") from None
-        finally:
-            if done is None:
-                request.cancelled = True
-                if pieces:
-                    conv.extend_reply(
-                        self.store,
-                        reply.id,
-                        "".join(pieces),
-                        asked_id=asked.id,
-                        finish_reason="cancelled",
-                        tokens=len(pieces),
-                        timings={},
-                    )
+        events = generate(
+            engine, request, self.companion.settings.request_timeout_s, settle, "continuation"
+        )
+        async with aclosing(events):
+            async for event in events:
+                if isinstance(event, GenerationDone):
+                    done = event
+                else:
+                    yield event
+        assert done is not None
         timings = {**done.timings, "total_ms": round((time.perf_counter() - started) * 1000, 2)}
         stored = await asyncio.to_thread(
             conv.extend_reply,

@@ -299,7 +299,8 @@ def open_runtime(settings: Settings) -> Runtime:
     if cache is not None:
         cache.start()  # cleanup_expired_cache() every cleanup_interval
     companion = Companion(
-        settings, store, engine, personal=personal, cache=cache, embedder=embedder, router=router
+        settings, store, engine, personal=personal, cache=cache, embedder=embedder, router=router,
+        locks=shared.locks,
     )
     companion.routing_note = routing.reason
     personal.use_engine(lambda: companion.engine)  # LLM memory extraction (memory_llm_extraction)

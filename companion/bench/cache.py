@@ -128,7 +128,7 @@ def _exact_lookup_ms(rt: Runtime, turns: list[Turn]) -> list[float]:
     cache, info = rt.companion.cache, rt.companion.engine.info
     assert cache is not None
     system = [{"role": "system", "content": rt.settings.system_prompt}]
-    from companion.chat import options_from
+    from companion.turn import options_from
 
     opts = options_from(rt.settings, **TURN_OPTIONS)
     times = []
@@ -153,7 +153,7 @@ def _semantic_probes(rt: Runtime, count: int) -> list[Probe]:
     """Probes of paraphrases of stored popular questions (the shared partition)."""
     cache, info = rt.companion.cache, rt.companion.engine.info
     assert cache is not None
-    from companion.chat import options_from
+    from companion.turn import options_from
 
     opts = options_from(rt.settings, **TURN_OPTIONS)
     system = [{"role": "system", "content": rt.settings.system_prompt}]

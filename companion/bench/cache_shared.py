@@ -14,11 +14,11 @@ import uuid
 from companion.bench.shared import prefixed, scratch_database
 from companion.cache import Probe, ResponseCache, open_cache
 from companion.cache.redis_entries import RedisEntries
-from companion.chat import options_from
 from companion.config import Settings
 from companion.shared.link import RedisLink
 from companion.stats import percentile
 from companion.storage import Store, open_store
+from companion.turn import options_from
 
 
 def _probes(cache: ResponseCache, settings: Settings, messages: list[str]) -> list[Probe]:

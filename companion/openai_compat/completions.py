@@ -9,12 +9,12 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from companion.chat import options_from
 from companion.config import Settings
 from companion.domain import Usage
 from companion.llm.base import Engine, GenerationDone
 from companion.openai_compat.params import BadParameter, CompletionParams, check_refused
 from companion.openai_compat.turn import Piece, generate_choices
+from companion.turn import options_from
 
 REFUSED = {
     "suffix": "fill-in-the-middle (suffix) is not supported by the loaded model",

@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from companion.chat import _title, options_from
 from companion.context import BuiltContext, fit_context
 from companion.domain import GenerationOptions, Usage
 from companion.errors import DeadlineExceeded, Overloaded
@@ -26,6 +25,7 @@ from companion.openai_compat.grammar import OutputFormat, Tools
 from companion.openai_compat.prompt import layout
 from companion.persona.prompt import sampling, system_prompt
 from companion.personal import TurnNotes
+from companion.turn import options_from, title_of
 
 if TYPE_CHECKING:
     from companion.chat import Companion
@@ -97,21 +97,26 @@ class ClientTurns:
     def __init__(self, companion: Companion) -> None:
         self.c = companion
 
-    async def stream(self, req: ClientRequest) -> AsyncIterator[Piece | TurnResult]:
-        """Pieces of every choice as they come, then the TurnResult."""
+    def stream(self, req: ClientRequest) -> AsyncIterator[Piece | TurnResult]:
+        """Pieces of every choice as they come, then the TurnResult; a turn of a session the
+        client names (X-Session-Id) holds that session's turn (Companion.in_turn)."""
+        return self.c.in_turn(req.session_id, lambda: self._stream(req))
+
+    async def _stream(self, req: ClientRequest) -> AsyncIterator[Piece | TurnResult]:
+        """stream's work."""
         c, started = self.c, time.perf_counter()
-        text = c._validate(req.new_text())
+        text = c.validate(req.new_text())
         c.engine.check_serving()
         seen = await self._lineage(req)
         first_user = next((m["content"] for m in req.messages if m["role"] == "user"), text)
         session = await asyncio.to_thread(
-            c.store.create_session, req.user_id, seen.session_id, _title(first_user)
+            c.store.create_session, req.user_id, seen.session_id, title_of(first_user)
         )
         if req.session_id is not None:  # the server's history between the client's system
             req = await self._with_history(req, session.id)  # messages and its last message
         route = c.choose_route(text, [])
         engine = route.engine
-        vector = await c._embed(text) if req.memory or req.use_cache else None
+        vector = await c.embed(text) if req.memory or req.use_cache else None
         notes = await asyncio.to_thread(self._notes, req, session.id, text, vector)
         sampled = notes.sampling if notes is not None and req.persona else {}
         opts = options_from(c.settings, **{**sampled, **req.options})
@@ -119,12 +124,12 @@ class ClientTurns:
         learn = notes if req.memory and not seen.seen else None
         probe, hit = None, None
         if self._cacheable(req, opts, text):
-            probe, hit = await c._lookup(req.user_id, text, opts, built, vector, True, engine)
+            probe, hit = await c.lookup(req.user_id, text, opts, built, vector, True, engine)
         elif c.cache is not None and c.settings.enable_caching:
             c.cache.count_bypass()
         if hit is not None:
             yield Piece(0, hit.entry.response, hit.entry.model)
-            cached = await c._serve_cached(req.user_id, session.id, text, hit, learn, {}, started)
+            cached = await c.serve_cached(req.user_id, session.id, text, hit, learn, {}, started)
             await asyncio.to_thread(lineage.record, c.store, req.user_id, seen, cached.message_id)
             done = GenerationDone(
                 hit.entry.response, len(built.prompt_tokens), hit.entry.completion_tokens,
@@ -161,7 +166,7 @@ class ClientTurns:
             raise
         finally:
             if status != "complete":
-                c._fail(user_msg.id, status, first, engine.info.name)
+                c.fail(user_msg.id, status, first, engine.info.name)
         yield await self._finish(req, dones, engine, session.id, user_msg, built, probe, learn,
                                  seen, started)  # fmt: skip
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, TypeVar
@@ -12,7 +11,6 @@ import anyio
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from companion.chat import DEFAULT_USER
 from companion.domain import ChatResult, Message, Session
 from companion.errors import CompanionError, NotFound
 from companion.limits import Limits
@@ -34,6 +32,7 @@ from companion.server.shutdown import (
     grace_of,
     until_shutdown,
 )
+from companion.turn import DEFAULT_USER
 
 router = APIRouter()
 T = TypeVar("T")
@@ -94,28 +93,21 @@ def admitted_chat(
 ) -> AsyncIterator[str | ChatResult]:
     """The chat stream inside the user's rate and concurrency limits (429 when over them)."""
     stream = runtime_of(request).companion.chat_stream(user_id, message, session_id, **options)
-    return admitted(request, user_id, stream, session_id)
+    return admitted(request, user_id, stream)
 
 
-def admitted(
-    request: Request,
-    user_id: str | None,
-    stream: AsyncIterator[T],
-    session_id: str | None = None,
-) -> AsyncIterator[T]:
+def admitted(request: Request, user_id: str | None, stream: AsyncIterator[T]) -> AsyncIterator[T]:
     """Any stream (a chat turn, an OpenAI API turn or completion) inside the user's rate and
-    concurrency limits (429 when over them), and inside its session's turn lock (across
-    instances with redis_url) when it names one."""
+    concurrency limits (429 when over them). (A turn holds its session's lock itself, in
+    Companion.in_turn.)"""
     limits: Limits = request.app.state.limits
-    locks = runtime_of(request).shared.locks
     key = user_id or DEFAULT_USER
     ticket = limits.acquire(key)
 
     async def held() -> AsyncIterator[T]:
         try:
-            async with locks.hold(session_id) if session_id else contextlib.nullcontext():
-                async for event in stream:
-                    yield event
+            async for event in stream:
+                yield event
         finally:
             limits.release(key, ticket)
             await stream.aclose()  # type: ignore[attr-defined]

@@ -1,7 +1,14 @@
-"""Per-session turn locks, so two turns of one session never interleave.
+"""One turn at a time per session, so two turns of one session never interleave.
 
-`SessionLocks` is the interface; LocalLocks (here) holds asyncio locks in this process,
-RedisLocks (redis_locks.py) holds them in Redis for every instance.
+Without it, five messages sent at once to one session were stored as five user turns, then
+five replies in another order, and the next turn's history was scrambled. Now each turn reads
+the history, generates and stores its reply while holding its session's lock; the next waits
+up to `wait_s` (request_timeout_s) and then gets 409 `session_busy` with a Retry-After.
+
+`SessionLocks` is the interface, taken in one place (`Companion.in_turn`: chat, regenerate,
+edit, continue); LocalLocks (here) holds asyncio locks in this process (in arrival order),
+RedisLocks (redis_locks.py) holds them in Redis for every instance (a lock held by an
+instance that died expires).
 """
 
 from __future__ import annotations
@@ -11,15 +18,23 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
-from companion.errors import Overloaded
+from companion.errors import CompanionError
 
 
-def busy(session_id: str, wait_s: float) -> Overloaded:
+class SessionBusy(CompanionError):
+    """Another turn of this session kept it longer than the wait allows (409, Retry-After)."""
+
+    status_code = 409
+    code = "session_busy"
+    retry_after_s = 2
+
+
+def busy(session_id: str, wait_s: float) -> SessionBusy:
     """The error for a session whose other turn outlasted our wait."""
-    return Overloaded(
-        f"another turn of session {session_id!r} is still running after "
-        f"{wait_s:.0f} s; retry when it has finished",
-        retry_after_s=2,
+    return SessionBusy(
+        f"session {session_id!r} is still answering an earlier message (waited {wait_s:g} s); "
+        "send this one again when it is done",
+        field="session_id",
     )
 
 
@@ -27,7 +42,7 @@ class SessionLocks(Protocol):
     """One turn at a time per session."""
 
     def hold(self, session_id: str) -> AbstractAsyncContextManager[None]:
-        """Wait for the session's lock (Overloaded past the wait), hold it inside the block."""
+        """Wait for the session's lock (SessionBusy past the wait), hold it inside the block."""
         ...
 
 
@@ -46,7 +61,8 @@ class LocalLocks:
         self._locks[session_id] = (lock, users + 1)
         try:
             try:
-                await asyncio.wait_for(lock.acquire(), self.wait_s)
+                async with asyncio.timeout(self.wait_s):
+                    await lock.acquire()
             except TimeoutError:
                 raise busy(session_id, self.wait_s) from None
             try:
@@ -59,3 +75,7 @@ class LocalLocks:
                 del self._locks[session_id]
             else:
                 self._locks[session_id] = (lock, users - 1)
+
+    def busy(self) -> int:
+        """Sessions with a turn running or waiting (in this process)."""
+        return len(self._locks)

@@ -4,6 +4,7 @@ Redis (a real redis-server; no fakes): limits, session locks, invalidation bus, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from companion.errors import Overloaded
 from companion.limits import Limits, UserLimits
 from companion.shared.bus import Bus, LocalBus
 from companion.shared.link import RedisLink
-from companion.shared.locks import LocalLocks, SessionLocks
+from companion.shared.locks import LocalLocks, SessionBusy, SessionLocks
 from companion.shared.redis_bus import RedisBus
 from companion.shared.redis_limits import RedisLimits
 from companion.shared.redis_locks import RedisLocks
@@ -88,33 +89,81 @@ def _locks(backend: Callable[[], RedisLink] | None, wait_s: float) -> SessionLoc
     return LocalLocks(wait_s) if backend is None else RedisLocks(backend(), wait_s, ttl_s=2)
 
 
+def _instances(backend: Callable[[], RedisLink] | None, wait_s: float) -> list[SessionLocks]:
+    """Two instances' locks: with Redis, two links; in process, one set (one instance)."""
+    first = _locks(backend, wait_s)
+    return [first, first if backend is None else _locks(backend, wait_s)]
+
+
 async def test_session_lock_serialises_turns(backend: Callable[[], RedisLink] | None) -> None:
-    first, second = _locks(backend, 5), _locks(backend, 5)
-    if backend is None:
-        second = first  # one process: one set of locks
+    first, second = _instances(backend, 5)
     order: list[str] = []
 
-    async def turn(locks: SessionLocks, name: str) -> None:
-        async with locks.hold("s1"):
+    async def turn(locks: SessionLocks, name: str, session: str = "s1") -> None:
+        async with locks.hold(session):
             order.append(f"{name} start")
             await asyncio.sleep(0.2)
             order.append(f"{name} end")
 
-    await asyncio.gather(turn(first, "a"), turn(second, "b"))
-    assert order in (
+    await asyncio.gather(turn(first, "a"), turn(second, "b"), turn(second, "c", "other"))
+    mine = [e for e in order if e[0] in "ab"]
+    assert mine in (
         ["a start", "a end", "b start", "b end"],
         ["b start", "b end", "a start", "a end"],
     )
+    assert order.index("c start") < order.index(mine[1])  # another session is not held up
 
 
-async def test_session_lock_wait_is_bounded(backend: Callable[[], RedisLink] | None) -> None:
-    locks = _locks(backend, 0.3)
-    async with locks.hold("s2"):
-        with pytest.raises(Overloaded, match="another turn"):
-            async with locks.hold("s2"):
+async def test_session_lock_busy_past_the_wait_is_409(
+    backend: Callable[[], RedisLink] | None,
+) -> None:
+    holder, other = _instances(backend, 0.3)
+    async with holder.hold("s2"):
+        with pytest.raises(SessionBusy, match="still answering an earlier message") as busy:
+            async with other.hold("s2"):
                 pass
-    async with locks.hold("s2"):  # free again
+    assert busy.value.status_code == 409 and busy.value.code == "session_busy"
+    assert busy.value.retry_after_s >= 1
+    async with other.hold("s2"):  # free again once the holder is done
         pass
+
+
+async def test_session_lock_is_released_when_a_turn_fails_or_is_cancelled(
+    backend: Callable[[], RedisLink] | None,
+) -> None:
+    holder, other = _instances(backend, 1)
+    with pytest.raises(RuntimeError):
+        async with holder.hold("s4"):
+            raise RuntimeError("the engine failed")
+    started = asyncio.Event()
+
+    async def stuck() -> None:
+        async with holder.hold("s4"):
+            started.set()
+            await asyncio.sleep(60)
+
+    task = asyncio.create_task(stuck())
+    await started.wait()
+    task.cancel()  # the client went away
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    waited = time.monotonic()
+    async with other.hold("s4"):
+        assert time.monotonic() - waited < 0.5
+
+
+async def test_local_session_lock_serves_turns_in_arrival_order() -> None:
+    locks, order = LocalLocks(5), []
+
+    async def turn(i: int) -> None:
+        async with locks.hold("s"):
+            order.append(("start", i))
+            await asyncio.sleep(0.01)
+            order.append(("end", i))
+
+    await asyncio.gather(*(turn(i) for i in range(4)))
+    assert order == [(step, i) for i in range(4) for step in ("start", "end")]
+    assert locks.busy() == 0  # nothing kept for sessions nobody holds
 
 
 async def test_a_dead_instances_lock_expires(link: RedisLink) -> None:
