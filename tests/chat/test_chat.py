@@ -7,9 +7,11 @@ import asyncio
 import pytest
 
 from companion.chat import Companion
+from companion.chat_actions import ChatActions
 from companion.domain import ChatResult
 from companion.errors import DeadlineExceeded, InputError, PayloadTooLarge
 from companion.runtime import Runtime, open_runtime
+from companion.shared.locks import SessionBusy
 from tests.conftest import SPEC_STATS_FIELDS, make_settings
 
 
@@ -154,3 +156,28 @@ async def test_concurrent_chats_all_complete(runtime: Runtime) -> None:
 def test_companion_is_the_spec_handler_shape(runtime: Runtime) -> None:
     assert isinstance(runtime.companion, Companion)
     assert callable(runtime.companion.get_performance_stats)
+
+
+async def test_every_way_of_answering_a_session_waits_for_its_one_lock(runtime: Runtime) -> None:
+    """chat, regenerate, edit and continue all take the session's lock (Companion.in_turn):
+    past the wait each is a 409 session_busy that changed nothing; then the session is free."""
+    c = runtime.companion
+    first = await c.chat("lock", "Tell me about boats.", max_tokens=4)
+    actions = ChatActions(c)
+    shown = [(m.id, m.text, m.active) for m in runtime.store.list_messages(first.session_id)]
+    asked_id = shown[0][0]
+    c.locks.wait_s = 0.2  # type: ignore[attr-defined]
+    async with c.locks.hold(first.session_id):
+        for stream in (
+            c.chat_stream("lock", "And trains?", first.session_id, max_tokens=4),
+            actions.regenerate(first.message_id, max_tokens=4),
+            actions.edit(asked_id, "Tell me about ships.", max_tokens=4),
+            actions.continue_reply(first.message_id, max_tokens=4),
+        ):
+            with pytest.raises(SessionBusy) as busy:
+                await anext(stream)
+            assert busy.value.status_code == 409 and busy.value.code == "session_busy"
+    after = [(m.id, m.text, m.active) for m in runtime.store.list_messages(first.session_id)]
+    assert after == shown  # nothing retired, nothing added
+    again = await c.chat("lock", "And trains?", first.session_id, max_tokens=4)
+    assert again.session_id == first.session_id
