@@ -145,9 +145,7 @@ class ChatActions:
         engine = self.companion.engine
         engine.check_serving()
         opts = options_from(self.companion.settings, **options)
-        system = await asyncio.to_thread(
-            self.companion.system_prompt_for, user_id or DEFAULT_USER
-        )
+        system = await asyncio.to_thread(self.companion.system_prompt_for, user_id or DEFAULT_USER)
         tokens = self._prompt(
             system, before, asked, reply, engine.info.context_length - opts.max_tokens
         )

@@ -94,7 +94,10 @@ Settle = Callable[[str, list[str]], None]
 
 
 async def generate(
-    engine: Engine, request: GenerationRequest, deadline_s: float, settle: Settle,
+    engine: Engine,
+    request: GenerationRequest,
+    deadline_s: float,
+    settle: Settle,
     what: str = "reply",
 ) -> AsyncIterator[str | GenerationDone]:
     """The generate step: text pieces, then the GenerationDone, within `deadline_s` (504 past

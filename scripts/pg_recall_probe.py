@@ -27,10 +27,23 @@ from companion.storage.schema import users  # noqa: E402
 from tests.servers import Postgres  # noqa: E402
 
 USERS, PER_USER, DIM, QUERIES = 100, 1000, 384, 200
-COLUMNS = ("user_id, kind, text, topics, importance, use_count, source_ids, embedding, "
-           "embedding_model, created_at, updated_at")
-TYPES = ["text", "text", "text", "text", "float8", "int4", "json", "vector", "text",
-         "timestamptz", "timestamptz"]
+COLUMNS = (
+    "user_id, kind, text, topics, importance, use_count, source_ids, embedding, "
+    "embedding_model, created_at, updated_at"
+)
+TYPES = [
+    "text",
+    "text",
+    "text",
+    "text",
+    "float8",
+    "int4",
+    "json",
+    "vector",
+    "text",
+    "timestamptz",
+    "timestamptz",
+]
 
 
 def unit(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -47,8 +60,9 @@ def main() -> None:
         store = open_store(pg.fresh())
         now = datetime.now(UTC)
         with store.writing() as conn:
-            conn.execute(sa.insert(users),
-                         [{"id": f"u{u}", "created_at": now} for u in range(USERS)])
+            conn.execute(
+                sa.insert(users), [{"id": f"u{u}", "created_at": now} for u in range(USERS)]
+            )
         raw = store.engine.raw_connection()
         driver = raw.driver_connection
         assert driver is not None
@@ -59,8 +73,9 @@ def main() -> None:
             for u in range(USERS):
                 for vector in unit(rng, PER_USER):
                     text = " ".join(rng.choice(vocabulary, 8))
-                    copy.write_row((f"u{u}", "event", text, "", 0.5, 0, "[]", vector, "probe",
-                                    now, now))
+                    copy.write_row(
+                        (f"u{u}", "event", text, "", 0.5, 0, "[]", vector, "probe", now, now)
+                    )
         driver.commit()
         raw.close()
         with store.writing() as conn:
@@ -76,10 +91,14 @@ def main() -> None:
             text_ms.append((searched - started) * 1000)
             vector_ms.append((time.perf_counter() - searched) * 1000)
         both = [a + b for a, b in zip(text_ms, vector_ms, strict=True)]
-        for name, values in (("pg_bm25_text_search_ms", text_ms),
-                             ("pg_vector_search_ms", vector_ms), ("pg_both_ms", both)):
-            print(f"{name}: p50 {np.percentile(values, 50):.2f} "
-                  f"p95 {np.percentile(values, 95):.2f}")
+        for name, values in (
+            ("pg_bm25_text_search_ms", text_ms),
+            ("pg_vector_search_ms", vector_ms),
+            ("pg_both_ms", both),
+        ):
+            print(
+                f"{name}: p50 {np.percentile(values, 50):.2f} p95 {np.percentile(values, 95):.2f}"
+            )
         store.close()
     finally:
         pg.close()
