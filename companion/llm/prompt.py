@@ -21,6 +21,8 @@ the contents is broken with a word joiner (U+2060) before rendering, so it still
 from __future__ import annotations
 
 import secrets
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +30,8 @@ from typing import Any
 import llama_cpp
 
 WORD_JOINER = "\u2060"
+CACHE_PIECES = 4096  # tokenized pieces remembered (SpecialTokens._plain)
+CACHE_CHARS = 8192  # longer pieces are tokenized each time
 _PARSED = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
 _ALWAYS = llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED  # llama.cpp matches these even as plain text
 _LSTRIP = llama_cpp.LLAMA_TOKEN_ATTR_LSTRIP
@@ -69,6 +73,8 @@ class SpecialTokens:
         self.specials = tuple(found)
         self.always = tuple(s for s in found if not s.attr & _PARSED)
         self.texts = tuple(s.text for s in found)
+        self._cache: OrderedDict[tuple[str, bool], tuple[int, ...]] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids of `text` (no BOS). A ChatPrompt's contents are plain text; any other
@@ -98,8 +104,27 @@ class SpecialTokens:
         return content
 
     def _plain(self, text: str, *, special: bool) -> list[int]:
+        """Token ids of a piece of text. A prompt repeats most of the last one (persona and
+        history come first and change little), so pieces are remembered: the history of a
+        turn costs no tokenizing the next time (CACHE_PIECES, each up to CACHE_CHARS)."""
         if not text:
             return []
+        if len(text) > CACHE_CHARS:
+            return self._tokenize_plain(text, special=special)
+        key = (text, special)
+        with self._cache_lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return list(hit)
+        tokens = self._tokenize_plain(text, special=special)
+        with self._cache_lock:
+            self._cache[key] = tuple(tokens)
+            while len(self._cache) > CACHE_PIECES:
+                self._cache.popitem(last=False)
+        return tokens
+
+    def _tokenize_plain(self, text: str, *, special: bool) -> list[int]:
         if special or not any(s.text in text for s in self.always):
             return list(self._model.tokenize(text.encode("utf-8"), False, special))
         # llama.cpp matches user-defined tokens even in plain text: cut each occurrence after

@@ -20,7 +20,8 @@ import math
 import sqlite3
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -98,28 +99,45 @@ def _dot(matrix: np.ndarray, vector: Vector) -> np.ndarray:
     return np.einsum("ij,j->i", matrix, np.asarray(vector, dtype=np.float32))
 
 
+# a row's flags (Vectors.flags)
+EPISODE, ASSISTANT, SUPERSEDED, NO_VECTOR = 1, 2, 4, 8
+
+
 class Vectors:
-    """Rows of unit vectors by key: appended in place, removed by marking, compacted lazily."""
+    """Rows of unit vectors by key, with what recall scores each item by (times, importance,
+    flags, session and speaker codes) in parallel arrays: appended in place, removed by
+    marking, compacted lazily. Every indexed item has a row (a zero vector when it has none,
+    flagged NO_VECTOR and never found by similarity)."""
+
+    COLUMNS = (("created", np.float64, 0), ("last", np.float64, 0), ("importance", np.float32, 0),
+               ("flags", np.int8, 0), ("session", np.int32, 0), ("subject", np.int32, -1))
 
     def __init__(self, dim: int) -> None:
         self.matrix = np.zeros((64, dim), dtype=np.float32)
         self.keys = np.full(64, -1, dtype=np.int64)
+        self.columns = {name: np.full(64, fill, dtype=kind) for name, kind, fill in self.COLUMNS}
         self.size = 0
         self.dead = 0
         self.row_of: dict[int, int] = {}
 
-    def put(self, key: int, vector: Vector) -> None:
-        """Set the vector of `key` (a new row; the old one, if any, is marked dead)."""
+    def put(self, key: int, vector: Vector | None, values: dict[str, float] | None = None,
+            ) -> None:
+        """Set the row of `key` (a new row; the old one, if any, is marked dead)."""
         self.remove(key)
         if self.size == len(self.keys):
             self._grow()
-        self.matrix[self.size] = vector
-        self.keys[self.size] = key
-        self.row_of[key] = self.size
+        row = self.size
+        self.matrix[row] = 0.0 if vector is None else vector
+        self.keys[row] = key
+        for name, value in (values or {}).items():
+            self.columns[name][row] = value
+        if vector is None:
+            self.columns["flags"][row] |= NO_VECTOR
+        self.row_of[key] = row
         self.size += 1
 
     def remove(self, key: int) -> None:
-        """Forget `key`'s vector."""
+        """Forget `key`'s row."""
         row = self.row_of.pop(key, None)
         if row is not None:
             self.keys[row] = -1
@@ -130,19 +148,42 @@ class Vectors:
         """Compact when half the rows are dead, else double the capacity."""
         live = self.keys[: self.size] >= 0
         if self.dead * 2 >= self.size:
-            self.matrix[: int(live.sum())] = self.matrix[: self.size][live]
-            self.keys[: int(live.sum())] = self.keys[: self.size][live]
-            self.size, self.dead = int(live.sum()), 0
+            n = int(live.sum())
+            self.matrix[:n] = self.matrix[: self.size][live]
+            self.keys[:n] = self.keys[: self.size][live]
+            for column in self.columns.values():
+                column[:n] = column[: self.size][live]
+            self.size, self.dead = n, 0
             self.keys[self.size:] = -1
             self.row_of = {int(k): i for i, k in enumerate(self.keys[: self.size])}
             if self.size < len(self.keys):
                 return
         self.matrix = np.vstack([self.matrix, np.zeros_like(self.matrix)])
         self.keys = np.concatenate([self.keys, np.full(len(self.keys), -1, dtype=np.int64)])
+        self.columns = {name: np.concatenate([column, np.zeros_like(column)])
+                        for name, column in self.columns.items()}
+
+    def scan(self, vector: Vector) -> np.ndarray:
+        """Cosine of every row with `vector` (-2 for dead rows and rows without a vector)."""
+        sims = _dot(self.matrix[: self.size], vector)
+        sims[(self.keys[: self.size] < 0) | (self.columns["flags"][: self.size] & NO_VECTOR > 0)
+             ] = -2.0
+        return sims
+
+    def top(self, sims: np.ndarray, limit: int) -> list[tuple[int, float]]:
+        """(key, cosine) of the `limit` best rows of a scan, best first."""
+        n = min(limit, int((sims > -2.0).sum()))
+        if n <= 0:
+            return []
+        top = np.argpartition(-sims, n - 1)[:n]
+        top = top[np.argsort(-sims[top])]
+        return [(int(self.keys[i]), float(sims[i])) for i in top]
 
     def similarities(self, keys: Iterable[int], vector: Vector) -> dict[int, float]:
         """Cosine of some keys' vectors with `vector`."""
-        rows = [(key, self.row_of[key]) for key in keys if key in self.row_of]
+        flags = self.columns["flags"]
+        rows = [(key, row) for key in keys if (row := self.row_of.get(key)) is not None
+                and not flags[row] & NO_VECTOR]
         if not rows:
             return {}
         sims = _dot(self.matrix[[r for _, r in rows]], vector)
@@ -152,12 +193,7 @@ class Vectors:
         """(key, cosine) of the `limit` nearest, best first."""
         if self.size == self.dead:
             return []
-        sims = _dot(self.matrix[: self.size], vector)
-        sims[self.keys[: self.size] < 0] = -2.0
-        n = min(limit, self.size - self.dead)
-        top = np.argpartition(-sims, n - 1)[:n]
-        top = top[np.argsort(-sims[top])]
-        return [(int(self.keys[i]), float(sims[i])) for i in top]
+        return self.top(self.scan(vector), limit)
 
 
 class _UserIndex:
@@ -173,6 +209,23 @@ class _UserIndex:
         self.prev: dict[int, int] = {}  # episode key -> the turn before it in its session
         self.next: dict[int, int] = {}
         self._last: dict[str | None, Episode] = {}  # per session, its newest turn
+        self.sessions: dict[str | None, int] = {}  # session id -> code (Vectors.columns)
+        self.subjects: dict[str, int] = {}  # speaker -> code
+
+    def values(self, item: Item) -> dict[str, float]:
+        """The row values recall scores an item by (see Vectors)."""
+        last = item.last_used_at or item.updated_at
+        flags = 0
+        session = 0
+        if isinstance(item, Episode):
+            flags = EPISODE | (ASSISTANT if item.role == "assistant" else 0) | (
+                SUPERSEDED if item.superseded_at is not None else 0)
+            session = self.sessions.setdefault(item.session_id, len(self.sessions))
+        subject = (-1 if not item.subject
+                   else self.subjects.setdefault(item.subject, len(self.subjects)))
+        return {"created": item.created_at.timestamp(), "last": last.timestamp(),
+                "importance": item.importance, "flags": flags, "session": session,
+                "subject": subject}
 
     def get(self, key: int) -> Item | None:
         """The item of a key."""
@@ -230,6 +283,12 @@ class MemoryIndex:
         self._names = itertools.count()
         self._lock = threading.RLock()
 
+    @contextmanager
+    def holding(self, user_id: str) -> Iterator[_UserIndex | None]:
+        """A loaded user's index, held (no other thread changes it) until the block ends."""
+        with self._lock:
+            yield self._users.get(user_id)
+
     def loaded(self, user_id: str) -> bool:
         """Whether a user's index is in memory."""
         with self._lock:
@@ -263,10 +322,7 @@ class MemoryIndex:
                 context, vector = index.add(m)
                 rows.append((m.key, m.text + (f" {m.subject}" if m.subject else ""),
                              context, " ".join(m.topics)))
-                if vector is not None:
-                    index.vectors.put(m.key, vector)
-                else:
-                    index.vectors.remove(m.key)
+                index.vectors.put(m.key, vector, index.values(m))
             self._conn.executemany(
                 f"INSERT INTO {index.table}(rowid, text, ctx, topics) VALUES (?, ?, ?, ?)", rows)
 

@@ -17,15 +17,25 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
 from companion.embed.base import Vector
 from companion.memory.base import Item, Recalled
 from companion.memory.extract import sentences
-from companion.memory.index import MemoryIndex, stem_terms
+from companion.memory.index import (
+    ASSISTANT,
+    EPISODE,
+    SEARCH_LIMIT,
+    SUPERSEDED,
+    MemoryIndex,
+    _UserIndex,
+    stem_terms,
+)
 from companion.memory.timeexpr import TimeHint, parse
 
 # "what did you recommend", "you told me", "your suggestion", "remind me what you said"
@@ -73,21 +83,6 @@ def recency(memory: Item, now: datetime, half_life_days: float) -> float:
     return math.pow(0.5, days / half_life_days)
 
 
-def score(memory: Item, similarity: float, text: float, now: datetime,
-          weights: Weights) -> tuple[float, dict[str, float]]:
-    """The combined score of one item and its parts (before context and time)."""
-    parts = {
-        "similarity": max(0.0, similarity),
-        "text_match": text,
-        "importance": memory.importance,
-        "recency": recency(memory, now, weights.recency_half_life_days),
-    }
-    relevance = weights.similarity * parts["similarity"] + (1 - weights.similarity) * text
-    factor = (1.0 - weights.importance - weights.recency + weights.importance * parts["importance"]
-              + weights.recency * parts["recency"])
-    return relevance * factor, parts
-
-
 @dataclass
 class _Query:
     """One recall's inputs and what the index knows around them."""
@@ -105,6 +100,23 @@ class _Query:
     asks_assistant: bool
 
 
+@dataclass
+class _Candidates:
+    """The candidates of one recall as parallel arrays (one entry per item), scored in numpy:
+    the same sums for every candidate at once instead of a Python loop per item."""
+
+    keys: np.ndarray  # int64
+    rows: np.ndarray  # their rows in the user's Vectors
+    similarity: np.ndarray
+    text: np.ndarray
+    recency: np.ndarray
+    named: np.ndarray  # bool: said by a person named in the question
+    in_window: np.ndarray  # bool: said inside the question's time window
+    own: np.ndarray  # each one's own score (relevance x importance/recency x role/speaker/time)
+    neighbour: np.ndarray  # the better neighbouring turn's own score (turns)
+    score: np.ndarray  # the final score
+
+
 def coverage(query: _Query, key: int) -> tuple[float, list[str]]:
     """Share of the question's informative words (idf-weighted) an item holds, and which."""
     have = query.stems.get(key, frozenset())
@@ -113,75 +125,113 @@ def coverage(query: _Query, key: int) -> tuple[float, list[str]]:
     return (sum(query.idf[t] for t in found) / total if total else 0.0), found
 
 
-def _base(query: _Query, items: dict[int, Item], sims: dict[int, float],
-          texts: dict[int, float], around: set[int], as_of: datetime | None,
-          ) -> dict[int, tuple[float, dict]]:
-    """Each candidate's own score and reasons (relevance x importance/recency x role/speaker)."""
+def _epoch(when: datetime | None) -> float | None:
+    """A time as seconds since the epoch (None stays None)."""
+    return None if when is None else when.timestamp()
+
+
+def _candidates(query: _Query, user: _UserIndex, keys: list[int], sims_all: np.ndarray | None,
+                texts: dict[int, float], around: set[int], as_of: datetime | None,
+                ) -> _Candidates:
+    """Score the candidates: each one's own score, then a turn's share of its neighbours'
+    and its session's best, the superseded factor and the first/last-time order."""
     w = query.weights
-    named = {s for s in {i.subject for i in items.values() if i.subject}
-             if re.search(rf"\b{re.escape(s)}\b", query.text, re.IGNORECASE)}
-    out: dict[int, tuple[float, dict]] = {}
-    for key, item in items.items():
-        if as_of is not None and item.created_at > as_of:
-            continue
-        similarity, text = sims.get(key, 0.0), texts.get(key, 0.0)
-        if similarity < w.min_similarity and text == 0.0 and key not in around:
-            continue
-        total, parts = score(item, similarity, text, query.now, w)
-        reasons: dict[str, Any] = {k: round(v, 4) for k, v in parts.items()}
-        if item.subject in named:
-            total *= w.speaker
-            reasons["speaker_named"] = item.subject
-        if query.hint is not None and query.hint.inside(item.created_at):
-            total = (total * w.in_window if query.terms
-                     else total + w.only_time)  # "what did I do last week?": the time is all
-            reasons["in_time_window"] = True
-        if item.is_episode and item.role == "assistant" and not query.asks_assistant:
-            total *= w.assistant
-        cover, found = coverage(query, key)
-        relevance = w.floor_similarity * max(similarity, 0.0) + (1 - w.floor_similarity) * cover
-        reasons.update(matched_terms=found, relevance=round(relevance, 4),
-                       confident=relevance >= w.floor,
-                       found_by=[n for n, v in (("text", text), ("vector", similarity)) if v > 0])
-        out[key] = (total, reasons)
-    return out
+    vectors = user.vectors
+    row_of = vectors.row_of
+    karr = np.asarray(keys, dtype=np.int64)
+    rows = np.array([row_of.get(key, -1) for key in keys], dtype=np.int64)
+    text = np.zeros(len(keys))
+    text[: len(texts)] = list(texts.values())  # the text hits come first in `keys`
+    keep = rows >= 0
+    if not keep.all():
+        karr, rows, text = karr[keep], rows[keep], text[keep]
+    col = vectors.columns
+    created, flags = col["created"][rows], col["flags"][rows]
+    similarity = (sims_all[rows].astype(np.float64) if sims_all is not None
+                  else np.zeros(len(rows)))
+    keep = (similarity >= w.min_similarity) | (text != 0.0)
+    if around:
+        keep |= np.isin(karr, list(around))
+    if as_of is not None:
+        keep &= created <= as_of.timestamp()
+    if not keep.all():
+        karr, rows, created, flags = karr[keep], rows[keep], created[keep], flags[keep]
+        similarity, text = similarity[keep], text[keep]
+    similarity = np.maximum(similarity, 0.0)
+    seconds = query.now.timestamp() - col["last"][rows]
+    recent = np.exp(np.maximum(seconds, 0.0) * (math.log(0.5) / (w.recency_half_life_days
+                                                                  * 86400)))
+    own = (w.similarity * similarity + (1 - w.similarity) * text) * (
+        1.0 - w.importance - w.recency + w.importance * col["importance"][rows].astype(np.float64)
+        + w.recency * recent)
+    named = np.zeros(len(rows), dtype=bool)
+    codes = [code for name, code in user.subjects.items()
+             if re.search(rf"\b{re.escape(name)}\b", query.text, re.IGNORECASE)]
+    if codes:
+        named = np.isin(col["subject"][rows], codes)
+        own = np.where(named, own * w.speaker, own)
+    in_window = np.zeros(len(rows), dtype=bool)
+    hint = query.hint
+    if hint is not None and (hint.start is not None or hint.end is not None):
+        in_window = np.ones(len(rows), dtype=bool)
+        if hint.start is not None:
+            in_window &= created >= hint.start.timestamp()
+        if hint.end is not None:
+            in_window &= created < hint.end.timestamp()
+        own = np.where(in_window, own * w.in_window if query.terms else own + w.only_time, own)
+    if not query.asks_assistant:
+        own = np.where(flags & ASSISTANT > 0, own * w.assistant, own)
+    episode = flags & EPISODE > 0
+    listed = karr.tolist()
+    prev, nxt = query.prev, query.next
+    neighbour = np.maximum(_own_of(karr, own, [prev.get(key, -1) for key in listed]),
+                           _own_of(karr, own, [nxt.get(key, -1) for key in listed]))
+    session = col["session"][rows]
+    best = np.zeros(max(len(user.sessions), 1))
+    np.maximum.at(best, session[episode], own[episode])
+    score = np.where(episode, own + w.neighbour * neighbour + w.session * best[session], own)
+    score = np.where(flags & SUPERSEDED > 0, score * w.superseded, score)
+    order = hint.order if hint is not None else None
+    if order is not None and len(score) > 1:  # "the first time": earliest lifted; "now": newest
+        rank = np.empty(len(score))
+        rank[np.argsort(created, kind="stable")] = np.arange(len(score)) / (len(score) - 1)
+        score = score * (1 + w.order * (rank if order == "last" else 1 - rank))
+    return _Candidates(karr, rows, similarity, text, recent, named, in_window, own, neighbour,
+                       score)
 
 
-def _in_context(query: _Query, base: dict[int, tuple[float, dict]],
-                items: dict[int, Item]) -> dict[int, float]:
-    """Each turn's score plus shares of its neighbours' and its session's best."""
+def _own_of(keys: np.ndarray, own: np.ndarray, wanted: list[int]) -> np.ndarray:
+    """The own score of each wanted key among the candidates (0 where it is not one)."""
+    if not len(keys):
+        return np.zeros(0)
+    order = np.argsort(keys)
+    at = np.searchsorted(keys, wanted, sorter=order).clip(0, len(keys) - 1)
+    found = order[at]
+    return np.where(keys[found] == wanted, own[found], 0.0)
+
+
+def _reasons(query: _Query, item: Item, c: _Candidates, i: int) -> dict[str, Any]:
+    """Why an item was recalled: its parts, and its absolute relevance to the question."""
     w = query.weights
-    best: dict[str | None, float] = {}
-    for key, (value, _) in base.items():
-        if key % 2:
-            sid = items[key].session_id  # type: ignore[union-attr]
-            best[sid] = max(best.get(sid, 0.0), value)
-    scores = {}
-    for key, (value, reasons) in base.items():
-        if key % 2 == 0:
-            scores[key] = value
-            continue
-        around = max(base.get(query.prev.get(key, -1), (0.0, None))[0],
-                     base.get(query.next.get(key, -1), (0.0, None))[0])
-        session = best.get(items[key].session_id, 0.0)  # type: ignore[union-attr]
-        scores[key] = value + w.neighbour * around + w.session * session
-        if around:
-            reasons["neighbour"] = round(around, 4)
-        if items[key].superseded_at is not None:  # type: ignore[union-attr]
-            scores[key] *= w.superseded
-            reasons["superseded"] = True
-    return scores
-
-
-def _ordered(query: _Query, scores: dict[int, float], items: dict[int, Item]) -> None:
-    """"The first time" lifts the earliest candidates, "now" the newest (in place)."""
-    order = query.hint.order if query.hint else None
-    if order is None or len(scores) < 2:
-        return
-    ranked = sorted(scores, key=lambda k: items[k].created_at)
-    for position, key in enumerate(ranked):
-        share = position / (len(ranked) - 1)
-        scores[key] *= 1 + query.weights.order * (share if order == "last" else 1 - share)
+    similarity, text = float(c.similarity[i]), float(c.text[i])
+    reasons: dict[str, Any] = {"similarity": round(similarity, 4),
+                               "text_match": round(text, 4),
+                               "importance": round(item.importance, 4),
+                               "recency": round(float(c.recency[i]), 4)}
+    if c.named[i]:
+        reasons["speaker_named"] = item.subject
+    if c.in_window[i]:
+        reasons["in_time_window"] = True
+    cover, found = coverage(query, item.key)
+    relevance = w.floor_similarity * similarity + (1 - w.floor_similarity) * cover
+    reasons.update(matched_terms=found, relevance=round(relevance, 4),
+                   confident=relevance >= w.floor,
+                   found_by=[n for n, v in (("text", text), ("vector", similarity)) if v > 0])
+    if c.neighbour[i]:
+        reasons["neighbour"] = round(float(c.neighbour[i]), 4)
+    if item.is_episode and item.superseded_at is not None:  # type: ignore[union-attr]
+        reasons["superseded"] = True
+    return reasons
 
 
 def snippet(text: str, terms: list[str], limit: int = SNIPPET_CHARS) -> str:
@@ -199,7 +249,7 @@ def snippet(text: str, terms: list[str], limit: int = SNIPPET_CHARS) -> str:
     return " ".join(parts[i] for i in sorted(chosen))[:limit]
 
 
-def _merge(ranked: list[Recalled], query: _Query, k: int) -> list[Recalled]:
+def _merge(ranked: Iterable[Recalled], query: _Query, k: int) -> list[Recalled]:
     """A fact and the turn it came from as one result, in the better one's place: the fact
     (what is known now) with the turn's words as its snippet."""
     out: list[Recalled] = []
@@ -239,31 +289,45 @@ def recall(index: MemoryIndex, user_id: str, query: str, vector: Vector | None, 
     words = query  # the time phrase says when, not what: it is not matched against the text
     if hint is not None and hint.phrase:
         words = re.sub(re.escape(hint.phrase), " ", query, flags=re.IGNORECASE)
-    text_hits = index.text_search(user_id, words)
-    best = min((bm for _, bm in text_hits), default=0.0)
-    texts = {key: (bm / best if best < 0 else 0.0) for key, bm in text_hits}
-    sims = dict(index.vector_search(user_id, vector)) if vector is not None else {}
-    terms = stem_terms(words)
-    prev, nxt, stems, idf = index.context(user_id, terms)
-    q = _Query(query, vector, now, w, hint, terms, idf, stems, prev, nxt,
-               bool(ASSISTANT_CUE.search(query)))
+    said = hint  # the window of a question that names only a time
     if hint is not None and hint.anchor and anchor_time is not None:
-        q.hint = _anchored(hint, anchor_time(hint.anchor))
-    around = _around(q, texts, sims, w.expand)
-    if hint is not None and not terms and hint.inside(now) is not None:
-        around |= index.said_between(user_id, hint.start, hint.end, DEPTH_IN_WINDOW)
-    items = index.get(user_id, set(texts) | set(sims) | around)
-    if vector is not None:
-        sims.update(index.similarities(user_id, [k_ for k_ in items if k_ not in sims], vector))
-    base = _base(q, items, sims, texts, around, as_of)
-    scores = _in_context(q, base, items)
-    _ordered(q, scores, items)
-    ranked = [Recalled(items[key], value, base[key][1])
-              for key, value in sorted(scores.items(), key=lambda kv: (-kv[1], -kv[0]))]
-    if q.hint is not None:
-        for r in ranked[:k]:
-            r.reasons["time"] = q.hint.to_dict()
-    return _merge(ranked, q, k)
+        hint = _anchored(hint, anchor_time(hint.anchor))
+    terms = stem_terms(words)
+    with index.holding(user_id) as user:
+        if user is None:
+            return []
+        text_hits = index.text_search(user_id, words)
+        best = min((bm for _, bm in text_hits), default=0.0)
+        texts = {key: (bm / best if best < 0 else 0.0) for key, bm in text_hits}
+        sims_all = None
+        sims: dict[int, float] = {}
+        if vector is not None and user.vectors.size > user.vectors.dead:
+            sims_all = user.vectors.scan(vector)
+            sims = dict(user.vectors.top(sims_all, SEARCH_LIMIT))
+        q = _Query(query, vector, now, w, hint, terms,
+                   {t: user.terms.idf(t) for t in terms}, user.stems, user.prev, user.next,
+                   bool(ASSISTANT_CUE.search(query)))
+        around = _around(q, texts, sims, w.expand)
+        if said is not None and not terms and said.inside(now) is not None:
+            around |= index.said_between(user_id, said.start, said.end, DEPTH_IN_WINDOW)
+        c = _candidates(q, user, list(dict.fromkeys([*texts, *sims, *around])), sims_all,
+                        texts, around, as_of)
+        order = np.lexsort((-c.keys, -c.score))
+        return _merge(_ranked(q, user, c, order, k), q, k)
+
+
+def _ranked(query: _Query, user: _UserIndex, c: _Candidates, order: np.ndarray,
+            k: int) -> Iterator[Recalled]:
+    """The candidates best first as results, each with its reasons (made as taken)."""
+    when = query.hint.to_dict() if query.hint is not None else None
+    for position, i in enumerate(order):
+        item = user.get(int(c.keys[i]))
+        if item is None:
+            continue
+        reasons = _reasons(query, item, c, int(i))
+        if when is not None and position < k:
+            reasons["time"] = when
+        yield Recalled(item, float(c.score[i]), reasons)
 
 
 def _around(query: _Query, texts: dict[int, float], sims: dict[int, float], n: int) -> set[int]:
