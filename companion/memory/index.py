@@ -209,7 +209,7 @@ class _UserIndex:
         self.prev: dict[int, int] = {}  # episode key -> the turn before it in its session
         self.next: dict[int, int] = {}
         self._last: dict[str | None, Episode] = {}  # per session, its newest turn
-        self.sessions: dict[str | None, int] = {}  # session id -> code (Vectors.columns)
+        self.sessions: dict[str, int] = {}  # session id -> code (Vectors.columns; none: -1)
         self.subjects: dict[str, int] = {}  # speaker -> code
 
     def values(self, item: Item) -> dict[str, float]:
@@ -220,7 +220,8 @@ class _UserIndex:
         if isinstance(item, Episode):
             flags = EPISODE | (ASSISTANT if item.role == "assistant" else 0) | (
                 SUPERSEDED if item.superseded_at is not None else 0)
-            session = self.sessions.setdefault(item.session_id, len(self.sessions))
+            session = (-1 if item.session_id is None  # a turn outside any conversation
+                       else self.sessions.setdefault(item.session_id, len(self.sessions)))
         subject = (-1 if not item.subject
                    else self.subjects.setdefault(item.subject, len(self.subjects)))
         return {"created": item.created_at.timestamp(), "last": last.timestamp(),
@@ -413,11 +414,19 @@ class MemoryIndex:
         """Keys of the newest `limit` turns said in [start, end)."""
         with self._lock:
             index = self._users.get(user_id)
-            found = [e for e in (index.episodes.values() if index else ())
-                     if (start is None or e.created_at >= start)
-                     and (end is None or e.created_at < end)]
-        found.sort(key=lambda e: e.created_at, reverse=True)
-        return {e.key for e in found[:limit]}
+            if index is None:
+                return set()
+            vectors = index.vectors
+            created = vectors.columns["created"][: vectors.size]
+            inside = (vectors.keys[: vectors.size] >= 0) & (
+                vectors.columns["flags"][: vectors.size] & EPISODE > 0)
+            if start is not None:
+                inside &= created >= start.timestamp()
+            if end is not None:
+                inside &= created < end.timestamp()
+            rows = np.flatnonzero(inside)
+            newest = rows[np.argsort(-created[rows], kind="stable")[:limit]]
+            return {int(k) for k in vectors.keys[newest]}
 
     def similarities(self, user_id: str, keys: Iterable[int], vector: Vector) -> dict[int, float]:
         """Cosine of some items (by key) with `vector`."""

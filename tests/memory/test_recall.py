@@ -49,8 +49,9 @@ def test_irrelevant_memories_stay_out(memory: MemoryService) -> None:
 
 def test_importance_and_recency_break_ties(memory: MemoryService) -> None:
     old = datetime.now(UTC) - timedelta(days=200)
-    memory.observe("u", "I went hiking near the lake with my brother", None, now=old)
-    memory.observe("u", "I went hiking near the lake with my sister", None)
+    # with their message ids, as in a chat: each fact and its turn come back as one result
+    memory.observe("u", "I went hiking near the lake with my brother", 1, now=old)
+    memory.observe("u", "I went hiking near the lake with my sister", 2)
     top = memory.recall("u", "hiking near the lake")
     assert top[0].memory.text.endswith("sister")
     assert top[0].reasons["recency"] > top[1].reasons["recency"]
