@@ -2,8 +2,8 @@
 
 Each candidate (the top of a full-text and of a vector search, plus the turns next to the
 best ones) gets a relevance from similarity and bm25, times a factor from importance and
-recency; a turn also takes a share of its neighbouring turns' score (the answer to a
-question is often the turn after it) and of its session's (the sum of its best few turns). Questions about what the companion
+recency; a turn also takes a share of its neighbouring turns' and its session's best score
+(the answer to a question is often the turn after it). Questions about what the companion
 said lift the assistant's turns, which otherwise count half; a person named in the question
 lifts what that person said; a time expression ("last week", "in May", "the first time")
 prefers what was said then. A fact and the turn it came from come back as one result.
@@ -58,14 +58,13 @@ class Weights:
     irrelevant one. Chosen on the LoCoMo and LongMemEval dev data (companion bench memory).
     """
 
-    similarity: float = 0.6  # share of cosine in relevance; the rest is bm25 / best bm25
+    similarity: float = 0.7  # share of cosine in relevance; the rest is bm25 / best bm25
     importance: float = 0.2
     recency: float = 0.1
     recency_half_life_days: float = 30.0
     min_similarity: float = 0.25  # below this, only a text match keeps an item in the running
     neighbour: float = 0.3  # share of the better neighbouring turn's score a turn adds
-    session: float = 0.25  # share of its session's score (session_top) a turn adds
-    session_top: int = 3  # a session's score: the sum of its best turns' own scores
+    session: float = 0.1  # share of its session's best own score a turn adds
     expand: int = 20  # the turns next to this many best ones join the candidates
     assistant: float = 0.5  # factor for the assistant's turns unless the question asks for them
     speaker: float = 1.2  # factor for what a person named in the question said
@@ -188,9 +187,9 @@ def _candidates(query: _Query, user: _UserIndex, keys: list[int], sims_all: np.n
     neighbour = np.maximum(_own_of(karr, own, [prev.get(key, -1) for key in listed]),
                            _own_of(karr, own, [nxt.get(key, -1) for key in listed]))
     session = col["session"][rows]
-    grouped = episode & (session >= 0)
-    best = np.append(_session_scores(session[grouped], own[grouped], w.session_top,
-                                     len(user.sessions)), 0.0)  # [-1]: no session, no share
+    grouped = episode & (session >= 0)  # a turn outside any conversation takes no share
+    best = np.zeros(len(user.sessions) + 1)  # [-1]: outside a session, 0
+    np.maximum.at(best, session[grouped], own[grouped])
     score = np.where(episode, own + w.neighbour * neighbour + w.session * best[session], own)
     score = np.where(flags & SUPERSEDED > 0, score * w.superseded, score)
     order = hint.order if hint is not None else None
@@ -200,19 +199,6 @@ def _candidates(query: _Query, user: _UserIndex, keys: list[int], sims_all: np.n
         score = score * (1 + w.order * (rank if order == "last" else 1 - rank))
     return _Candidates(karr, rows, similarity, text, recent, named, in_window, own, neighbour,
                        score)
-
-
-def _session_scores(session: np.ndarray, own: np.ndarray, top: int, n: int) -> np.ndarray:
-    """Each session's score: the sum of its `top` best turns' own scores (a conversation in
-    which several turns match is likelier the one asked about than one lucky turn)."""
-    if not len(session):
-        return np.zeros(max(n, 1))
-    order = np.lexsort((-own, session))
-    session, own = session[order], own[order]
-    starts = np.flatnonzero(np.r_[True, session[1:] != session[:-1]])
-    rank = np.arange(len(session)) - np.repeat(starts, np.diff(np.r_[starts, len(session)]))
-    kept = rank < top
-    return np.bincount(session[kept], weights=own[kept], minlength=max(n, 1))
 
 
 def _own_of(keys: np.ndarray, own: np.ndarray, wanted: list[int]) -> np.ndarray:
