@@ -20,12 +20,22 @@ $(STAMP): pyproject.toml
 /usr/bin/chromium:
 	apt-get update -qq && apt-get install -y -qq chromium
 
+# the loopback topology test (tests/server/test_topology.py): nginx in front of two instances,
+# generating on two llama-server processes built from the llama.cpp that llama-cpp-python vendors
+# (built once, cached outside the checkout: ~12 minutes on 2 cores)
+/usr/sbin/nginx:
+	apt-get update -qq && apt-get install -y -qq nginx-light
+
+LLAMA_SERVER := $(HOME)/.cache/companion/llama-server-0.3.36/llama-server
+$(LLAMA_SERVER):
+	PYTHON=$(PYTHON) JOBS=$$(nproc) scripts/build-llama-server.sh
+
 install: $(STAMP) /usr/bin/chromium
 
 run: $(STAMP)
 	$(BIN)/companion serve
 
-test: $(STAMP) /usr/bin/chromium
+test: $(STAMP) /usr/bin/chromium /usr/sbin/nginx $(LLAMA_SERVER)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -420,7 +420,7 @@ class Companion:
             finish_reason=done.finish_reason,
             message_id=message_id,
             extra={
-                "route": route.to_dict(),
+                "route": {**route.to_dict(), **({"server": done.server} if done.server else {})},
                 "context": built.messages,  # the prompt as sent, for tests and debugging
                 "memory_ids": [r.memory.id for r in used if not r.is_episode],
                 "memories_used": [

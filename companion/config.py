@@ -182,6 +182,25 @@ class Settings(BaseSettings):
         description="reasoning words or phrases that send a message to the large model",
     )
 
+    # Model servers (companion/llm/remote.py; docs/deploy.md "Many instances, many model
+    # servers"): with any set, this instance loads no model and generates on them
+    model_servers: list[str] = Field(
+        default_factory=list,
+        description="llama-server base URLs (JSON list in COMPANION_MODEL_SERVERS); [] = local",
+    )
+    model_server_routing: Literal["affinity", "round_robin"] = Field(
+        default="affinity", description="affinity keeps each session on one server (its cache)"
+    )
+    model_server_max_load: int = Field(
+        default=8, ge=1, description="requests in flight above which a server takes no new session"
+    )
+    model_server_probe_s: float = Field(
+        default=0.5, gt=0, le=10, description="seconds between health probes of each server"
+    )
+    model_server_pin_slots: bool = Field(
+        default=False, description="send each session to a fixed slot (llama-server id_slot)"
+    )
+
     # Cache
     enable_caching: bool = True
     cache_ttl_hours: float = Field(default=24, gt=0)

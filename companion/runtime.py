@@ -12,8 +12,8 @@ from companion.chat import Companion
 from companion.config import SIZES, Settings
 from companion.embed import load_embedder
 from companion.errors import ConfigError, ModelError, ModelNotInstalled
-from companion.llm.base import ModelInfo
-from companion.llm.batched import BatchedEngine, open_engine
+from companion.llm.base import Engine, ModelInfo
+from companion.llm.batched import open_engine
 from companion.llm.hardware import (
     VRAM_FACTOR,
     Hardware,
@@ -24,6 +24,7 @@ from companion.llm.hardware import (
     select_model,
 )
 from companion.llm.registry import MODELS, Registry
+from companion.llm.remote import open_remote
 from companion.llm.routing import ModelRouter, RoutingRule
 from companion.personal import open_personal
 from companion.shared.bus import Handler
@@ -169,9 +170,12 @@ def _vram_left(hardware: Hardware, large: ModelPlan) -> Hardware:
     return replace(hardware, gpus=tuple(taken if g is gpu else g for g in hardware.gpus))
 
 
-def start_engine(settings: Settings, plan: ModelPlan) -> BatchedEngine:
-    """Load the planned model into a new engine (continuous batching, per-session KV)."""
+def start_engine(settings: Settings, plan: ModelPlan, shared: Shared | None = None) -> Engine:
+    """Load the planned model into a new engine (continuous batching, per-session KV); with
+    model_servers set, an engine over them instead (only the GGUF's vocabulary is loaded)."""
     sel = plan.selection
+    if settings.model_servers:
+        return open_remote(settings, sel.path, sel.size, shared.link if shared else None)
     return open_engine(settings, sel.path, sel.size, plan.offload.n_gpu_layers)
 
 
@@ -201,7 +205,7 @@ class Runtime:
                 if size
                 else main_plan(self.settings, self.registry, self.hardware)
             )
-            engine = start_engine(self.settings, plan)
+            engine = start_engine(self.settings, plan, self.shared)
             old = self.companion.swap_engine(engine)
             self.plan = plan
             old.close()
@@ -259,6 +263,8 @@ def open_runtime(settings: Settings) -> Runtime:
     hardware = detect_hardware()
     plan = main_plan(settings, registry, hardware)
     routing = plan_routing(settings, registry, hardware, plan)
+    if settings.model_servers and routing.enabled:  # one model: the one the servers run
+        routing = RoutingPlan(False, "model_servers is set")
     if settings.model_routing and not routing.enabled:
         log.warning("model switching requested but off: %s", routing.reason)
     store = store_for(settings)
@@ -272,9 +278,12 @@ def open_runtime(settings: Settings) -> Runtime:
         )
         embedder = load_embedder() if wants_vectors else None
         personal = open_personal(settings, store, embedder)
-        cache = open_cache(settings, store, embedder, shared.entries) if (
-            settings.enable_caching) else None
-        engine = start_engine(settings, plan)
+        cache = (
+            open_cache(settings, store, embedder, shared.entries)
+            if (settings.enable_caching)
+            else None
+        )
+        engine = start_engine(settings, plan, shared)
     except BaseException:
         shared.close()
         store.close()

@@ -81,6 +81,7 @@ class Exchange:
     message_id: int | None  # the stored reply's id, where the response says it
     latency_ms: float
     ttft_ms: float | None
+    turn: int = 0  # the line's number in its conversation (1 = the session's first)
 
 
 @dataclass
@@ -310,8 +311,14 @@ async def _openai(
 
 
 def _acknowledged(
-    user_id: str, session_id: str, kind: str, text: str, reply: str, message_id: int | None,
-    started: float, first: float | None,
+    user_id: str,
+    session_id: str,
+    kind: str,
+    text: str,
+    reply: str,
+    message_id: int | None,
+    started: float,
+    first: float | None,
 ) -> tuple[int, Exchange, None]:
     """A 200 answer's exchange, timed from `started` (first token at `first`, if streamed)."""
     ended = time.perf_counter()
@@ -322,9 +329,7 @@ def _acknowledged(
     return 200, exchange, None
 
 
-async def _refused(
-    resp: httpx.Response, tally: Tally, kind: str
-) -> tuple[int, None, float | None]:
+async def _refused(resp: httpx.Response, tally: Tally, kind: str) -> tuple[int, None, float | None]:
     """A non-200 answer: (status, no exchange, its Retry-After), counted."""
     await resp.aread()
     return resp.status_code, _rejected(resp, tally, kind), _retry_after(resp)
@@ -428,6 +433,7 @@ async def simulated_user(
             exchange = await turn(client, tally, kind, user_id, session_id, new_session_id,
                                   text, history, opts.max_tokens)  # fmt: skip
             if exchange is not None:
+                exchange.turn = line_no + 1
                 session_id = exchange.session_id  # a first api turn gets the server's id
                 history += [{"role": "user", "content": text},
                             {"role": "assistant", "content": exchange.reply}]  # fmt: skip
@@ -475,6 +481,11 @@ def lost_messages(db: Path, exchanges: list[Exchange]) -> tuple[int, list[str]]:
         rows = conn.execute(
             "SELECT id, session_id, role, text, status FROM messages ORDER BY id"
         ).fetchall()
+    return lost_in(rows, exchanges)
+
+
+def lost_in(rows: list[Any], exchanges: list[Exchange]) -> tuple[int, list[str]]:
+    """lost_messages over (id, session_id, role, text, status) rows, in id order."""
     by_session: dict[str, list[tuple[int, str, str, str]]] = {}
     by_id = {}
     for mid, session, role, text, status in rows:
@@ -534,8 +545,9 @@ def run(
         env = server_env(settings, data_dir, opts.host)
         phase("load: starting the server")
         with companion_server(env, opts.host, opts.port or free_port()) as server:
-            phase(f"load: {opts.users} users for {opts.duration_s:.0f} s", opts.duration_s,
-                  timed=True)
+            phase(
+                f"load: {opts.users} users for {opts.duration_s:.0f} s", opts.duration_s, timed=True
+            )
             result = asyncio.run(drive(server.url, opts, convs))
         tally: Tally = result["tally"]
         phase("load: checking the database for lost messages")

@@ -20,11 +20,13 @@ SUITES = {
     "memory": "companion.bench.memory",
     "models": "companion.bench.models",
     "openai": "companion.bench.openai_api",
+    "scale": "companion.bench.scale",
     "user": "companion.bench.user",
 }
 
 
 SHARED_OPTIONS = {"database_url", "redis_url"}
+SCALE_OPTIONS = {"users", "duration_s", "max_requests", "max_tokens", "think_s", "apps", "servers"}
 
 
 @cli.command()
@@ -44,7 +46,9 @@ SHARED_OPTIONS = {"database_url", "redis_url"}
     "--think", "think_s", type=click.FloatRange(0, 600), help="load: mean think time, s (1)."
 )
 @click.option(
-    "--probe", "probe_s", type=click.FloatRange(0, 600),
+    "--probe",
+    "probe_s",
+    type=click.FloatRange(0, 600),
     help="load: seconds of the decode probe before the load (20; 0 = none).",
 )
 @click.option("--host", help="load: loopback address for the server (127.0.0.1).")
@@ -52,6 +56,9 @@ SHARED_OPTIONS = {"database_url", "redis_url"}
 # bench cache and memory: the shared backends, measured beside SQLite (figures named pg_*)
 @click.option("--database-url", help="cache, memory: a PostgreSQL (pgvector) to measure too.")
 @click.option("--redis-url", help="cache: a Redis for the exact layer, measured too.")
+# bench scale only (companion/bench/scale.py; also --users, --duration, --max-tokens, --think)
+@click.option("--apps", type=click.IntRange(1, 16), help="scale: app instances (2).")
+@click.option("--servers", type=click.IntRange(1, 16), help="scale: llama-server processes (2).")
 @click.pass_obj
 def bench(obj: Ctx, suite: str, json_path: Path | None, scale: int | None, **load: Any) -> None:
     """Run a benchmark suite; print its figures and optionally save them as JSON.
@@ -59,14 +66,27 @@ def bench(obj: Ctx, suite: str, json_path: Path | None, scale: int | None, **loa
     Example: companion bench models --json r.json
 
     Example: companion bench load --users 64 --duration 180 --json load.json
+
+    Example: companion bench scale --users 16 --duration 60 --json scale.json
     """
     given = {k: v for k, v in load.items() if v is not None}
     allowed = SHARED_OPTIONS if suite in ("cache", "memory") else set()
-    wrong = [k for k in given if k not in allowed] if suite != "load" else \
-        [k for k in given if k in SHARED_OPTIONS]
+    if suite == "scale":
+        allowed = SHARED_OPTIONS | SCALE_OPTIONS
+    wrong = (
+        [k for k in given if k not in allowed]
+        if suite != "load"
+        else [k for k in given if k in SHARED_OPTIONS | {"apps", "servers"}]
+    )
     if wrong:
         name = wrong[0].removesuffix("_s").replace("_", "-")
-        where = "bench cache and memory" if wrong[0] in SHARED_OPTIONS else "bench load"
+        where = (
+            "bench cache, memory and scale"
+            if wrong[0] in SHARED_OPTIONS
+            else "bench scale"
+            if wrong[0] in ("apps", "servers")
+            else "bench load or scale"
+        )
         raise click.UsageError(f"--{name} is for {where} only")
     settings = obj.settings()
     setup_logging("WARNING")

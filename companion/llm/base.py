@@ -42,6 +42,7 @@ class GenerationDone:
     finish_reason: str  # stop | length | cancelled
     timings: dict[str, float] = field(default_factory=dict)
     logprobs: list[TokenLogprob] | None = None  # when the request asked for them
+    server: str | None = None  # the model server that generated it (model_servers set)
 
 
 @dataclass(frozen=True)

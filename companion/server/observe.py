@@ -47,6 +47,11 @@ def health_report(rt: Runtime) -> dict[str, Any]:
     for part, engine in engines.items():
         reason = getattr(engine, "down_reason", None)
         checks[part] = {"name": engine.info.name, "status": "down" if reason else "ok"}
+        if hasattr(engine, "servers"):  # model_servers: each one's state (remote.py)
+            checks[part]["servers"] = engine.servers()
+            if reason:
+                checks[part]["reason"] = reason
+            continue
         if reason:
             checks[part]["reason"] = (
                 f"the model stopped ({reason}); restart the server or "
@@ -66,8 +71,12 @@ def health_report(rt: Runtime) -> dict[str, Any]:
     problems = [f"{part}: {c['reason']}" for part, c in bad]
     down = any(c["status"] == "down" for _, c in bad)
     status = "down" if down else "degraded" if problems else "ok"
-    return {"status": status, "redis": checks["redis"]["status"], "problems": problems,
-            "checks": checks}
+    return {
+        "status": status,
+        "redis": checks["redis"]["status"],
+        "problems": problems,
+        "checks": checks,
+    }
 
 
 class TimingMiddleware:

