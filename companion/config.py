@@ -15,7 +15,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import platformdirs
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from companion.errors import ConfigError
 
@@ -184,9 +189,9 @@ class Settings(BaseSettings):
 
     # Model servers (companion/llm/remote.py; docs/deploy.md "Many instances, many model
     # servers"): with any set, this instance loads no model and generates on them
-    model_servers: list[str] = Field(
+    model_servers: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="llama-server base URLs (JSON list in COMPANION_MODEL_SERVERS); [] = local",
+        description="llama-server base URLs (a JSON list or comma-separated); [] = local model",
     )
     model_server_routing: Literal["affinity", "round_robin"] = Field(
         default="affinity", description="affinity keeps each session on one server (its cache)"
@@ -255,6 +260,29 @@ class Settings(BaseSettings):
     max_concurrent_per_user: int = Field(default=4, ge=1, description="chat requests in flight")
     max_body_bytes: int = Field(default=1 << 20, ge=1024, description="larger bodies get 413")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("model_servers", mode="before")
+    @classmethod
+    def _server_list(cls, value: Any) -> Any:
+        """COMPANION_MODEL_SERVERS: a JSON list, or URLs separated by commas or spaces."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError as exc:
+                raise ValueError(f"not a JSON list of URLs: {exc}") from None
+        return [u for u in text.replace(",", " ").split() if u]
+
+    @field_validator("model_servers", mode="after")
+    @classmethod
+    def _server_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{url!r} is not an http(s) URL")
+        return value
 
     @field_validator("data_dir", "models_dir", "model_path", mode="after")
     @classmethod

@@ -20,6 +20,8 @@ ENGINE_GAUGES = {
     "active_sequences": ("companion_active_sequences", "Sequences being decoded now."),
     "kv_used_ratio": ("companion_kv_cache_usage_ratio", "Share of KV cache cells in use (0-1)."),
     "batch_size": ("companion_batch_size", "Tokens in the last decode batch."),
+    "model_servers_up": ("companion_model_servers_up", "Model servers answering their probe."),
+    "session_moves": ("companion_session_moves", "Sessions moved off a model server that failed."),
 }
 
 

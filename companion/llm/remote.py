@@ -26,12 +26,12 @@ from typing import Any
 
 import httpx
 
-from companion.errors import CompanionError, GenerationError, InputError, ModelDown
+from companion.errors import CompanionError, ConfigError, GenerationError, InputError, ModelDown
 from companion.llm.base import GenerationDone, GenerationRequest, ModelInfo
 from companion.llm.llama_cpp import _formatters
 from companion.llm.placement import Placement, score
 from companion.llm.prompt import SpecialTokens, render_prompt
-from companion.llm.registry import check_gguf
+from companion.llm.registry import check_gguf, spec_from_file
 from companion.llm.servers import ServerPool
 
 log = logging.getLogger("companion.llm.remote")
@@ -89,6 +89,12 @@ class RemoteEngine:
         from llama_cpp import _internals
 
         path = check_gguf(path)
+        limit = spec_from_file(path).context_limit
+        if context_length > limit:
+            raise ConfigError(
+                f"context_length {context_length} exceeds the model's limit {limit} ({path.name})",
+                field="context_length",
+            )
         params = llama_cpp.llama_model_default_params()
         params.vocab_only = True
         started = time.perf_counter()
@@ -99,10 +105,13 @@ class RemoteEngine:
         self.pool = pool
         self.placement = placement
         self.pin_slots = pin_slots
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(request_timeout_s, connect=1.0))
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(request_timeout_s, connect=1.0),
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
+        )
         self._info = ModelInfo(
             name=path.stem, size=size, path=str(path), context_length=context_length,
-            context_limit=int(self._model.n_ctx_train()), n_gpu_layers=0,
+            context_limit=limit, n_gpu_layers=0,
             load_time_s=round(time.perf_counter() - started, 4), rss_added_mb=0.0,
             file_size_mb=round(path.stat().st_size / 2**20, 1),
         )  # fmt: skip

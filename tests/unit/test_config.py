@@ -75,3 +75,21 @@ def test_broken_toml_is_a_config_error(tmp_path: Path) -> None:
         load_settings(tmp_path / "missing.toml", data_dir=tmp_path)
     with pytest.raises(ConfigError, match="unknown setting"):
         save_setting(tmp_path / "x.toml", "no_such_setting", 1)
+
+
+@pytest.mark.parametrize(
+    "raw", ['["http://m0:8080", "http://m1:8080/v1"]', "http://m0:8080, http://m1:8080/v1"]
+)
+def test_model_servers_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv("COMPANION_MODEL_SERVERS", raw)
+    assert load_settings(data_dir=tmp_path).model_servers == ["http://m0:8080", "http://m1:8080/v1"]
+
+
+def test_a_model_server_that_is_not_a_url_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COMPANION_MODEL_SERVERS", "m0:8080")
+    with pytest.raises(ConfigError, match="model_servers"):
+        load_settings(data_dir=tmp_path)
