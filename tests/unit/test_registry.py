@@ -190,7 +190,9 @@ def test_pull_offline_fails_fast_with_clear_message(
     assert registry.path_of("base") is None
 
 
-def test_pull_without_network_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pull_without_network_fails_fast(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import socket
 
     import huggingface_hub.constants as hub_constants

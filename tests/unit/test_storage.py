@@ -58,19 +58,8 @@ def test_open_store_creates_folder_tables_indexes_and_version(db_url: str, tmp_p
         insp = sa.inspect(s.engine)
         assert {"users", "sessions", "messages", "alembic_version"} <= set(insp.get_table_names())
         assert {c["name"] for c in insp.get_columns("messages")} == {
-            "id",
-            "session_id",
-            "role",
-            "text",
-            "status",
-            "token_count",
-            "cached",
-            "model",
-            "timings",
-            "created_at",
-            "finish_reason",
-            "active",
-            "alt_group",
+            "id", "session_id", "role", "text", "status", "token_count", "cached", "model",
+            "timings", "created_at", "finish_reason", "active", "alt_group",
             "reply_to",
         }
         session_ix = {ix["name"]: ix["column_names"] for ix in insp.get_indexes("sessions")}
@@ -158,9 +147,8 @@ def test_not_found(store: Store) -> None:
     with pytest.raises(NotFound):
         store.update_message(999, status="complete")
     with pytest.raises(NotFound):
-        store.complete_exchange(
-            999, "r", user_tokens=1, reply_tokens=1, model="m", cached=False, timings={}
-        )
+        store.complete_exchange(999, "r", user_tokens=1, reply_tokens=1, model="m",
+                                cached=False, timings={})
     with pytest.raises(NotFound):
         store.fail_exchange(999, "failed", None, model=None, timings={})
     assert store.counts()["messages"] == 0
@@ -171,15 +159,10 @@ def test_add_and_update_message(store: Store) -> None:
     msg = store.add_message(session.id, "user", "hello", status="pending")
     assert msg.status == "pending" and msg.timings == {} and msg.cached is False
     assert store.get_session(session.id).updated_at == msg.created_at  # type: ignore[union-attr]
-    updated = store.update_message(
-        msg.id, status="complete", token_count=4, cached=True, model="tiny", timings={"total_s": 1}
-    )
+    updated = store.update_message(msg.id, status="complete", token_count=4, cached=True,
+                                   model="tiny", timings={"total_s": 1})
     assert (updated.status, updated.token_count, updated.cached, updated.model) == (
-        "complete",
-        4,
-        True,
-        "tiny",
-    )
+        "complete", 4, True, "tiny")
     assert updated.timings == {"total_s": 1.0}
     assert updated.text == "hello" and updated.created_at == msg.created_at
     assert store.update_message(msg.id) == updated
@@ -192,21 +175,10 @@ def test_add_and_update_message(store: Store) -> None:
 def test_complete_exchange(store: Store) -> None:
     session = store.create_session("alice")
     user_msg = store.add_message(session.id, "user", "hi", status="pending")
-    reply = store.complete_exchange(
-        user_msg.id,
-        "hello!",
-        user_tokens=3,
-        reply_tokens=5,
-        model="tiny",
-        cached=True,
-        timings={"generate_s": 0.25},
-    )
+    reply = store.complete_exchange(user_msg.id, "hello!", user_tokens=3, reply_tokens=5,
+                                    model="tiny", cached=True, timings={"generate_s": 0.25})
     assert (reply.role, reply.status, reply.text, reply.token_count) == (
-        "assistant",
-        "complete",
-        "hello!",
-        5,
-    )
+        "assistant", "complete", "hello!", 5)
     assert (reply.model, reply.cached, reply.timings) == ("tiny", True, {"generate_s": 0.25})
     assert reply.created_at.tzinfo is not None
     first, second = store.list_messages(session.id)
@@ -225,19 +197,11 @@ def test_complete_exchange_is_all_or_nothing(store: Store) -> None:
                 "BEGIN SELECT RAISE(ABORT, 'no replies today'); END"
             )
         else:
-            conn.exec_driver_sql(
-                "ALTER TABLE messages ADD CONSTRAINT no_replies CHECK (role <> 'assistant')"
-            )
+            conn.exec_driver_sql("ALTER TABLE messages ADD CONSTRAINT no_replies "
+                                 "CHECK (role <> 'assistant')")
     with pytest.raises(sa.exc.IntegrityError):
-        store.complete_exchange(
-            user_msg.id,
-            "hello",
-            user_tokens=2,
-            reply_tokens=1,
-            model="tiny",
-            cached=False,
-            timings={},
-        )
+        store.complete_exchange(user_msg.id, "hello", user_tokens=2, reply_tokens=1,
+                                model="tiny", cached=False, timings={})
     assert store.list_messages(session.id) == [user_msg]  # still pending, no reply
     with pytest.raises(sa.exc.IntegrityError):
         store.fail_exchange(user_msg.id, "failed", "part", model=None, timings={})
@@ -247,16 +211,11 @@ def test_complete_exchange_is_all_or_nothing(store: Store) -> None:
 def test_fail_exchange(store: Store) -> None:
     session = store.create_session("alice")
     first = store.add_message(session.id, "user", "one", status="pending")
-    partial = store.fail_exchange(
-        first.id, "interrupted", "half a rep", model="tiny", timings={"generate_s": 2}
-    )
+    partial = store.fail_exchange(first.id, "interrupted", "half a rep", model="tiny",
+                                  timings={"generate_s": 2})
     assert partial is not None
     assert (partial.role, partial.status, partial.text, partial.model) == (
-        "assistant",
-        "interrupted",
-        "half a rep",
-        "tiny",
-    )
+        "assistant", "interrupted", "half a rep", "tiny")
     second = store.add_message(session.id, "user", "two", status="pending")
     assert store.fail_exchange(second.id, "failed", "", model=None, timings={}) is None
     assert store.fail_exchange(second.id, "failed", None, model=None, timings={}) is None
@@ -264,11 +223,7 @@ def test_fail_exchange(store: Store) -> None:
     assert statuses == [("user", "interrupted"), ("assistant", "interrupted"), ("user", "failed")]
     with pytest.raises(InputError) as err:
         store.fail_exchange(
-            second.id,
-            "complete",
-            None,
-            model=None,
-            timings={},  # type: ignore[arg-type]
+            second.id, "complete", None, model=None, timings={}  # type: ignore[arg-type]
         )
     assert err.value.field == "status"
 
@@ -277,14 +232,8 @@ def test_recent_messages_order_limit_and_status(store: Store) -> None:
     session = store.create_session("alice")
     other = store.create_session("alice")
     store.add_message(other.id, "user", "elsewhere")
-    texts_statuses = [
-        ("m0", "complete"),
-        ("m1", "failed"),
-        ("m2", "complete"),
-        ("m3", "pending"),
-        ("m4", "complete"),
-        ("m5", "complete"),
-    ]
+    texts_statuses = [("m0", "complete"), ("m1", "failed"), ("m2", "complete"),
+                      ("m3", "pending"), ("m4", "complete"), ("m5", "complete")]
     for text, status in texts_statuses:
         store.add_message(session.id, "user", text, status=status)  # type: ignore[arg-type]
     assert [m.text for m in store.recent_messages(session.id, 3)] == ["m2", "m4", "m5"]
@@ -292,9 +241,7 @@ def test_recent_messages_order_limit_and_status(store: Store) -> None:
     both = store.recent_messages(session.id, 3, statuses=("complete", "failed"))
     assert [m.text for m in both] == ["m2", "m4", "m5"]
     assert [m.text for m in store.recent_messages(session.id, 2, ("failed", "pending"))] == [
-        "m1",
-        "m3",
-    ]
+        "m1", "m3"]
     assert store.recent_messages(session.id, 0) == []
     assert store.recent_messages("missing", 5) == []
     everything = store.list_messages(session.id)
@@ -309,10 +256,7 @@ def test_mark_unfinished_interrupted(store: Store) -> None:
     store.add_message(session.id, "user", "c")
     assert store.mark_unfinished_interrupted() == 2
     assert [m.status for m in store.list_messages(session.id)] == [
-        "interrupted",
-        "interrupted",
-        "complete",
-    ]
+        "interrupted", "interrupted", "complete"]
     assert store.mark_unfinished_interrupted() == 0
 
 
@@ -325,8 +269,7 @@ def test_reopen_keeps_data_and_keys(db_url: str) -> None:
     second = open_store(db_url)
     try:
         assert second.get_session(session.id) == session.__class__(
-            **{**vars(session), "updated_at": msgs[-1].created_at}
-        )
+            **{**vars(session), "updated_at": msgs[-1].created_at})
         assert second.list_messages(session.id) == msgs
         assert second.list_sessions("alice")[0].created_at.tzinfo == UTC
         new = second.add_message(session.id, "user", "after restart")
@@ -351,9 +294,8 @@ def test_concurrent_writes_from_eight_threads(store: Store) -> None:
             store.create_session("shared-user", session_id="shared-session")
             for i in range(per_thread):
                 msg = store.add_message(session.id, "user", f"{n}-{i}", status="pending")
-                reply = store.complete_exchange(
-                    msg.id, "ok", user_tokens=1, reply_tokens=1, model="m", cached=False, timings={}
-                )
+                reply = store.complete_exchange(msg.id, "ok", user_tokens=1, reply_tokens=1,
+                                                model="m", cached=False, timings={})
                 store.recent_messages(session.id, 4)
                 with ids_lock:
                     ids.extend([msg.id, reply.id])
@@ -368,10 +310,7 @@ def test_concurrent_writes_from_eight_threads(store: Store) -> None:
     assert errors == []
     assert len(ids) == len(set(ids)) == threads_n * per_thread * 2
     assert store.counts() == {
-        "users": threads_n + 1,
-        "sessions": threads_n + 1,
-        "messages": len(ids),
-    }
+        "users": threads_n + 1, "sessions": threads_n + 1, "messages": len(ids)}
     for n in range(threads_n):
         texts = [m.text for m in store.list_messages(f"session-{n}") if m.role == "user"]
         assert texts == [f"{n}-{i}" for i in range(per_thread)]
