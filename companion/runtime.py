@@ -278,11 +278,8 @@ def open_runtime(settings: Settings) -> Runtime:
         )
         embedder = load_embedder() if wants_vectors else None
         personal = open_personal(settings, store, embedder)
-        cache = (
-            open_cache(settings, store, embedder, shared.entries)
-            if (settings.enable_caching)
-            else None
-        )
+        cache = open_cache(settings, store, embedder, shared.entries) if (
+            settings.enable_caching) else None
         engine = start_engine(settings, plan, shared)
     except BaseException:
         shared.close()

@@ -311,14 +311,8 @@ async def _openai(
 
 
 def _acknowledged(
-    user_id: str,
-    session_id: str,
-    kind: str,
-    text: str,
-    reply: str,
-    message_id: int | None,
-    started: float,
-    first: float | None,
+    user_id: str, session_id: str, kind: str, text: str, reply: str, message_id: int | None,
+    started: float, first: float | None,
 ) -> tuple[int, Exchange, None]:
     """A 200 answer's exchange, timed from `started` (first token at `first`, if streamed)."""
     ended = time.perf_counter()
@@ -329,7 +323,9 @@ def _acknowledged(
     return 200, exchange, None
 
 
-async def _refused(resp: httpx.Response, tally: Tally, kind: str) -> tuple[int, None, float | None]:
+async def _refused(
+    resp: httpx.Response, tally: Tally, kind: str
+) -> tuple[int, None, float | None]:
     """A non-200 answer: (status, no exchange, its Retry-After), counted."""
     await resp.aread()
     return resp.status_code, _rejected(resp, tally, kind), _retry_after(resp)
@@ -545,9 +541,8 @@ def run(
         env = server_env(settings, data_dir, opts.host)
         phase("load: starting the server")
         with companion_server(env, opts.host, opts.port or free_port()) as server:
-            phase(
-                f"load: {opts.users} users for {opts.duration_s:.0f} s", opts.duration_s, timed=True
-            )
+            phase(f"load: {opts.users} users for {opts.duration_s:.0f} s", opts.duration_s,
+                  timed=True)
             result = asyncio.run(drive(server.url, opts, convs))
         tally: Tally = result["tally"]
         phase("load: checking the database for lost messages")

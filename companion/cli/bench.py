@@ -46,9 +46,7 @@ SCALE_OPTIONS = {"users", "duration_s", "max_requests", "max_tokens", "think_s",
     "--think", "think_s", type=click.FloatRange(0, 600), help="load: mean think time, s (1)."
 )
 @click.option(
-    "--probe",
-    "probe_s",
-    type=click.FloatRange(0, 600),
+    "--probe", "probe_s", type=click.FloatRange(0, 600),
     help="load: seconds of the decode probe before the load (20; 0 = none).",
 )
 @click.option("--host", help="load: loopback address for the server (127.0.0.1).")
@@ -73,20 +71,12 @@ def bench(obj: Ctx, suite: str, json_path: Path | None, scale: int | None, **loa
     allowed = SHARED_OPTIONS if suite in ("cache", "memory") else set()
     if suite == "scale":
         allowed = SHARED_OPTIONS | SCALE_OPTIONS
-    wrong = (
-        [k for k in given if k not in allowed]
-        if suite != "load"
-        else [k for k in given if k in SHARED_OPTIONS | {"apps", "servers"}]
-    )
+    wrong = [k for k in given if k not in allowed] if suite != "load" else \
+        [k for k in given if k in SHARED_OPTIONS | {"apps", "servers"}]
     if wrong:
         name = wrong[0].removesuffix("_s").replace("_", "-")
-        where = (
-            "bench cache, memory and scale"
-            if wrong[0] in SHARED_OPTIONS
-            else "bench scale"
-            if wrong[0] in ("apps", "servers")
-            else "bench load or scale"
-        )
+        where = ("bench cache, memory and scale" if wrong[0] in SHARED_OPTIONS
+                 else "bench scale" if wrong[0] in ("apps", "servers") else "bench load or scale")
         raise click.UsageError(f"--{name} is for {where} only")
     settings = obj.settings()
     setup_logging("WARNING")

@@ -71,12 +71,8 @@ def health_report(rt: Runtime) -> dict[str, Any]:
     problems = [f"{part}: {c['reason']}" for part, c in bad]
     down = any(c["status"] == "down" for _, c in bad)
     status = "down" if down else "degraded" if problems else "ok"
-    return {
-        "status": status,
-        "redis": checks["redis"]["status"],
-        "problems": problems,
-        "checks": checks,
-    }
+    return {"status": status, "redis": checks["redis"]["status"], "problems": problems,
+            "checks": checks}
 
 
 class TimingMiddleware:
