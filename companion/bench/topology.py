@@ -171,9 +171,10 @@ http {{
             proxy_buffering off;
             proxy_cache off;
             proxy_read_timeout 600s;
-            # an instance that is gone or refuses: the next one (never after a reply began)
-            proxy_next_upstream error timeout http_502 http_503;
+            # an instance that is gone: the next one (a 503 is the answer: passed on, not retried)
+            proxy_next_upstream error timeout;
             proxy_next_upstream_tries 2;
+            proxy_connect_timeout 2s;
         }}
     }}
 }}
