@@ -27,6 +27,7 @@ from companion.llm.registry import MODELS, Registry
 from companion.llm.remote import open_remote
 from companion.llm.routing import ModelRouter, RoutingRule
 from companion.personal import open_personal
+from companion.reaper import PendingReaper
 from companion.shared.bus import Handler
 from companion.shared.wiring import Shared, local_shared, open_shared
 from companion.storage import Store, store_for
@@ -191,6 +192,7 @@ class Runtime:
     companion: Companion
     routing: RoutingPlan = field(default_factory=lambda: RoutingPlan(False, "model_routing is off"))
     shared: Shared = field(default_factory=local_shared)
+    reaper: PendingReaper | None = None  # a shared database: turns of instances that died
     _reload_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -228,6 +230,8 @@ class Runtime:
             log.warning("model switching off: %s", self.companion.routing_note)
 
     def close(self) -> None:
+        if self.reaper is not None:
+            self.reaper.close()
         if self.companion.router is not None:
             self.companion.router.small.close()
         self.companion.engine.close()
@@ -269,8 +273,13 @@ def open_runtime(settings: Settings) -> Runtime:
         log.warning("model switching requested but off: %s", routing.reason)
     store = store_for(settings)
     shared = open_shared(settings)
+    reaper = None
     try:
-        stale = store.mark_unfinished_interrupted()
+        if store.dialect == "postgresql":  # shared: other instances' running turns are not stale
+            reaper = PendingReaper(store, settings.request_timeout_s)
+            stale = reaper.sweep()
+        else:
+            stale = store.mark_unfinished_interrupted()
         if stale:
             log.warning("%d exchanges left unfinished by the last run marked interrupted", stale)
         wants_vectors = settings.memory_enabled or (
@@ -315,4 +324,8 @@ def open_runtime(settings: Settings) -> Runtime:
     if personal.memory is not None:
         personal.memory.bus = shared.bus
     shared.bus.subscribe(invalidation_handler(companion))
-    return Runtime(settings, store, registry, hardware, plan, companion, routing, shared=shared)
+    if reaper is not None:
+        reaper.start()
+    return Runtime(
+        settings, store, registry, hardware, plan, companion, routing, shared=shared, reaper=reaper
+    )

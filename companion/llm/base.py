@@ -20,6 +20,7 @@ class GenerationRequest:
     grammar: str | None = None  # GBNF text (root rule "root"): only what it allows is sampled
     logprobs: int | None = None  # report each token's log-probability and this many alternatives
     user: str | None = None  # whose request: free slots are shared fairly across users
+    route_key: str | None = None  # model_servers: the session it serves (else session_key)
 
 
 @dataclass(frozen=True)

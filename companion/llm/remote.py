@@ -217,8 +217,9 @@ class RemoteEngine:
         """Try servers in placement order until one starts the reply."""
         self._figures["requests"] += 1
         tried: set[str] = set()
+        session = request.route_key or (request.session_key or "").split("#")[0] or None
         while True:
-            url = self._place(request.session_key)
+            url = self._place(session)
             if url in tried:  # placement gave back a server that just failed
                 raise ServerLost(f"model server {url} failed; retry shortly")
             tried.add(url)
@@ -239,7 +240,7 @@ class RemoteEngine:
     async def _stream(
         self, url: str, request: GenerationRequest, n_predict: int
     ) -> AsyncIterator[Any]:
-        body = _body(request, n_predict, self._slot(url, request.session_key))
+        body = _body(request, n_predict, self._slot(url, request.route_key or request.session_key))
         queue: asyncio.Queue[Any] = asyncio.Queue()
         reader = asyncio.create_task(self._read(url, body, queue))
         self.pool.begin(url)

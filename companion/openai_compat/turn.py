@@ -148,7 +148,8 @@ class ClientTurns:
         try:
             async with asyncio.timeout(c.settings.request_timeout_s):
                 choices = generate_choices(
-                    engine, built.prompt_tokens, opts, req.n, key, req.grammar, req.logprobs
+                    engine, built.prompt_tokens, opts, req.n, key, req.grammar, req.logprobs,
+                    route_key=session.id,
                 )
                 async for event in choices:
                     if isinstance(event, Piece):
@@ -294,6 +295,7 @@ async def generate_choices(
     key: str,
     grammar: str | None = None,
     logprobs: int | None = None,
+    route_key: str | None = None,
 ) -> AsyncIterator[Piece | list[GenerationDone]]:
     """`n` choices: the prompt is prefilled once, each choice copies it (the KV cache's prefix
     sharing) and samples with its own seed. Ends with every choice's GenerationDone."""
@@ -307,6 +309,7 @@ async def generate_choices(
             session_key=key if i == 0 else f"{key}#{i}",
             grammar=grammar,
             logprobs=logprobs,
+            route_key=route_key,
         )
         for i in range(n)
     ]

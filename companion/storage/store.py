@@ -428,12 +428,15 @@ class Store:
 
     # maintenance
 
-    def mark_unfinished_interrupted(self) -> int:
-        """Turn every pending message into interrupted (start-up after a crash); return how many."""
+    def mark_unfinished_interrupted(self, older_than: datetime | None = None) -> int:
+        """Turn every pending message into interrupted (start-up after a crash); return how many.
+        With `older_than`, only those created before it (a shared database: the other
+        instances' turns still running are younger)."""
+        query = sa.update(messages).where(messages.c.status == "pending")
+        if older_than is not None:
+            query = query.where(messages.c.created_at < older_than)
         with self._write() as conn:
-            result = conn.execute(sa.update(messages).where(messages.c.status == "pending")
-                                  .values(status="interrupted"))
-            return int(result.rowcount)
+            return int(conn.execute(query.values(status="interrupted")).rowcount)
 
     def counts(self) -> dict[str, int]:
         """Row counts of users, sessions and messages (for health and stats)."""

@@ -21,6 +21,7 @@ from tests.servers import Postgres, Redis
 
 pytestmark = pytest.mark.timeout(900)
 MAX_TOKENS = 12
+TIMEOUT_S = 20  # request_timeout_s: a turn pending longer (+ 10 s) has lost its instance
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def topo(pg_server: Postgres, redis_server: Redis) -> Iterator[tuple[Topology, s
     db = pg_server.fresh()
     env = {"COMPANION_MAX_TOKENS": str(MAX_TOKENS), "COMPANION_MEMORY_ENABLED": "false",
            "COMPANION_ENABLE_CACHING": "false", "COMPANION_RATE_LIMIT_PER_MINUTE": "1000",
-           "COMPANION_TEMPERATURE": "0"}  # fmt: skip
+           "COMPANION_TEMPERATURE": "0", "COMPANION_REQUEST_TIMEOUT_S": str(TIMEOUT_S)}  # fmt: skip
     topology = start_topology(model, db, redis_server.url, apps=2, models=2, slots=2, env=env)
     try:
         yield topology, db
@@ -107,6 +108,35 @@ def _stream_cut(url: str, body: dict[str, object], cut: Callable[[], None]) -> d
                 out["error"] = json.loads(line[5:])["error"]
     out["ended_at"] = time.monotonic()
     return out
+
+
+def test_a_killed_instance_loses_no_session_and_its_turn_is_not_left_pending(
+    topo: tuple[Topology, str],
+) -> None:
+    topology, db = topo
+    first = chat(topology.url, "crash-1", "Hello! Do you like the sea?")
+    assert first.status_code == 200, first.text
+    session = first.json()["session_id"]
+    victim = topology.apps[1]
+    body = {"user_id": "crash-1", "session_id": session, "stream": True, "max_tokens": 400,
+            "message": "Write a very long story about the sea, with many chapters."}  # fmt: skip
+    with pytest.raises(httpx.HTTPError):  # the stream is cut with the instance
+        _stream_cut(victim.url, body, victim.kill)
+    # nginx passes the session's next turns to the instance left, once the dead instance's
+    # session lock has expired (30 s; meanwhile 429 with Retry-After)
+    deadline = time.monotonic() + 60
+    while (r := chat(topology.url, "crash-1", "Are you still there?", session)).status_code != 200:
+        assert r.status_code == 429 and "retry-after" in r.headers, r.text
+        assert time.monotonic() < deadline
+        time.sleep(float(r.headers["retry-after"]))
+    r = chat(topology.url, "crash-1", "Good. Tell me about ships.", session)
+    assert r.status_code == 200, r.text
+    # the cut turn is marked interrupted once it is older than request_timeout_s (+ margin)
+    deadline = time.monotonic() + TIMEOUT_S + 40
+    while pending_and_failed(db)[0]:
+        assert time.monotonic() < deadline, "a turn of the killed instance is still pending"
+        time.sleep(1)
+    victim.start()  # back for the next test
 
 
 def pending_and_failed(db: str) -> tuple[int, int]:

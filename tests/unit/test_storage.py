@@ -260,6 +260,17 @@ def test_mark_unfinished_interrupted(store: Store) -> None:
     assert store.mark_unfinished_interrupted() == 0
 
 
+def test_only_stale_pending_messages_are_reaped(store: Store) -> None:
+    """A shared database: another instance's running turn (younger) is left alone."""
+    from companion.reaper import PendingReaper
+
+    session = store.create_session("alice")
+    store.add_message(session.id, "user", "a", status="pending")
+    assert PendingReaper(store, timeout_s=60).sweep() == 0
+    assert PendingReaper(store, timeout_s=-11).sweep() == 1  # older than 0 s + the margin
+    assert [m.status for m in store.list_messages(session.id)] == ["interrupted"]
+
+
 def test_reopen_keeps_data_and_keys(db_url: str) -> None:
     first = open_store(db_url)
     session = first.create_session("alice", title="kept")
