@@ -20,6 +20,9 @@ ENGINE_GAUGES = {
     "active_sequences": ("companion_active_sequences", "Sequences being decoded now."),
     "kv_used_ratio": ("companion_kv_cache_usage_ratio", "Share of KV cache cells in use (0-1)."),
     "batch_size": ("companion_batch_size", "Tokens in the last decode batch."),
+}
+# with model_servers set only (llm/remote.py)
+REMOTE_GAUGES = {
     "model_servers_up": ("companion_model_servers_up", "Model servers answering their probe."),
     "session_moves": ("companion_session_moves", "Sessions moved off a model server that failed."),
 }
@@ -122,3 +125,6 @@ class _EngineCollector(Collector):
         values: dict[str, Any] = self._stats()
         for key, (name, doc) in ENGINE_GAUGES.items():
             yield GaugeMetricFamily(name, doc, value=float(values.get(key, 0.0)))
+        for key, (name, doc) in REMOTE_GAUGES.items():
+            if key in values:
+                yield GaugeMetricFamily(name, doc, value=float(values[key]))
