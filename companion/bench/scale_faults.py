@@ -1,0 +1,77 @@
+"""bench scale --faults: faults injected into the affinity load, one after another.
+
+At 20%, 40%, 60% and 80% of the run: kill -9 one app instance, kill -9 one model server, stop
+Redis for 20 s (when the bench started it), restart PostgreSQL (when the bench started it).
+After each, a probe turn is sent through nginx until one is answered: `recovered_s` is how long
+serving took to come back after the fault ended.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from companion.bench.topology import Topology
+
+REDIS_OUTAGE_S = 20.0
+PROBE_TIMEOUT_S = 120.0
+
+
+def _recovered(url: str, since: float) -> float | None:
+    """Seconds from `since` until a probe turn through nginx is answered (None: never)."""
+    deadline = since + PROBE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            body = {"user_id": "fault-probe", "message": "Still there?", "max_tokens": 4}
+            if httpx.post(f"{url}/api/v1/chat", json=body, timeout=60).status_code == 200:
+                return round(time.monotonic() - since, 2)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    return None
+
+
+def schedule(topo: Topology, backing: Any) -> list[tuple[str, Callable[[], None]]]:
+    """The faults this run can make, in order."""
+    steps: list[tuple[str, Callable[[], None]]] = [
+        ("kill -9 an app instance", topo.apps[-1].kill),
+        ("kill -9 a model server", topo.models[-1].kill),
+    ]
+    if backing.redis_stop is not None:
+
+        def outage() -> None:
+            backing.redis_stop()
+            time.sleep(REDIS_OUTAGE_S)
+            backing.redis_start()
+
+        steps.append((f"Redis stopped for {REDIS_OUTAGE_S:.0f} s", outage))
+    if backing.pg_restart is not None:
+        steps.append(("PostgreSQL restarted", backing.pg_restart))
+    return steps
+
+
+def inject(
+    topo: Topology, backing: Any, duration_s: float, events: list[dict[str, Any]]
+) -> threading.Thread:
+    """Run the schedule in a thread, spread over `duration_s`; each fault's record in `events`."""
+    steps = schedule(topo, backing)
+    started = time.monotonic()
+
+    def run() -> None:
+        for i, (name, action) in enumerate(steps):
+            at = started + duration_s * (i + 1) / (len(steps) + 1)
+            time.sleep(max(0.0, at - time.monotonic()))
+            begun = time.monotonic()
+            action()
+            ended = time.monotonic()
+            events.append({"fault": name, "at_s": round(begun - started, 1),
+                           "took_s": round(ended - begun, 1),
+                           "recovered_s": _recovered(topo.url, ended)})  # fmt: skip
+
+    thread = threading.Thread(target=run, name="bench-faults", daemon=True)
+    thread.start()
+    return thread
