@@ -20,14 +20,27 @@ from companion.context import BuiltContext, fit_context
 from companion.domain import GenerationOptions, Usage
 from companion.errors import DeadlineExceeded, Overloaded
 from companion.llm.base import Engine, GenerationDone, GenerationRequest, TokenLogprob
+from companion.memory.base import Recalled
+from companion.memory.service import MemoryService
 from companion.openai_compat import lineage
 from companion.openai_compat.grammar import OutputFormat, Tools
+from companion.openai_compat.notes import (
+    Anchored,
+    Note,
+    anchors_of,
+    earlier_notes,
+    norm,
+    said_elsewhere,
+    turn_digests,
+    with_notes,
+)
 from companion.openai_compat.prompt import layout
 from companion.persona.prompt import sampling, system_prompt
-from companion.personal import TurnNotes
+from companion.personal import TurnNotes, memory_line, split_budget
 from companion.turn import options_from, title_of
 
 if TYPE_CHECKING:
+    from companion.cache import CacheHit
     from companion.chat import Companion
 
 # The spec's "Creative Requests: always unique": never served from the cache when sampled.
@@ -91,11 +104,43 @@ class TurnResult:
     context: list[dict[str, str]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Recall:
+    """This turn's memory notes and the earlier turns' (notes.py)."""
+
+    recalled: list[Recalled]  # newly recalled for this turn (marked used once it is learned)
+    current: tuple[Note, ...]  # the notes that go before the last message
+    earlier: Anchored
+    digests: list[str | None]  # the anchor of each user turn of the client's messages
+
+
+NO_RECALL = Recall([], (), Anchored({}, frozenset()), [])
+
+
+@dataclass
+class Turn:
+    """What the steps of one turn share."""
+
+    req: ClientRequest
+    text: str
+    started: float
+    seen: lineage.Lineage
+    session_id: str
+    engine: Engine
+    opts: GenerationOptions
+    built: BuiltContext
+    learn: TurnNotes | None  # the notes the memory learns with (None: it does not learn)
+    vector: Any = None
+    probe: Any = None
+    hit: CacheHit | None = None
+
+
 class ClientTurns:
     """Runs client-conversation turns with the companion's store, engine, memory and cache."""
 
     def __init__(self, companion: Companion) -> None:
         self.c = companion
+        self.anchors = anchors_of(companion)
 
     def stream(self, req: ClientRequest) -> AsyncIterator[Piece | TurnResult]:
         """Pieces of every choice as they come, then the TurnResult; a turn of a session the
@@ -103,7 +148,23 @@ class ClientTurns:
         return self.c.in_turn(req.session_id, lambda: self._stream(req))
 
     async def _stream(self, req: ClientRequest) -> AsyncIterator[Piece | TurnResult]:
-        """stream's work."""
+        """stream's work, as named steps."""
+        turn = await self._prepare(req)
+        if self._cacheable(turn):
+            turn.probe, turn.hit = await self.c.lookup(
+                req.user_id, turn.text, turn.opts, turn.built, turn.vector, True, turn.engine
+            )
+        elif self.c.cache is not None and self.c.settings.enable_caching:
+            self.c.cache.count_bypass()
+        if turn.hit is not None:
+            yield Piece(0, turn.hit.entry.response, turn.hit.entry.model)
+            yield await self._serve_hit(turn)
+            return
+        async for event in self._generate(turn):
+            yield event
+
+    async def _prepare(self, req: ClientRequest) -> Turn:
+        """The session, the model, persona and memory notes, the options and the prompt."""
         c, started = self.c, time.perf_counter()
         text = c.validate(req.new_text())
         c.engine.check_serving()
@@ -114,43 +175,46 @@ class ClientTurns:
         )
         if req.session_id is not None:  # the server's history between the client's system
             req = await self._with_history(req, session.id)  # messages and its last message
-        route = c.choose_route(text, [])
-        engine = route.engine
+        engine = c.choose_route(text, []).engine
         vector = await c.embed(text) if req.memory or req.use_cache else None
-        notes = await asyncio.to_thread(self._notes, req, session.id, text, vector)
+        notes, recall = await asyncio.to_thread(self._notes, req, session.id, text, vector)
         sampled = notes.sampling if notes is not None and req.persona else {}
         opts = options_from(c.settings, **{**sampled, **req.options})
-        built = self._context(req, notes, engine, opts)
-        learn = notes if req.memory and not seen.seen else None
-        probe, hit = None, None
-        if self._cacheable(req, opts, text):
-            probe, hit = await c.lookup(req.user_id, text, opts, built, vector, True, engine)
-        elif c.cache is not None and c.settings.enable_caching:
-            c.cache.count_bypass()
-        if hit is not None:
-            yield Piece(0, hit.entry.response, hit.entry.model)
-            cached = await c.serve_cached(req.user_id, session.id, text, hit, learn, {}, started)
-            await asyncio.to_thread(lineage.record, c.store, req.user_id, seen, cached.message_id)
-            done = GenerationDone(
-                hit.entry.response, len(built.prompt_tokens), hit.entry.completion_tokens,
-                hit.entry.finish_reason,
-            )  # fmt: skip
-            yield self._result([done], cached.model, session.id, req, cached.timings, True,
-                               cached.message_id, learn is not None, built)  # fmt: skip
-            return
-        user_msg = await asyncio.to_thread(
-            c.store.add_message, session.id, "user", text, status="pending",
-            token_count=engine.count_tokens(text),
+        built = self._context(req, notes, recall, engine, opts)
+        learn = None
+        if notes is not None and req.memory and not seen.seen:
+            learn = replace(notes, memories=recall.recalled[: built.memories_used])
+        return Turn(req, text, started, seen, session.id, engine, opts, built, learn, vector)
+
+    async def _serve_hit(self, turn: Turn) -> TurnResult:
+        """A cached reply: stored as this turn's exchange, learned from once."""
+        c, req, hit = self.c, turn.req, turn.hit
+        assert hit is not None
+        cached = await c.serve_cached(req.user_id, turn.session_id, turn.text, hit, turn.learn,
+                                       {}, turn.started)  # fmt: skip
+        await asyncio.to_thread(lineage.record, c.store, req.user_id, turn.seen, cached.message_id)
+        done = GenerationDone(
+            hit.entry.response, len(turn.built.prompt_tokens), hit.entry.completion_tokens,
+            hit.entry.finish_reason,
         )  # fmt: skip
-        key = req.kv_key or f"oa-{req.user_id}-{session.id}"
+        return self._result(turn, [done], cached.model, cached.timings, True, cached.message_id)
+
+    async def _generate(self, turn: Turn) -> AsyncIterator[Piece | TurnResult]:
+        """Every choice from the model; the exchange is marked failed or interrupted when it
+        does not complete."""
+        c, req, engine = self.c, turn.req, turn.engine
+        user_msg = await asyncio.to_thread(
+            c.store.add_message, turn.session_id, "user", turn.text, status="pending",
+            token_count=engine.count_tokens(turn.text),
+        )  # fmt: skip
+        key = req.kv_key or f"oa-{req.user_id}-{turn.session_id}"
         first: list[str] = []
         status = "interrupted"
         try:
             async with asyncio.timeout(c.settings.request_timeout_s):
-                choices = generate_choices(
-                    engine, built.prompt_tokens, opts, req.n, key, req.grammar, req.logprobs,
-                    route_key=session.id,
-                )
+                choices = generate_choices(engine, turn.built.prompt_tokens, turn.opts, req.n,
+                                           key, req.grammar, req.logprobs,
+                                           route_key=turn.session_id)  # fmt: skip
                 async for event in choices:
                     if isinstance(event, Piece):
                         first += [event.text] if event.index == 0 else []
@@ -168,41 +232,29 @@ class ClientTurns:
         finally:
             if status != "complete":
                 c.fail(user_msg.id, status, first, engine.info.name)
-        yield await self._finish(req, dones, engine, session.id, user_msg, built, probe, learn,
-                                 seen, started)  # fmt: skip
+        yield await self._finish(turn, dones, user_msg)
 
-    async def _finish(
-        self,
-        req: ClientRequest,
-        dones: list[GenerationDone],
-        engine: Engine,
-        session_id: str,
-        user_msg: Any,
-        built: BuiltContext,
-        probe: Any,
-        learn: TurnNotes | None,
-        seen: lineage.Lineage,
-        started: float,
-    ) -> TurnResult:
+    async def _finish(self, turn: Turn, dones: list[GenerationDone], user_msg: Any) -> TurnResult:
         """Store the exchange (the first choice), cache it, learn once, count it."""
-        c, done = self.c, dones[0]
-        timings = {**done.timings, "total_ms": round((time.perf_counter() - started) * 1000, 2)}
+        c, req, done, model = self.c, turn.req, dones[0], turn.engine.info.name
+        timings = {**done.timings,
+                   "total_ms": round((time.perf_counter() - turn.started) * 1000, 2)}  # fmt: skip
         reply = await asyncio.to_thread(
             c.store.complete_exchange, user_msg.id, done.text, user_tokens=user_msg.token_count,
-            reply_tokens=done.completion_tokens, model=engine.info.name, cached=False,
+            reply_tokens=done.completion_tokens, model=model, cached=False,
             timings=timings, finish_reason=done.finish_reason,
         )  # fmt: skip
-        if probe is not None and done.text.strip() and done.finish_reason in ("stop", "length"):
+        complete = done.text.strip() and done.finish_reason in ("stop", "length")
+        if turn.probe is not None and complete:
             await asyncio.to_thread(
-                c.cache.store, probe, done.text, model=engine.info.name,  # type: ignore[union-attr]
+                c.cache.store, turn.probe, done.text, model=model,  # type: ignore[union-attr]
                 prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens,
                 finish_reason=done.finish_reason,
             )  # fmt: skip
-        if learn is not None and c.personal is not None:
-            await asyncio.to_thread(
-                c.personal.after_turn, req.user_id, session_id, req.new_text(), user_msg.id, learn
-            )
-        await asyncio.to_thread(lineage.record, c.store, req.user_id, seen, user_msg.id)
+        if turn.learn is not None and c.personal is not None:
+            await asyncio.to_thread(c.personal.after_turn, req.user_id, turn.session_id,
+                                    req.new_text(), user_msg.id, turn.learn)  # fmt: skip
+        await asyncio.to_thread(lineage.record, c.store, req.user_id, turn.seen, user_msg.id)
         c.stats.record_request(
             response_ms=timings["total_ms"],
             ttft_ms=timings.get("time_to_first_token_ms", 0.0),
@@ -210,24 +262,14 @@ class ClientTurns:
             prompt=done.prompt_tokens,
             completion=sum(d.completion_tokens for d in dones),
         )
-        return self._result(dones, engine.info.name, session_id, req, timings, False, reply.id,
-                            learn is not None, built)  # fmt: skip
+        return self._result(turn, dones, model, timings, False, reply.id)
 
-    def _result(
-        self,
-        dones: list[GenerationDone],
-        model: str,
-        session_id: str,
-        req: ClientRequest,
-        timings: dict[str, float],
-        cached: bool,
-        message_id: int | None,
-        learned: bool,
-        built: BuiltContext,
-    ) -> TurnResult:
-        usage = Usage(len(built.prompt_tokens), sum(d.completion_tokens for d in dones))
-        return TurnResult(dones, session_id, req.user_id, cached, model, usage, timings,
-                          message_id, learned, built.messages)  # fmt: skip
+    def _result(self, turn: Turn, dones: list[GenerationDone], model: str,
+                timings: dict[str, float], cached: bool, message_id: int | None
+                ) -> TurnResult:  # fmt: skip
+        usage = Usage(len(turn.built.prompt_tokens), sum(d.completion_tokens for d in dones))
+        return TurnResult(dones, turn.session_id, turn.req.user_id, cached, model, usage, timings,
+                          message_id, turn.learn is not None, turn.built.messages)  # fmt: skip
 
     async def _lineage(self, req: ClientRequest) -> lineage.Lineage:
         """The session: named by the client, or the conversation's (lineage.py)."""
@@ -246,45 +288,69 @@ class ClientTurns:
 
     def _notes(
         self, req: ClientRequest, session_id: str, text: str, vector: Any
-    ) -> TurnNotes | None:
-        """Persona and recalled memories for this turn (None without the personal side)."""
+    ) -> tuple[TurnNotes | None, Recall]:
+        """Persona and memory notes for this turn (None without the personal side)."""
         personal = self.c.personal
         if personal is None:
-            return None
+            return None, NO_RECALL
         persona, rel = personal.personas.active(req.user_id)
-        recalled = []
+        recall = NO_RECALL
         if req.memory and personal.memory is not None:
-            recalled = personal.memory.recall(
-                req.user_id, text, vector, self.c.settings.memory_top_k
-            )
+            recall = self._recall(personal.memory, req, session_id, text, vector)
         settings = self.c.settings
         return TurnNotes(
             persona=persona, relationship=rel,
             system_prompt=system_prompt(persona, rel, req.user_id),
-            memories=recalled, summary=None,
+            memories=recall.recalled, summary=None,
             sampling=sampling(persona, settings.temperature, settings.max_tokens),
-        )  # fmt: skip
+        ), recall  # fmt: skip
 
-    def _context(
-        self, req: ClientRequest, notes: TurnNotes | None, engine: Engine, opts: GenerationOptions
-    ) -> BuiltContext:
-        """The client's messages around persona and memory notes, fitted to the context."""
+    def _recall(self, memory: MemoryService, req: ClientRequest, session_id: str, text: str,
+                vector: Any) -> Recall:  # fmt: skip
+        """The earlier turns' notes where they were put, and this turn's: what memory holds
+        for the new message that the conversation does not say already (notes.py)."""
+        top_k = self.c.settings.memory_top_k
+        found = memory.recall(req.user_id, text, vector, 2 * top_k)  # some are left out below
+        digests = turn_digests(req.user_id, req.messages)
+        earlier = earlier_notes(self.anchors, digests)
+        again = self.anchors.get(digests[-1])  # a resend or a regenerate: the same notes
+        noted = earlier.keys | {n.key for n in again or ()}
+        live = set(memory.index.get(req.user_id, noted)) if noted else set()
+        earlier = earlier.only(live)
+        if again is not None:
+            return Recall([], tuple(n for n in again if n.key in live), earlier, digests)
+        fresh = said_elsewhere(self.c.store, found, session_id, req.messages)
+        texts = earlier.texts
+        fresh = [r for r in fresh if r.memory.key not in earlier.keys
+                 and norm(r.memory.text) not in texts]  # fmt: skip
+        fresh = split_budget(fresh[:top_k])
+        current = tuple(Note.of(r, memory_line(r)) for r in fresh)
+        return Recall(fresh, current, earlier, digests)
+
+    def _context(self, req: ClientRequest, notes: TurnNotes | None, recall: Recall,
+                 engine: Engine, opts: GenerationOptions) -> BuiltContext:  # fmt: skip
+        """The client's messages around persona and memory notes, fitted to the context; this
+        turn's notes are anchored for the conversation's next calls."""
         persona = None
         if req.persona:
             persona = notes.system_prompt if notes is not None else self.c.settings.system_prompt
         parts = layout(req.messages, persona, req.output, req.tools)
-        lines = notes.lines if notes is not None and req.memory else []
+        turns = with_notes(parts.turns, len(req.messages) - 1 - len(parts.turns), recall.earlier)
         own_persona = notes is not None and req.persona and not notes.persona.is_default
         budget = engine.info.context_length - opts.max_tokens
-        return fit_context(
-            engine, parts.head, parts.turns, parts.tail, budget, lines, None, own_persona
-        )
+        built = fit_context(engine, parts.head, turns, parts.tail, budget,
+                            [n.line for n in recall.current], None,
+                            own_persona or bool(recall.earlier.keys))  # fmt: skip
+        if recall.digests:
+            self.anchors.put(recall.digests[-1], recall.current[: built.memories_used])
+        return built
 
-    def _cacheable(self, req: ClientRequest, opts: GenerationOptions, text: str) -> bool:
+    def _cacheable(self, turn: Turn) -> bool:
         """OpenAI semantics: only one plain choice, and never a sampled creative request."""
+        req = turn.req
         if not req.use_cache or req.n > 1 or req.logprobs is not None or req.grammar:
             return False
-        return not (opts.temperature > 0 and is_creative(text))
+        return not (turn.opts.temperature > 0 and is_creative(turn.text))
 
 
 async def generate_choices(

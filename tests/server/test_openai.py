@@ -117,6 +117,39 @@ def test_follow_up_is_kept_in_one_session_and_learned_once(module_server: str) -
     assert not any("Kiwi" in m["text"] for m in memories.get("memories", memories))
 
 
+def test_memory_notes_stay_put_and_never_repeat_the_conversation(module_server: str) -> None:
+    """Issue 12: what the memory adds to a client's conversation is the same block at every
+    turn (recalled for the turn it came up in, and kept there), so each call reuses the whole
+    previous prompt; the conversation's own turns and the facts learned from them are never
+    recalled into it (the client sends them already)."""
+    client = client_for(module_server)
+    earlier = [{"role": "user", "content": "My sister Ana lives in Porto and loves sailing."}]
+    ask(client, earlier, user="lena")  # another conversation: the memory learns from it
+    lines = ["Can you remind me about my sister?", "I play the cello in an orchestra.",
+             "Which instrument do I play?"]  # fmt: skip
+    replies = ["Of course!", "How wonderful!"]
+    conversation = []
+    for i, line in enumerate(lines):
+        messages: list[dict[str, Any]] = []
+        for j in range(i):
+            messages += [{"role": "user", "content": lines[j]},
+                         {"role": "assistant", "content": replies[j]}]  # fmt: skip
+        conversation.append([*messages, {"role": "user", "content": line}])
+    on = [ask(client, m, user="lena", max_tokens=4) for m in conversation]
+    off = [ask(client, m, user="lena-x", max_tokens=4, extra_body={"companion": {"memory": False}})
+           for m in conversation]  # fmt: skip
+    added = [a.usage.prompt_tokens - b.usage.prompt_tokens for a, b in zip(on, off, strict=True)]
+    assert added[0] > 20, added  # the sister, recalled from the other conversation
+    # the same notes at every turn: neither this conversation's turns (lines[0], lines[1])
+    # nor the fact learned from lines[1] (the cello) come back as notes
+    assert added == [added[0]] * 3, added
+    memories = httpx.get(f"{module_server}/api/v1/users/lena/memories").json()
+    assert any("cello" in m["text"] for m in memories.get("memories", memories))
+    for before, now in zip(on, on[1:], strict=False):  # the previous prompt is reused whole
+        reused = now.usage.prompt_tokens_details.cached_tokens
+        assert reused >= before.usage.prompt_tokens - 1, (reused, before.usage.prompt_tokens)
+
+
 def test_two_conversations_with_the_same_opening_stay_apart(module_server: str) -> None:
     """Issue 11 finding 8: the second conversation never sees the first one's facts."""
     client = client_for(module_server)
@@ -211,7 +244,9 @@ def test_n_logprobs_seed_and_stop(module_server: str) -> None:
     assert [c.message.content for c in again.choices] == [c.message.content for c in two.choices]
     text = two.choices[0].message.content or ""
     stop = text.split()[1] if len(text.split()) > 1 else text[-2:]
-    stopped = ask(client, asks, n=2, temperature=1.0, seed=7, stop=[stop], user="lea", extra_body=off)
+    stopped = ask(
+        client, asks, n=2, temperature=1.0, seed=7, stop=[stop], user="lea", extra_body=off
+    )
     assert stop not in (stopped.choices[0].message.content or "")
 
 
