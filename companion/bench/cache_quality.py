@@ -22,6 +22,7 @@ from companion.cache.verify import rule_check
 from companion.embed.base import Embedder
 
 FALSE_BUDGET = 0.01  # "hit rate at false-hit rate <= 1%"
+MIN_BASE_PAIRS = 10  # a ratio's denominator must count at least this many pairs
 CURVE = [round(0.80 + 0.01 * i, 2) for i in range(20)]  # cosine thresholds 0.80 .. 0.99
 
 
@@ -80,21 +81,34 @@ def _rate(mask: np.ndarray) -> float:
     return round(float(mask.mean()), 4) if len(mask) else 0.0
 
 
-def set_figures(s: Scored, threshold: float) -> tuple[dict[str, float], dict[str, Any]]:
+def ratio_of(hit: float, base: float, positives: int) -> tuple[float | None, str | None]:
+    """hit / base, or None with the reason when the base is too few pairs to divide by (a
+    ratio over 0 or a handful of pairs says nothing: it read 303.955 once)."""
+    pairs = round(base * positives)
+    if pairs < MIN_BASE_PAIRS:
+        return None, (
+            f"undefined: cosine alone serves {pairs} of {positives} same-meaning pairs at this "
+            f"false-hit rate (fewer than {MIN_BASE_PAIRS} to divide by)"
+        )
+    return round(hit / base, 3), None
+
+
+def set_figures(s: Scored, threshold: float) -> tuple[dict[str, float | None], dict[str, Any]]:
     """One set's figures, each stage at equal false-hit rate and the curve over thresholds."""
     served = s.shipped(threshold)
     hit, false = _rate(served[s.labels == 1]), _rate(served[s.labels == 0])
     cos_hit, _ = hit_rate_at(s.cosine, s.labels, false)
-    one_pair = 1 / max(int(s.labels.sum()), 1)  # cosine alone at 0 hits counts as one pair
-    figures = {
+    ratio, why = ratio_of(hit, cos_hit, int(s.labels.sum()))
+    figures: dict[str, float | None] = {
         f"semantic_hit_rate_{s.name}": hit,
         f"semantic_false_hit_rate_{s.name}": false,
         f"cosine_hit_rate_at_same_false_{s.name}": cos_hit,
-        f"semantic_vs_cosine_{s.name}": round(hit / max(cos_hit, one_pair), 3),
+        f"semantic_vs_cosine_{s.name}": ratio,
         f"cosine_hit_rate_at_1pct_false_{s.name}": hit_rate_at(s.cosine, s.labels, FALSE_BUDGET)[0],
     }
     ruled = np.where(s.rules, s.cosine, -np.inf)
-    notes = {
+    notes: dict[str, Any] = {
+        "null_figures": {f"semantic_vs_cosine_{s.name}": why} if why else {},
         "pairs": len(s.labels),
         "same_meaning": int(s.labels.sum()),
         # hits at the shipped decision's false-hit rate, each pipeline's cosine threshold swept
@@ -128,10 +142,11 @@ def calibrate(sets: list[Scored], budget: float) -> float:
     return 1.0
 
 
-def quality_figures(embedder: Embedder) -> tuple[dict[str, float], dict[str, Any]]:
-    """Every dev set's figures on its "dev" half; the lowest threshold within budget on both."""
-    figures: dict[str, float] = {}
-    notes: dict[str, Any] = {"similarity_threshold": SIMILARITY_THRESHOLD}
+def quality_figures(embedder: Embedder) -> tuple[dict[str, float | None], dict[str, Any]]:
+    """Every dev set's figures on its "dev" half; the lowest threshold within budget on both.
+    A figure that cannot be computed is None, its reason in notes["null_figures"]."""
+    figures: dict[str, float | None] = {}
+    notes: dict[str, Any] = {"similarity_threshold": SIMILARITY_THRESHOLD, "null_figures": {}}
     halves = []
     for name in devsets.SETS:
         pairs = devsets.load(name)
@@ -141,6 +156,7 @@ def quality_figures(embedder: Embedder) -> tuple[dict[str, float], dict[str, Any
         dev, fit = pairs.half("dev"), pairs.half("train")
         scored = score(embedder, name, dev.pairs, dev.labels)
         set_fig, notes[name] = set_figures(scored, SIMILARITY_THRESHOLD)
+        notes["null_figures"] |= notes[name].pop("null_figures")
         figures |= set_fig
         halves += [scored, score(embedder, name, fit.pairs, fit.labels)]
     if halves:

@@ -13,6 +13,8 @@ import random
 import re
 from collections.abc import Callable
 
+from companion.cache.words import COUNTING, OPPOSITES, QUESTIONS
+
 # Items of one kind: swapping one for another keeps the sentence's shape and changes its meaning.
 CATEGORIES = [
     "dog cat horse bird fish rabbit hamster snake turtle parrot cow pig goat chicken",
@@ -38,26 +40,6 @@ CATEGORIES = [
     "Python Java JavaScript Rust Linux Windows iPhone Android",
     "car bike bus train plane boat",
 ]
-OPPOSITES = (
-    "love hate|before after|more less|always never|best worst|early late|big small|"
-    "hot cold|old young|first last|buy sell|morning night|happy sad|easy hard|cheap expensive|"
-    "fast slow|start stop|open close|win lose|increase decrease|good bad|long short|high low|"
-    "add remove|up down|inside outside|tall short|loud quiet|light heavy|warm cool"
-)
-NUMBERS = [
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "twenty",
-    "hundred",
-]
 AUXILIARIES = {
     "is": "isn't",
     "are": "aren't",
@@ -73,7 +55,6 @@ AUXILIARIES = {
     "would": "wouldn't",
 }
 OWNERS = {"my": "your", "your": "my", "me": "you", "our": "their", "his": "her", "her": "his"}
-QUESTIONS = ["who", "when", "where", "why"]
 CONTRACTIONS = {
     "what's": "what is",
     "i'm": "i am",
@@ -96,12 +77,6 @@ for _line in CATEGORIES:
     _items = _line.split()
     for _w in _items:
         _SWAPS[_w.lower()] = [x for x in _items if x != _w]
-_OPPOSITE: dict[str, str] = {}
-for _pair in OPPOSITES.split("|"):
-    _a, _b = _pair.split()
-    _OPPOSITE.setdefault(_a, _b)
-    _OPPOSITE.setdefault(_b, _a)
-
 Change = Callable[[str, random.Random], str | None]
 
 
@@ -146,7 +121,7 @@ def change_number(text: str, rng: random.Random) -> str | None:
     return _replace_word(
         text,
         lambda w: (
-            rng.choice([n for n in NUMBERS if n != w.lower()]) if w.lower() in NUMBERS else None
+            rng.choice([n for n in COUNTING if n != w.lower()]) if w.lower() in COUNTING else None
         ),
         rng,
     )
@@ -166,7 +141,7 @@ def toggle_negation(text: str, rng: random.Random) -> str | None:
 
 def flip_opposite(text: str, rng: random.Random) -> str | None:
     """A word for its opposite (before -> after, love -> hate)."""
-    return _replace_word(text, lambda w: _OPPOSITE.get(w.lower()), rng)
+    return _replace_word(text, lambda w: OPPOSITES.get(w.lower(), (None,))[0], rng)
 
 
 def change_owner(text: str, rng: random.Random) -> str | None:

@@ -12,53 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-NUMBER_WORDS = frozenset(
-    [
-        "zero",
-        "one",
-        "two",
-        "three",
-        "four",
-        "five",
-        "six",
-        "seven",
-        "eight",
-        "nine",
-        "ten",
-        "eleven",
-        "twelve",
-        "thirteen",
-        "fourteen",
-        "fifteen",
-        "sixteen",
-        "seventeen",
-        "eighteen",
-        "nineteen",
-        "twenty",
-        "thirty",
-        "forty",
-        "fifty",
-        "sixty",
-        "seventy",
-        "eighty",
-        "ninety",
-        "hundred",
-        "thousand",
-        "million",
-        "billion",
-        "trillion",
-        "first",
-        "second",
-        "third",
-        "fourth",
-        "fifth",
-        "half",
-        "quarter",
-        "dozen",
-        "once",
-        "twice",
-    ]
-)
+from companion.cache.words import NUMBER_WORDS, OPPOSITES, QUESTION_WORDS
+
 NEGATIONS = frozenset(
     [
         "not",
@@ -79,33 +34,6 @@ PERSONS = {
     **dict.fromkeys(["we", "us", "our", "ours", "ourselves"], "1p"),
     **dict.fromkeys(["you", "your", "yours", "yourself", "yourselves", "u", "ur"], "2"),
 }
-# What/how/which questions are often paraphrases of each other; these ask for different things.
-QUESTION_WORDS = {
-    "who": "who",
-    "whom": "who",
-    "whose": "who",
-    "when": "when",
-    "where": "where",
-    "why": "why",
-}
-# Words whose swap keeps a sentence's shape and flips its meaning (soft/hard yolk).
-_ANTONYM_PAIRS = (
-    "soft hard|before after|best worst|love hate|happy sad|hot cold|up down|buy sell|open close|"
-    "create delete|add remove|start stop|more less|increase decrease|fast slow|big small|"
-    "cheap expensive|beginner expert|early late|first last|left right|north south|east west|"
-    "minimum maximum|true false|win lose|good bad|new old|young old|long short|high low|"
-    "light dark|easy difficult|with without|above below|inside outside|import export|"
-    "enable disable|lend borrow|push pull|over under|always never|everyone nobody|most least|"
-    "strong weak|rich poor|wet dry|full empty|safe dangerous|legal illegal|possible impossible|"
-    "men women|male female|boy girl|day night|summer winter|spring autumn|morning evening|"
-    "yesterday tomorrow|past future|upload download|input output|positive negative|"
-    "like dislike|agree disagree|accept reject|win loss|gain lose|sunrise sunset|odd even"
-)
-ANTONYMS: dict[str, frozenset[str]] = {}
-for _pair in _ANTONYM_PAIRS.split("|"):
-    _x, _y = _pair.split()
-    ANTONYMS[_x] = ANTONYMS.get(_x, frozenset()) | {_y}
-    ANTONYMS[_y] = ANTONYMS.get(_y, frozenset()) | {_x}
 SENTENCE_START = frozenset({"", ".", "!", "?", ":", ";", '"', "(", "'"})
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[+#]+|(?:['.-][A-Za-z0-9]+)*)|\d[\d,]*(?:\.\d+)?%?")
 _PUNCT_BEFORE = re.compile(r"([.!?:;\"('])\s*$")
@@ -181,7 +109,7 @@ def _dedupe(items: list[str]) -> tuple[str, ...]:
 def _antonym_swap(a: Details, b: Details) -> bool:
     """One side has a word whose opposite only the other side has."""
     only_a, only_b = a.words - b.words, b.words - a.words
-    return any(ANTONYMS.get(w, frozenset()) & only_b for w in only_a)
+    return any(only_b.intersection(OPPOSITES.get(w, ())) for w in only_a)
 
 
 def _entities_agree(a: Details, b: Details, text_a: str, text_b: str) -> bool:

@@ -91,8 +91,10 @@ def bench(obj: Ctx, suite: str, json_path: Path | None, scale: int | None, **loa
         )
     width = max((len(k) for k in figures), default=10)
     click.echo(f"bench {suite}")
+    null = notes.get("null_figures") or {}
     for name, value in figures.items():
-        click.echo(f"  {name:{width}}  {value}")
+        shown = value if value is not None else f"null ({null.get(name, 'not measured')})"
+        click.echo(f"  {name:{width}}  {shown}")
     for name, value in notes.items():
         click.echo(f"  # {name}: {value}")
     if json_path:

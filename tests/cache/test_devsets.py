@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from companion.bench import devsets
-from companion.bench.cache_quality import hit_rate_at
-from companion.cache.nearmiss import near_miss, reworded, swap_item
+from companion.bench.cache_quality import Scored, hit_rate_at, set_figures
+from companion.cache.nearmiss import flip_opposite, near_miss, reworded, swap_item
+from companion.cache.verify import rule_check
+from companion.cache.words import OPPOSITES
 
 
 def test_a_near_miss_changes_one_detail_and_is_reproducible() -> None:
@@ -43,3 +45,31 @@ def test_hit_rate_at_a_false_hit_budget() -> None:
     assert hit_rate_at(scores, labels, 1 / 6) == (1.0, round(1 / 6, 4))
     tied = np.array([0.9, 0.9, 0.5, 0.5, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
     assert hit_rate_at(tied, labels, 0.0) == (0.5, 0.0)  # a tie is never split
+
+
+def test_every_opposite_a_near_miss_uses_is_refused_by_the_verifier() -> None:
+    """One word list (cache/words.py): what the dev data changes, the verifier checks."""
+    for word in OPPOSITES:
+        line = f"Do you think it is {word} here?"
+        changed = flip_opposite(line, random.Random(0))
+        assert changed is not None and changed != line
+        assert not rule_check(changed, line).ok, (line, changed)
+
+
+def test_a_ratio_over_too_few_pairs_is_null_with_its_reason() -> None:
+    """Cosine alone serving no same-meaning pair at the shipped false-hit rate: the ratio is
+    JSON null with the reason (it once read 303.955, a division by almost nothing)."""
+    labels = np.array([1] * 50 + [0] * 50)
+    cosine = np.concatenate([np.linspace(0.90, 0.97, 50), np.linspace(0.98, 0.99, 50)])
+    rules = np.concatenate([np.ones(50, bool), np.zeros(50, bool)])  # the rules stop every miss
+    figures, notes = set_figures(Scored("toy", labels, cosine, rules), 0.95)
+    assert figures["semantic_hit_rate_toy"] > 0 and figures["semantic_false_hit_rate_toy"] == 0
+    assert figures["cosine_hit_rate_at_same_false_toy"] == 0.0
+    assert figures["semantic_vs_cosine_toy"] is None
+    assert "cosine alone serves 0 of 50" in notes["null_figures"]["semantic_vs_cosine_toy"]
+    cosine = np.concatenate([np.linspace(0.90, 0.99, 50), np.linspace(0.10, 0.20, 50)])
+    figures, notes = set_figures(Scored("toy", labels, cosine, np.ones(100, bool)), 0.95)
+    assert figures["semantic_vs_cosine_toy"] == round(
+        figures["semantic_hit_rate_toy"] / figures["cosine_hit_rate_at_same_false_toy"], 3
+    )
+    assert notes["null_figures"] == {}
