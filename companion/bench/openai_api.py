@@ -5,7 +5,8 @@
   token at turn 10 against turn 1. `conversation_overhead_tokens` is what each turn's prompt
   grew by beyond the previous reply and the new user message (the chat template's markers):
   the same at every turn means the prompt grows only by the new turn. Run with memory and
-  persona off (the client's messages exactly) and on (companion's defaults).
+  persona off (the client's messages exactly), on (companion's defaults), and on again for the
+  same user's next conversation (`companion_returning_*`: memory recalls the first one).
 - `size` tool-call requests (tool_choice required or a named function) and `size` json_schema
   requests with the tiny model: the share whose arguments / content parse as JSON and validate
   against the schema (jsonschema).
@@ -26,7 +27,14 @@ import httpx
 import jsonschema
 
 from companion.bench.cache_http import _start_server, free_port
-from companion.bench.openai_cases import LINES, SCHEMAS, TOOLS, schema_asks, tool_asks
+from companion.bench.openai_cases import (
+    LINES,
+    LINES_RETURNING,
+    SCHEMAS,
+    TOOLS,
+    schema_asks,
+    tool_asks,
+)
 from companion.config import Settings
 
 DEFAULT_SIZE = 50
@@ -61,13 +69,13 @@ async def _count(client: httpx.AsyncClient, text: str) -> int:
     return int(resp.json()["usage"]["prompt_tokens"])
 
 
-async def conversation(client: httpx.AsyncClient, user: str, extras: dict[str, Any]
-                       ) -> dict[str, list[float]]:  # fmt: skip
+async def conversation(client: httpx.AsyncClient, user: str, extras: dict[str, Any],
+                       lines: list[str] = LINES) -> dict[str, list[float]]:  # fmt: skip
     """Ten turns, each sending the whole conversation so far; figures per turn."""
     messages: list[dict[str, str]] = []
     out: dict[str, list[float]] = {"prompt": [], "reused": [], "ttft_ms": [], "overhead": []}
     last_completion = 0
-    for line in LINES:
+    for line in lines:
         messages.append({"role": "user", "content": line})
         body = {"model": "companion", "messages": messages, "max_tokens": 16, "temperature": 0,
                 "user": user, "companion": {**extras, "cache": False}}  # fmt: skip
@@ -89,9 +97,11 @@ def _median_turns(runs: list[dict[str, list[float]]], key: str) -> list[float]:
 
 
 async def conversations(client: httpx.AsyncClient, prefix: str, extras: dict[str, Any],
-                        reps: int) -> dict[str, Any]:  # fmt: skip
-    """`reps` conversations (separate users), medians per turn."""
-    runs = [await conversation(client, f"{prefix}-{i}", extras) for i in range(reps)]
+                        reps: int, lines: list[str] = LINES, user: str | None = None
+                        ) -> dict[str, Any]:  # fmt: skip
+    """`reps` conversations (separate users, or all by `user`), medians per turn."""
+    runs = [await conversation(client, user or f"{prefix}-{i}", extras, lines)
+            for i in range(reps)]  # fmt: skip
     ttft = _median_turns(runs, "ttft_ms")
     overhead = [o for r in runs for o in r["overhead"]]
     return {
@@ -103,6 +113,12 @@ async def conversations(client: httpx.AsyncClient, prefix: str, extras: dict[str
         f"{prefix}_ttft_turn1_ms": ttft[0],
         f"{prefix}_ttft_turn10_ms": ttft[-1],
         f"{prefix}_ttft_turn10_over_turn1": round(ttft[-1] / ttft[0], 3),
+        # what the KV cache did not hold (what the turn prefilled): the noise-free side of TTFT
+        f"{prefix}_prefilled_turn10_over_turn1": round(
+            (runs[0]["prompt"][-1] - runs[0]["reused"][-1])
+            / max(runs[0]["prompt"][0] - runs[0]["reused"][0], 1),
+            3,
+        ),
     }
 
 
@@ -166,8 +182,10 @@ async def _drive(url: str, size: int) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=url, timeout=timeout) as client:
         exact = await conversations(client, "conversation", {"memory": False, "persona": False}, 1)
         companion = await conversations(client, "companion_mode", {}, 1)
+        returning = await conversations(client, "companion_returning", {}, 1, LINES_RETURNING,
+                                        user="companion_mode-0")  # fmt: skip
         structured = await _structured(client, size)
-    return {**exact, **companion, **structured}
+    return {**exact, **companion, **returning, **structured}
 
 
 def run(settings: Settings, size: int | None = None) -> tuple[dict[str, Any], dict[str, str]]:
@@ -189,6 +207,10 @@ def run(settings: Settings, size: int | None = None) -> tuple[dict[str, Any], di
         "conversation": "10 turns, whole conversation sent each turn, streamed, greedy, 16 "
         "tokens a reply; memory and persona off",
         "companion_mode": "the same with companion's memory and persona on (1 user)",
+        "companion_returning": "that user's next conversation (other lines): memory recalls "
+        "the first one",
+        "prefilled_turn10_over_turn1": "prompt tokens the KV cache did not hold, turn 10 over "
+        "turn 1 (TTFT's share that load does not blur)",
         "structured": f"tiny model, tool_choice required/named and json_schema, {CONCURRENCY} "
         "requests at a time; valid = parses as JSON and validates against the schema",
     }

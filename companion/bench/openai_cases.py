@@ -16,6 +16,19 @@ LINES = [
     "What about a day trip?",
     "Thanks! What was my job again?",
 ]
+# The same user's next conversation: memory now holds the first one, and recalls from it.
+LINES_RETURNING = [
+    "Hi again! I just got back from a night shift.",
+    "My sister loved her visit, by the way.",
+    "Can you suggest a walk by the sea for tomorrow?",
+    "I feel tired after work lately.",
+    "What should I cook tonight?",
+    "Something without meat, please.",
+    "Any good books for the beach?",
+    "I might learn to surf this summer.",
+    "Is it hard for beginners?",
+    "Thanks! Which city do I live in again?",
+]
 
 
 def _fn(name: str, description: str, properties: dict[str, Any], required: list[str]

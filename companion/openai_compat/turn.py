@@ -320,6 +320,8 @@ class ClientTurns:
         if again is not None:
             return Recall([], tuple(n for n in again if n.key in live), earlier, digests)
         fresh = said_elsewhere(self.c.store, found, session_id, req.messages)
+        if sum(d is not None for d in digests) > 1:  # past the first turn: only what answers it
+            fresh = [r for r in fresh if r.reasons.get("confident")]
         texts = earlier.texts
         fresh = [r for r in fresh if r.memory.key not in earlier.keys
                  and norm(r.memory.text) not in texts]  # fmt: skip
