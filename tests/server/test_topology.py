@@ -63,6 +63,11 @@ def test_any_instance_serves_any_session_and_turns_stay_on_one_server(
     assert first.status_code == 200, first.text
     session = first.json()["session_id"]
     home = server_of(first)
+    # opening the session (prefill) through the other instance goes to the same server
+    opened = httpx.post(
+        f"{b}/api/v1/sessions/{session}/open", json={"user_id": "any-1"}, timeout=60
+    )
+    assert opened.status_code == 200, opened.text
     replies = [chat(url, "any-1", f"Tell me more, part {i}.", session)
                for i, url in enumerate((a, b, topology.url, b))]  # fmt: skip
     assert all(r.status_code == 200 for r in replies), [r.text for r in replies]
