@@ -123,14 +123,32 @@ def lcp_server_command(model: Path, port: int, threads: int, n_ctx: int) -> list
             "--n_threads_batch", str(threads), "--interrupt_requests", "False"]  # fmt: skip
 
 
+LLAMA_CPP_PYTHON = "0.3.36"  # the llama.cpp scripts/build-llama-server.sh builds
+
+
+def llama_server_path() -> Path | None:
+    """llama.cpp's `llama-server`: $COMPANION_LLAMA_SERVER, else the one
+    scripts/build-llama-server.sh cached (~/.cache/companion/llama-server-VERSION/), else one
+    on PATH; None when there is none."""
+    explicit = os.environ.get("COMPANION_LLAMA_SERVER")
+    if explicit:
+        return Path(explicit)
+    cache = Path(os.environ.get("COMPANION_CACHE", Path.home() / ".cache" / "companion"))
+    built = cache / f"llama-server-{LLAMA_CPP_PYTHON}" / "llama-server"
+    if built.is_file() and os.access(built, os.X_OK):
+        return built
+    found = shutil.which("llama-server")
+    return Path(found) if found else None
+
+
 def llama_server_command(
     model: Path, port: int, threads: int, slots: int, n_ctx: int
 ) -> list[str] | None:
-    """llama.cpp's own server when a `llama-server` binary is on PATH, else None."""
-    binary = shutil.which("llama-server")
+    """llama.cpp's own server (llama_server_path()), else None."""
+    binary = llama_server_path()
     if binary is None:
         return None
-    return [binary, "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
+    return [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
             "-t", str(threads), "-tb", str(threads), "-np", str(slots), "-c", str(n_ctx),
             "--kv-unified", "--no-webui"]  # fmt: skip
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import platform
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import psutil
 
 from companion import __version__
+from companion.bench.http_load import llama_server_path
 from companion.config import Settings
 from companion.llm.hardware import detect_hardware, select_model, system_tier
 from companion.llm.registry import Registry
@@ -38,10 +38,12 @@ def cpu_ghz(name: str) -> float | None:
 
 
 def llama_server() -> dict[str, Any]:
-    """llama.cpp's llama-server when on PATH: its path and version line."""
-    path = shutil.which("llama-server")
-    if path is None:
-        return {"present": False, "why": "llama-server is not on PATH"}
+    """llama.cpp's llama-server when there is one (on PATH, or built by
+    scripts/build-llama-server.sh): its path and version line."""
+    found = llama_server_path()
+    if found is None:
+        return {"present": False, "why": "not on PATH, nor built by scripts/build-llama-server.sh"}
+    path = str(found)
     try:
         done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20)
         version = (done.stdout + done.stderr).strip().splitlines()

@@ -162,13 +162,15 @@ def memory_step(settings: Settings, budget: Budget, tick: Tick) -> dict[str, Any
 
 
 def peers_step(settings: Settings, budget: Budget, tick: Tick) -> dict[str, Any]:
-    """The same concurrent streams through companion serve and llama-server (when on PATH)."""
+    """The same concurrent streams through companion serve and llama-server (when there is one:
+    on PATH, or built by scripts/build-llama-server.sh)."""
     bench = engine_bench.bench_settings(settings, budget.max_tokens)
     bench = bench.model_copy(update={"engine_parallel": budget.http_streams})
     model, n = _tiny(settings), budget.http_streams
     command = llama_server_command(model, free_port(), bench.n_threads or 1, n, 4096 * n)
     if command is None:
-        return {"figures": {}, "notes": {"skipped": "llama-server is not on PATH"}}
+        return {"figures": {}, "notes": {"skipped": "no llama-server: not on PATH, nor built by "
+                                          "scripts/build-llama-server.sh"}}  # fmt: skip
     port = int(command[command.index("--port") + 1])
     openers = persona_chat_openers(n)
     tick(f"{n} streams: companion serve, then llama-server")
@@ -195,5 +197,5 @@ STEPS = (
     Step("cache", "Cache workload (bench cache)", 35, cache_step),
     Step("threshold", "Cache hits against the similarity threshold (MRPC)", 8, threshold_step),
     Step("memory", "Memory recall against memories per user (bench memory)", 20, memory_step),
-    Step("peers", "companion serve against llama-server (when on PATH)", 10, peers_step),
+    Step("peers", "companion serve against llama-server (when there is one)", 10, peers_step),
 )

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import sync_playwright
 
+from companion.bench.http_load import llama_server_path
 from companion.report.render import cell_text
 from tests.report.conftest import ARTIFACTS, Run
 from tests.server.page_kit import CHROMIUM, FLAGS
@@ -52,6 +53,25 @@ def test_the_run_measures_every_step_and_says_how_long_it_took(
     assert measured["token_generation"]["CPU only"] > 0
     assert measured["single_user"]["Simple queries"] > 0
     assert 0 < measured["memory_query"]["Total memory time"] < 5000
+
+
+def test_llama_server_is_measured_beside_companion_when_there_is_one(
+    report: dict[str, Any],
+) -> None:
+    """A llama-server on PATH or built by scripts/build-llama-server.sh (~/.cache/companion/)
+    runs the same streams as companion serve, and the peers table shows both."""
+    server = report["machine"]["peers"]["llama_server"]
+    if llama_server_path() is None:
+        assert not server["present"] and "build-llama-server.sh" in server["why"]
+        pytest.skip("no llama-server here: run scripts/build-llama-server.sh")
+    assert server["present"] and server["path"] == str(llama_server_path())
+    n = report["steps"]["peers"]["notes"]["streams"]
+    figures = report["steps"]["peers"]["figures"]
+    assert figures[f"http_aggregate_tokens_per_s_{n}"] > 0
+    assert figures[f"peer_llama_server_aggregate_tokens_per_s_{n}"] > 0
+    rows = next(t for t in report["tables"] if t["id"] == "peers")["rows"]
+    streamed = [r for r in rows if r[0].startswith(f"{n} streams over HTTP")]
+    assert len(streamed) == 2 and all(r[1] and r[3] and r[4] for r in streamed), streamed
 
 
 def test_every_table_and_plot_is_in_the_html_with_the_json_numbers(
