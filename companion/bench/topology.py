@@ -24,26 +24,11 @@ from pathlib import Path
 
 import httpx
 
-from companion.bench.http_load import free_port
+from companion.bench.http_load import free_port, llama_server_path
 from companion.errors import ConfigError
 
-LLAMA_CPP_PYTHON = "0.3.36"
 START_TIMEOUT_S = 180.0
 BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build-llama-server.sh"
-
-
-def llama_server_path() -> Path | None:
-    """The llama-server binary: $COMPANION_LLAMA_SERVER, else the build script's cache, else
-    one on PATH; None when there is none."""
-    explicit = os.environ.get("COMPANION_LLAMA_SERVER")
-    if explicit:
-        return Path(explicit)
-    cache = Path(os.environ.get("COMPANION_CACHE", Path.home() / ".cache" / "companion"))
-    built = cache / f"llama-server-{LLAMA_CPP_PYTHON}" / "llama-server"
-    if built.is_file():
-        return built
-    found = shutil.which("llama-server")
-    return Path(found) if found else None
 
 
 def _wait(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:

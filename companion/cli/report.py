@@ -23,7 +23,9 @@ from companion.report.run import finish, run_report
 
 
 @cli.group(invoke_without_command=True)
-@click.option("--quick", is_flag=True, help="About 3 minutes on an idle 2-core machine.")
+@click.option("--quick", is_flag=True,
+              help="At most 3 minutes on a 2-core machine, busy or not (short replies, few "
+              "requests).")  # fmt: skip
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False),
               help="Directory for report.html, report.md, report.json (default: "
               "DATA_DIR/reports/TIME).")  # fmt: skip
@@ -64,8 +66,9 @@ def report(ctx: click.Context, quick: bool, out: Path | None, markdown: Path | N
            status_file: Path | None) -> None:  # fmt: skip
     """Measure the spec's performance tables on this machine; write report.html/.md/.json.
 
-    Runs the bench suites within a time budget (--quick: about 3 minutes on an idle 2-core
-    machine; longer when the machine is busy), with the spec's figures beside each result.
+    Runs the bench suites within a time budget (--quick: at most 3 minutes on a 2-core
+    machine, even with other work on it; the full run takes longer), with the spec's figures
+    beside each result.
 
     Example: companion report --quick --out artifacts/report
 

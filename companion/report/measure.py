@@ -164,6 +164,14 @@ def memory_step(settings: Settings, budget: Budget, tick: Tick) -> dict[str, Any
 def peers_step(settings: Settings, budget: Budget, tick: Tick) -> dict[str, Any]:
     """The same concurrent streams through companion serve and llama-server (when there is one:
     on PATH, or built by scripts/build-llama-server.sh)."""
+    if budget.http_streams == 0:
+        return {
+            "figures": {},
+            "notes": {
+                "skipped": f"not in the {budget.name} run (it starts "
+                "two servers); `companion report` measures it"
+            },
+        }
     bench = engine_bench.bench_settings(settings, budget.max_tokens)
     bench = bench.model_copy(update={"engine_parallel": budget.http_streams})
     model, n = _tiny(settings), budget.http_streams

@@ -286,7 +286,9 @@ def peers(f: Figures, m: dict[str, Any], notes: dict[str, Any]) -> dict[str, Any
                              _get(f, "peers", f"peer_llama_server_{what}_{n}")))  # fmt: skip
     else:
         rows.append(["Concurrent streams over HTTP", None, "llama-server", None, None])
-    why = "" if server["present"] else f" llama-server: {server['why']}."
+    skipped = notes.get("peers", {}).get("skipped")
+    why = f" llama-server: {server['why'] if not server['present'] else skipped}." if (
+        skipped or not server["present"]) else ""  # fmt: skip
     return table(
         "peers",
         "companion beside its peers (same run)",
