@@ -10,6 +10,7 @@ dev set, so it was removed: docs/cache.md.)
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 from companion.cache.words import NUMBER_WORDS, OPPOSITES, QUESTION_WORDS
@@ -36,6 +37,7 @@ PERSONS = {
 }
 SENTENCE_START = frozenset({"", ".", "!", "?", ":", ";", '"', "(", "'"})
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[+#]+|(?:['.-][A-Za-z0-9]+)*)|\d[\d,]*(?:\.\d+)?%?")
+_PARTS = re.compile(r"[a-z]+")
 _PUNCT_BEFORE = re.compile(r"([.!?:;\"('])\s*$")
 
 
@@ -49,6 +51,7 @@ class Details:
     persons: tuple[str, ...]  # in order: "Do you like me?" is not "Do I like you?"
     questions: frozenset[str]
     words: frozenset[str]
+    parts: tuple[str, ...] = ()  # every word and the parts of compounds (re-download), repeats kept
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ def details(text: str) -> Details:
         _dedupe(persons),
         frozenset(questions),
         frozenset(words),
+        tuple(_PARTS.findall(spaced.lower())),
     )
 
 
@@ -107,9 +111,11 @@ def _dedupe(items: list[str]) -> tuple[str, ...]:
 
 
 def _antonym_swap(a: Details, b: Details) -> bool:
-    """One side has a word whose opposite only the other side has."""
-    only_a, only_b = a.words - b.words, b.words - a.words
-    return any(only_b.intersection(OPPOSITES.get(w, ())) for w in only_a)
+    """One side has a word whose opposite only the other side has: counted, so a word said
+    twice and swapped once is seen ("even ... even" / "odd ... even"), and in the parts of
+    compounds ("re-download" / "re-upload", "numpy-like" / "numpy-dislike")."""
+    only_a, only_b = Counter(a.parts) - Counter(b.parts), Counter(b.parts) - Counter(a.parts)
+    return any(only_b.keys() & set(OPPOSITES.get(w, ())) for w in only_a)
 
 
 def _entities_agree(a: Details, b: Details, text_a: str, text_b: str) -> bool:
