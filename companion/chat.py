@@ -85,6 +85,7 @@ class Companion:
         self.stats = PerformanceStats()
         # one turn at a time per session (held in Redis for every instance with redis_url)
         self.locks = locks or LocalLocks(settings.request_timeout_s)
+        self.after_tasks: set[asyncio.Task[None]] = set()  # caching and learning, after replies
         self.cached_turns = CachedTurns(  # a new conversation's cache hit, the short way
             settings, store, cache, personal, self.stats, lambda: self.engine
         )
@@ -123,10 +124,13 @@ class Companion:
     ) -> ChatResult:
         """One complete reply (the streamed turn, collected)."""
         stream = self.chat_stream(user_id, message, session_id, use_cache=use_cache, **options)
-        async for event in stream:
+        result = None
+        async for event in stream:  # to its end: the turn caches and learns after its result
             if isinstance(event, ChatResult):
-                return event
-        raise AssertionError("chat_stream ended without a result")
+                result = event
+        if result is None:
+            raise AssertionError("chat_stream ended without a result")
+        return result
 
     def chat_stream(
         self,
@@ -200,8 +204,10 @@ class Companion:
             async for piece in pieces:
                 yield piece
         result = await self.store_step(turn)
-        await self.learn_step(turn)
-        yield result
+        try:
+            yield result  # the reply is out: caching and learning do not delay it
+        finally:
+            await self.after_reply(turn)
 
     # the steps
 
@@ -320,7 +326,7 @@ class Companion:
                     yield event
 
     async def store_step(self, turn: Turn) -> ChatResult:
-        """store: the reply (the exchange complete), then the reply in the cache."""
+        """store: the reply (the exchange complete)."""
         done, asked, engine = turn.done, turn.asked, turn.engine
         assert done is not None and asked is not None and turn.session is not None
         timings = {
@@ -341,8 +347,29 @@ class Companion:
             finish_reason=done.finish_reason,
         )
         turn.timings = timings
-        await self._cache_reply(turn)
         return self._result(turn, reply.id, timings)
+
+    async def after_reply(self, turn: Turn) -> None:
+        """After the result is out, still inside the session's turn: the reply into the cache,
+        the memory learns, the figures count. It runs to its end even when the client leaves
+        (the caller's cancellation only stops the wait; the session's next turn may then start
+        before the memory has learned from this one)."""
+        task = asyncio.create_task(self._after_reply(turn))
+        self.after_tasks.add(task)
+        task.add_done_callback(self.after_tasks.discard)
+        await asyncio.shield(task)
+
+    async def _after_reply(self, turn: Turn) -> None:
+        try:
+            await self._cache_reply(turn)
+            await self.learn_step(turn)
+        except Exception:  # the reply is stored and sent; only what follows it failed
+            log.exception("caching or learning after a reply failed (the reply is stored)")
+
+    async def settle(self) -> None:
+        """Wait for every reply's caching and learning (at shutdown)."""
+        while self.after_tasks:
+            await asyncio.gather(*list(self.after_tasks), return_exceptions=True)
 
     async def learn_step(self, turn: Turn) -> None:
         """learn: the memory learns from the user's words; the figures count the turn."""

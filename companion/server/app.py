@@ -67,6 +67,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await companion.settle()  # replies sent but not yet cached or learned from
             await companion.stats.loop_lag.stop()
             if getattr(app.state, "report_job", None) is not None:
                 await asyncio.to_thread(app.state.report_job.stop)
