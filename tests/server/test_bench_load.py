@@ -90,7 +90,7 @@ def test_bench_load_refuses_a_non_loopback_host() -> None:
 def test_load_options_are_refused_for_other_suites() -> None:
     done = companion("bench", "models", "--users", "3", timeout=60)
     assert done.returncode == 2
-    assert "--users is for bench load only" in done.stderr
+    assert "--users is for bench load or scale only" in done.stderr
 
 
 def test_lost_messages_finds_missing_and_changed_rows(tmp_path: Path) -> None:
