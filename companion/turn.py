@@ -5,6 +5,7 @@ chat_actions.py (regenerate, edit, continue) import this module; it imports none
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
@@ -93,25 +94,18 @@ class Turn:
 Settle = Callable[[str, list[str]], None]
 
 
-async def generate(
-    engine: Engine,
-    request: GenerationRequest,
-    deadline_s: float,
-    settle: Settle,
-    what: str = "reply",
-) -> AsyncIterator[str | GenerationDone]:
-    """The generate step: text pieces, then the GenerationDone, within `deadline_s` (504 past
-    it). A stream that does not complete calls `settle(status, pieces)` with status
-    `interrupted` (closed early or past the deadline) or `failed` (the engine raised), so
-    nothing stays pending. (Synchronous: it may run while the caller's generator closes.)"""
+@contextlib.asynccontextmanager
+async def settling(deadline_s: float, settle: Settle, what: str = "reply") -> AsyncIterator[list[str]]:
+    """A reply's generation within `deadline_s` (504 past it). The body appends the text it
+    sends to the list this yields; when it does not complete, `settle(status, pieces)` is
+    called with status `interrupted` (closed early or past the deadline) or `failed` (the
+    engine raised), so nothing stays pending. (`settle` is synchronous: it may run while the
+    caller's generator closes.)"""
     pieces: list[str] = []
     status = "interrupted"
     try:
         async with asyncio.timeout(deadline_s):
-            async for event in engine.generate(request):
-                if not isinstance(event, GenerationDone):
-                    pieces.append(event)
-                yield event
+            yield pieces
         status = "complete"
     except TimeoutError:
         raise DeadlineExceeded(
@@ -122,5 +116,25 @@ async def generate(
         raise
     finally:
         if status != "complete":
-            request.cancelled = True
             settle(status, pieces)
+
+
+async def generate(
+    engine: Engine,
+    request: GenerationRequest,
+    deadline_s: float,
+    settle: Settle,
+    what: str = "reply",
+) -> AsyncIterator[str | GenerationDone]:
+    """The generate step: text pieces, then the GenerationDone, settled as `settling` says; a
+    request that does not complete is cancelled in the engine."""
+
+    def cancel_and_settle(status: str, pieces: list[str]) -> None:
+        request.cancelled = True
+        settle(status, pieces)
+
+    async with settling(deadline_s, cancel_and_settle, what) as pieces:
+        async for event in engine.generate(request):
+            if not isinstance(event, GenerationDone):
+                pieces.append(event)
+            yield event

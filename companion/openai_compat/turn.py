@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from companion.context import BuiltContext, fit_context
 from companion.domain import GenerationOptions, Usage
-from companion.errors import DeadlineExceeded, Overloaded
+from companion.errors import Overloaded
 from companion.llm.base import Engine, GenerationDone, GenerationRequest, TokenLogprob
 from companion.memory.base import Recalled
 from companion.memory.service import MemoryService
@@ -37,7 +37,7 @@ from companion.openai_compat.notes import (
 from companion.openai_compat.prompt import layout
 from companion.persona.prompt import sampling, system_prompt
 from companion.personal import TurnNotes, memory_line, split_budget
-from companion.turn import options_from, title_of
+from companion.turn import options_from, settling, title_of
 
 if TYPE_CHECKING:
     from companion.cache import CacheHit
@@ -208,30 +208,21 @@ class ClientTurns:
             token_count=engine.count_tokens(turn.text),
         )  # fmt: skip
         key = req.kv_key or f"oa-{req.user_id}-{turn.session_id}"
-        first: list[str] = []
-        status = "interrupted"
-        try:
-            async with asyncio.timeout(c.settings.request_timeout_s):
-                choices = generate_choices(engine, turn.built.prompt_tokens, turn.opts, req.n,
-                                           key, req.grammar, req.logprobs,
-                                           route_key=turn.session_id)  # fmt: skip
-                async for event in choices:
-                    if isinstance(event, Piece):
-                        first += [event.text] if event.index == 0 else []
-                        yield event
-                    else:
-                        dones = event
-            status = "complete"
-        except TimeoutError:
-            raise DeadlineExceeded(
-                f"no complete reply within request_timeout_s={c.settings.request_timeout_s}"
-            ) from None
-        except Exception:
-            status = "failed"
-            raise
-        finally:
-            if status != "complete":
-                c.fail(user_msg.id, status, first, engine.info.name)
+
+        def settle(status: str, first: list[str]) -> None:
+            c.fail(user_msg.id, status, first, engine.info.name)
+
+        async with settling(c.settings.request_timeout_s, settle) as first:
+            choices = generate_choices(engine, turn.built.prompt_tokens, turn.opts, req.n, key,
+                                       req.grammar, req.logprobs,
+                                       route_key=turn.session_id)  # fmt: skip
+            async for event in choices:
+                if isinstance(event, Piece):
+                    if event.index == 0:
+                        first.append(event.text)
+                    yield event
+                else:
+                    dones = event
         yield await self._finish(turn, dones, user_msg)
 
     async def _finish(self, turn: Turn, dones: list[GenerationDone], user_msg: Any) -> TurnResult:

@@ -43,3 +43,31 @@ def test_client_disconnect_stops_generation_and_marks_interrupted(server: str) -
     assert not reply or reply[0]["token_count"] is None or reply[0]["token_count"] < 400
     stats = httpx.get(f"{server}/api/v1/stats").json()
     assert stats["interrupted"] == 1
+
+
+def test_openai_client_leaving_a_stream_marks_the_exchange_interrupted(server: str) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{server}/v1", api_key="unused", timeout=60)
+    stream = client.chat.completions.create(
+        model="companion",
+        messages=[{"role": "user", "content": "Tell me a very long story about the sea."}],
+        max_tokens=400,
+        stream=True,
+        user="finn",
+    )
+    for n, _chunk in enumerate(stream):
+        if n > 6:
+            break
+    stream.close()  # the client leaves after a few tokens
+    session = httpx.get(f"{server}/api/v1/sessions", params={"user_id": "finn"}).json()[0]["id"]
+    deadline = time.time() + 20
+    messages: list[dict[str, object]] = []
+    while time.time() < deadline:
+        messages = httpx.get(f"{server}/api/v1/sessions/{session}/messages").json()["messages"]
+        if messages and messages[0]["status"] != "pending":
+            break
+        time.sleep(0.2)
+    assert [m["status"] for m in messages] == ["interrupted", "interrupted"]
+    assert str(messages[1]["text"]).strip()  # the words sent before it left are kept
+    assert httpx.get(f"{server}/api/v1/stats").json()["interrupted"] == 1
