@@ -95,7 +95,9 @@ Settle = Callable[[str, list[str]], None]
 
 
 @contextlib.asynccontextmanager
-async def settling(deadline_s: float, settle: Settle, what: str = "reply") -> AsyncIterator[list[str]]:
+async def settling(
+    deadline_s: float, settle: Settle, what: str = "reply"
+) -> AsyncIterator[list[str]]:
     """A reply's generation within `deadline_s` (504 past it). The body appends the text it
     sends to the list this yields; when it does not complete, `settle(status, pieces)` is
     called with status `interrupted` (closed early or past the deadline) or `failed` (the

@@ -91,7 +91,9 @@ async def test_own_persona_or_memories_take_the_full_path(runtime: Runtime) -> N
         assert len(runtime.store.list_messages(session.id)) == 2
 
 
-async def test_facts_in_a_first_message_reach_the_users_memory_and_are_never_shared(runtime: Runtime) -> None:
+async def test_facts_in_a_first_message_reach_the_users_memory_and_are_never_shared(
+    runtime: Runtime,
+) -> None:
     companion = runtime.companion
     assert companion.personal is not None and companion.personal.memory is not None
     memory = companion.personal.memory
