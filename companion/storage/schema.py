@@ -29,6 +29,13 @@ def in_metadata(name: str | None, type_: str, _parents: object = None) -> bool:
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
+
+def user_column(name: str = "user_id", **kwargs: Any) -> sa.Column[str]:
+    """A column naming a user, whose rows go with the user (ON DELETE CASCADE)."""
+    return sa.Column(
+        name, sa.String(ID_LENGTH), sa.ForeignKey("users.id", ondelete="CASCADE"), **kwargs
+    )
+
 # BIGINT on PostgreSQL; plain INTEGER on SQLite, where only that spelling aliases the rowid.
 MessageId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
@@ -99,12 +106,7 @@ sessions = sa.Table(
     "sessions",
     metadata,
     sa.Column("id", sa.String(ID_LENGTH), primary_key=True),
-    sa.Column(
-        "user_id",
-        sa.String(ID_LENGTH),
-        sa.ForeignKey("users.id", ondelete="CASCADE"),
-        nullable=False,
-    ),
+    user_column(nullable=False),
     sa.Column("title", sa.String(255), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
@@ -182,12 +184,7 @@ memories = sa.Table(
     "memories",
     metadata,
     sa.Column("id", MessageId, primary_key=True, autoincrement=True),
-    sa.Column(
-        "user_id",
-        sa.String(ID_LENGTH),
-        sa.ForeignKey("users.id", ondelete="CASCADE"),
-        nullable=False,
-    ),
+    user_column(nullable=False),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("slot", sa.String(128), nullable=True),
     sa.Column("subject", sa.String(ID_LENGTH), nullable=True),
@@ -211,12 +208,7 @@ memory_history = sa.Table(
     metadata,
     sa.Column("id", MessageId, primary_key=True, autoincrement=True),
     sa.Column("memory_id", sa.Integer(), nullable=False),
-    sa.Column(
-        "user_id",
-        sa.String(ID_LENGTH),
-        sa.ForeignKey("users.id", ondelete="CASCADE"),
-        nullable=False,
-    ),
+    user_column(nullable=False),
     sa.Column("event", sa.String(8), nullable=False),
     sa.Column("old_text", sa.Text(), nullable=True),
     sa.Column("new_text", sa.Text(), nullable=True),
@@ -234,12 +226,7 @@ episodes = sa.Table(
     "episodes",
     metadata,
     sa.Column("id", MessageId, primary_key=True, autoincrement=True),
-    sa.Column(
-        "user_id",
-        sa.String(ID_LENGTH),
-        sa.ForeignKey("users.id", ondelete="CASCADE"),
-        nullable=False,
-    ),
+    user_column(nullable=False),
     sa.Column("session_id", sa.String(ID_LENGTH), nullable=True),
     sa.Column("message_id", MessageId, nullable=True),
     sa.Column("role", sa.String(16), nullable=False),
@@ -280,8 +267,7 @@ personas = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     # None: a shared persona (admins manage it); else private to that user, deleted with them
-    sa.Column("owner_id", sa.String(ID_LENGTH), sa.ForeignKey("users.id", ondelete="CASCADE"),
-              nullable=True, index=True),
+    user_column("owner_id", nullable=True, index=True),
 )
 
 # The image of an imported PNG character card (issue 17), shown as the persona's avatar.
@@ -297,12 +283,7 @@ persona_avatars = sa.Table(
 relationships = sa.Table(
     "relationships",
     metadata,
-    sa.Column(
-        "user_id",
-        sa.String(ID_LENGTH),
-        sa.ForeignKey("users.id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
+    user_column(primary_key=True),
     sa.Column("persona_id", sa.String(ID_LENGTH), primary_key=True),
     sa.Column("familiarity", sa.Float(), nullable=False),
     sa.Column("affinity", sa.Float(), nullable=False),
@@ -316,8 +297,7 @@ api_keys = sa.Table(
     "api_keys",
     metadata,
     sa.Column("id", sa.String(24), primary_key=True),
-    sa.Column("user_id", sa.String(ID_LENGTH), sa.ForeignKey("users.id", ondelete="CASCADE"),
-              nullable=False, index=True),
+    user_column(nullable=False, index=True),
     sa.Column("name", sa.String(255), nullable=False),
     sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("admin", sa.Boolean, nullable=False),
@@ -332,8 +312,7 @@ api_keys = sa.Table(
 client_turns = sa.Table(
     "client_turns",
     metadata,
-    sa.Column("user_id", sa.String(ID_LENGTH), sa.ForeignKey("users.id", ondelete="CASCADE"),
-              primary_key=True),
+    user_column(primary_key=True),
     sa.Column("digest", sa.String(64), primary_key=True),
     sa.Column("session_id", sa.String(ID_LENGTH), sa.ForeignKey("sessions.id", ondelete="CASCADE"),
               nullable=False, index=True),
