@@ -18,32 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import sqlalchemy as sa
-from pgvector.psycopg import register_vector
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from companion.memory.pg_index import PgMemoryIndex  # noqa: E402
+from companion.memory.pg_index import PgMemoryIndex, copy_memories  # noqa: E402
 from companion.storage import open_store  # noqa: E402
 from companion.storage.schema import users  # noqa: E402
 from tests.servers import Postgres  # noqa: E402
 
 USERS, PER_USER, DIM, QUERIES = 100, 1000, 384, 200
-COLUMNS = (
-    "user_id, kind, text, topics, importance, use_count, source_ids, embedding, "
-    "embedding_model, created_at, updated_at"
-)
-TYPES = [
-    "text",
-    "text",
-    "text",
-    "text",
-    "float8",
-    "int4",
-    "json",
-    "vector",
-    "text",
-    "timestamptz",
-    "timestamptz",
-]
 
 
 def unit(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -63,21 +45,12 @@ def main() -> None:
             conn.execute(
                 sa.insert(users), [{"id": f"u{u}", "created_at": now} for u in range(USERS)]
             )
-        raw = store.engine.raw_connection()
-        driver = raw.driver_connection
-        assert driver is not None
-        register_vector(driver)
-        sql = f"COPY memories ({COLUMNS}) FROM STDIN WITH (FORMAT BINARY)"
-        with driver.cursor() as cur, cur.copy(sql) as copy:
-            copy.set_types(TYPES)
-            for u in range(USERS):
-                for vector in unit(rng, PER_USER):
-                    text = " ".join(rng.choice(vocabulary, 8))
-                    copy.write_row(
-                        (f"u{u}", "event", text, "", 0.5, 0, "[]", vector, "probe", now, now)
-                    )
-        driver.commit()
-        raw.close()
+        rows = (
+            (f"u{u}", " ".join(rng.choice(vocabulary, 8)), vector)
+            for u in range(USERS)
+            for vector in unit(rng, PER_USER)
+        )
+        copy_memories(store, rows, "probe", now)
         with store.writing() as conn:
             conn.execute(sa.text("ANALYZE memories"))
         index = PgMemoryIndex(store)

@@ -7,10 +7,9 @@ from datetime import UTC, datetime
 
 import numpy as np
 import sqlalchemy as sa
-from pgvector.psycopg import register_vector
 
-from companion.memory.pg_index import PgMemoryIndex
-from companion.storage import Store, open_store
+from companion.memory.pg_index import PgMemoryIndex, copy_memories
+from companion.storage import open_store
 from companion.storage.schema import memories, users
 
 USERS, PER_USER, DIM, K = 100, 1000, 384, 10
@@ -21,44 +20,6 @@ def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def _copy_memories(store: Store, vectors: dict[str, np.ndarray], now: datetime) -> None:
-    """100,000 rows in one binary COPY (row by row INSERTs take minutes on a busy machine)."""
-    raw = store.engine.raw_connection()
-    try:
-        driver = raw.driver_connection
-        assert driver is not None
-        register_vector(driver)
-        columns = (
-            "user_id, kind, text, topics, importance, use_count, source_ids, embedding, "
-            "embedding_model, created_at, updated_at"
-        )
-        sql = f"COPY memories ({columns}) FROM STDIN WITH (FORMAT BINARY)"
-        with driver.cursor() as cur, cur.copy(sql) as copy:
-            copy.set_types(
-                [
-                    "text",
-                    "text",
-                    "text",
-                    "text",
-                    "float8",
-                    "int4",
-                    "json",
-                    "vector",
-                    "text",
-                    "timestamptz",
-                    "timestamptz",
-                ]
-            )
-            for user, matrix in vectors.items():
-                for i, vector in enumerate(matrix):
-                    copy.write_row(
-                        (user, "event", f"memory {i}", "", 0.5, 0, "[]", vector, "test", now, now)
-                    )
-        driver.commit()
-    finally:
-        raw.close()
-
-
 def test_pg_vector_search_equals_exact_search_per_user(pg_url: str) -> None:
     rng = np.random.default_rng(15)
     store = open_store(pg_url)
@@ -66,7 +27,10 @@ def test_pg_vector_search_equals_exact_search_per_user(pg_url: str) -> None:
     vectors = {f"u{u}": _unit(rng, PER_USER) for u in range(USERS)}
     with store.writing() as conn:
         conn.execute(sa.insert(users), [{"id": u, "created_at": now} for u in vectors])
-    _copy_memories(store, vectors, now)
+    rows = (
+        (user, f"memory {i}", v) for user, matrix in vectors.items() for i, v in enumerate(matrix)
+    )
+    copy_memories(store, rows, "test", now)
     ids: dict[str, list[int]] = {}
     with store.reading() as conn:
         for user, memory_id in conn.execute(
