@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,7 +86,7 @@ def serve(
             text=True,
         )
         try:
-            _wait_ready(proc, url + ready_path, log)
+            wait_ready(proc, url + ready_path, file_tail(log))
             yield url
         finally:
             proc.terminate()
@@ -97,19 +97,35 @@ def serve(
                 proc.wait()
 
 
-def _wait_ready(proc: subprocess.Popen[str], url: str, log: IO[str]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
+def wait_ready(
+    proc: subprocess.Popen[Any],
+    url: str,
+    log_tail: Callable[[], str],
+    timeout_s: float = START_TIMEOUT_S,
+) -> None:
+    """Wait until `url` answers 200; a child that exits or stays unready raises with the end of
+    its log (`log_tail()`)."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            log.seek(0)
-            raise RuntimeError(f"server exited with {proc.returncode}: {log.read()[-2000:]}")
+            raise RuntimeError(f"{url} exited with {proc.returncode}: {log_tail()[-2000:]}")
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
-    raise RuntimeError(f"server at {url} not ready in {START_TIMEOUT_S:.0f} s")
+    raise RuntimeError(f"{url} not ready in {timeout_s:.0f} s: {log_tail()[-2000:]}")
+
+
+def file_tail(log: IO[str]) -> Callable[[], str]:
+    """What a log file opened for writing and reading holds, for wait_ready."""
+
+    def tail() -> str:
+        log.seek(0)
+        return log.read()
+
+    return tail
 
 
 def companion_command(port: int) -> list[str]:

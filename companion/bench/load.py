@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 
 from companion.bench import shared_data
-from companion.bench.http_load import _wait_ready, companion_command, free_port
+from companion.bench.http_load import companion_command, file_tail, free_port, wait_ready
 from companion.bench.load_engine import decode_probe, engine_figures, engine_goals
 from companion.bench.progress import phase
 from companion.config import Settings
@@ -178,7 +178,7 @@ def companion_server(env: dict[str, str], host: str, port: int) -> Iterator[Serv
         )
         run = ServerRun(f"http://{_url_host(host)}:{port}", proc)
         try:
-            _wait_ready(proc, run.url + "/healthz", log)
+            wait_ready(proc, run.url + "/healthz", file_tail(log))
             yield run
         finally:
             if proc.poll() is None:

@@ -18,31 +18,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
-from companion.bench.http_load import free_port, llama_server_path
+from companion.bench.http_load import START_TIMEOUT_S, free_port, llama_server_path, wait_ready
 from companion.errors import ConfigError
 
-START_TIMEOUT_S = 180.0
 BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build-llama-server.sh"
-
-
-def _wait(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url} exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} not ready in {timeout_s:.0f} s: {log.read_text()[-2000:]}")
 
 
 @dataclass
@@ -72,7 +54,7 @@ class Proc:
 
     def wait(self, timeout_s: float = START_TIMEOUT_S) -> None:
         assert self.process is not None
-        _wait(self.url + self.ready_path, self.process, self.log, timeout_s)
+        wait_ready(self.process, self.url + self.ready_path, self.log.read_text, timeout_s)
 
     def kill(self) -> None:
         """SIGKILL: the fault a crash or an OOM kill makes."""
