@@ -58,25 +58,34 @@ class RawTurns:
         self._conn.execute("CREATE VIRTUAL TABLE t USING fts5(text, tokenize='porter unicode61')")
         self._conn.executemany("INSERT INTO t(rowid, text) VALUES (?, ?)", enumerate(texts))
 
-    def dense(self, vector: Vector, n: int) -> list[int]:
-        """Turn indexes by cosine, best first."""
+    def dense(self, vector: Vector, n: int, said: np.ndarray | None = None) -> list[int]:
+        """Turn indexes by cosine, best first (only the `said` ones, a mask, when given)."""
         if not len(self.vectors):
             return []
-        return [int(i) for i in np.argsort(-(self.vectors @ vector), kind="stable")[:n]]
+        order = np.argsort(-(self.vectors @ vector), kind="stable")
+        if said is not None:
+            order = order[said[order]]
+        return [int(i) for i in order[:n]]
 
-    def bm25(self, query: str, n: int) -> list[int]:
-        """Turn indexes by BM25, best first."""
+    def bm25(self, query: str, n: int, said: np.ndarray | None = None) -> list[int]:
+        """Turn indexes by BM25, best first (only the `said` ones, a mask, when given)."""
         match = fts_query(query)
         if match is None:
             return []
-        rows = self._conn.execute(
-            "SELECT rowid FROM t WHERE t MATCH ? ORDER BY bm25(t) LIMIT ?", (match, n)
-        )
-        return [int(r[0]) for r in rows]
+        if said is None:
+            rows = self._conn.execute(
+                "SELECT rowid FROM t WHERE t MATCH ? ORDER BY bm25(t) LIMIT ?", (match, n)
+            )
+            return [int(r[0]) for r in rows]
+        rows = self._conn.execute("SELECT rowid FROM t WHERE t MATCH ? ORDER BY bm25(t)", (match,))
+        return [i for i in (int(r[0]) for r in rows) if said[i]][:n]
 
-    def rankings(self, query: str, vector: Vector, n: int) -> dict[str, list[int]]:
-        """All three rankings (the fusion of the first two by reciprocal rank)."""
-        dense, bm25 = self.dense(vector, n), self.bm25(query, n)
+    def rankings(
+        self, query: str, vector: Vector, n: int, said: np.ndarray | None = None
+    ) -> dict[str, list[int]]:
+        """All three rankings (the fusion of the first two by reciprocal rank); `said`: a mask
+        of the turns said by the time of asking (the others are never returned)."""
+        dense, bm25 = self.dense(vector, n, said), self.bm25(query, n, said)
         fused: dict[int, float] = {}
         for ranking in (dense, bm25):
             for rank, i in enumerate(ranking):

@@ -7,11 +7,14 @@ questions, so each question's evidence sits among the other questions' sessions 
 topics, other people's facts), about 2 N sessions per user.
 
 Each haystack's sessions are fed in date order, turn by turn (user turns through `observe`,
-the assistant's through `observe_reply`), then each question is asked at its date. Recall at
-k, by question type: session level as LongMemEval scores it (the first k distinct sessions of
-the ranking: does it hold any / all of the answer sessions), and turn level (the turns of the
-first k results against the `has_answer` turns). Baselines: dense, BM25 and their fusion over
-the raw turns, over all turns and over the user's turns only; the best of the six is the bar.
+the assistant's through `observe_reply`), then each question is asked at its date, as of the
+end of that day (recall's `as_of`; the baselines leave out the same later turns): a pooled
+haystack holds other questions' sessions dated after it, which the user had not said yet.
+Recall at k, by question type: session level as LongMemEval scores it (the first k distinct
+sessions of the ranking: does it hold any / all of the answer sessions), and turn level (the
+turns of the first k results against the `has_answer` turns). Baselines: dense, BM25 and their
+fusion over the raw turns, over all turns and over the user's turns only; the best of the six
+is the bar.
 `_abs` questions are left out of recall: for them, `abstained` is the share where nothing
 recalled reaches the relevance floor (and `false_abstention` the same share for the others).
 """
@@ -26,6 +29,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from companion.bench.baselines import BASELINES, CachedEmbedder, RawTurns
 from companion.memory import MemoryService
@@ -74,6 +79,13 @@ def _date(text: str) -> datetime:
     """'2023/05/20 (Sat) 00:29' as UTC."""
     day, _, clock = text.split(" ")
     return datetime.strptime(f"{day} {clock}", "%Y/%m/%d %H:%M").replace(tzinfo=UTC)
+
+
+def _day_end(when: datetime) -> datetime:
+    """The last moment of `when`'s day: what a question asked then can know (LongMemEval's
+    question times are only good to the day: 66 of its 934 answer sessions are dated later
+    on the question's day, none on a later day)."""
+    return when.replace(hour=23, minute=59, second=59, microsecond=999999)
 
 
 def haystack(name: str, items: list[dict[str, Any]]) -> Haystack:
@@ -181,7 +193,7 @@ def run_haystack(memory: MemoryService, hay: Haystack, suite: str, tally: Tally)
     }
     for q in hay.questions:
         vector = embedder.embed_one(q.text)
-        hits = memory.recall(user, q.text, vector, DEPTH, now=q.when)
+        hits = memory.recall(user, q.text, vector, DEPTH, now=q.when, as_of=_day_end(q.when))
         if q.abstain:
             tally.add(
                 (suite, "companion", "abstention", "abstained", "-"),
@@ -194,8 +206,9 @@ def run_haystack(memory: MemoryService, hay: Haystack, suite: str, tally: Tally)
         )
         gold = {i for i, t in enumerate(hay.turns) if t.has_answer and t.session in q.sessions}
         rankings = {"companion": [[m - 1 for m in h.memory.source_ids] for h in hits]}
+        said = np.array([t.when <= _day_end(q.when) for t in hay.turns])
         for suffix, (index, back) in raw.items():
-            for name, ranking in index.rankings(q.text, vector, DEPTH).items():
+            for name, ranking in index.rankings(q.text, vector, DEPTH, said[back]).items():
                 rankings[name + suffix] = [[back[i]] for i in ranking]
         for system, ranked in rankings.items():
             for metric, k, value in outcomes(ranked, hay.turns, q, gold):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from companion.bench import lme, locomo
 from companion.bench.baselines import CachedEmbedder, RawTurns
 from companion.embed import Embedder
@@ -151,3 +153,15 @@ def test_raw_turn_baselines_rank_as_they_say(embedder: Embedder) -> None:
     assert ranks["bm25"][0] == 0 and set(ranks["bm25"]) == {0, 2}  # no word of the car turn
     assert ranks["dense"][0] == 0 and len(ranks["dense"]) == 3
     assert ranks["fusion"][0] == 0
+
+
+def test_raw_turn_baselines_leave_out_what_was_not_said_yet(embedder: Embedder) -> None:
+    texts = ["I love sourdough bread", "Sourdough bread again today", "My car needs new tyres"]
+    raw = RawTurns(texts, embedder.embed(texts))
+    said = np.array([True, False, True])
+    try:
+        ranks = raw.rankings("sourdough bread", embedder.embed_one("sourdough bread"), 3, said)
+    finally:
+        raw.close()
+    assert ranks["bm25"] == [0] and ranks["dense"][0] == 0 and 1 not in ranks["dense"]
+    assert 1 not in ranks["fusion"] and len(ranks["dense"]) == 2

@@ -75,6 +75,19 @@ def test_time_expressions_and_as_of(memory: MemoryService) -> None:
     assert all(r.memory.created_at <= NOW - timedelta(days=30) for r in then)
 
 
+def test_as_of_finds_what_was_said_then_behind_many_later_matches(memory: MemoryService) -> None:
+    old = NOW - timedelta(days=60)
+    memory.observe("cy", "I adopted a tabby kitten called Miso from the shelter.", 1,
+                   session_id="s0", now=old)
+    for n in range(2, 130):  # more later turns about Miso than one search returns
+        memory.observe("cy", f"Miso the kitten chased a toy mouse again, day {n}.", n,
+                       session_id=f"s{n}", now=NOW - timedelta(hours=n))
+    then = memory.recall("cy", "Miso the kitten chased a toy mouse", now=NOW,
+                         as_of=old + timedelta(days=1))
+    assert then and "shelter" in (then[0].snippet or then[0].memory.text)
+    assert all(r.memory.created_at <= old + timedelta(days=1) for r in then)
+
+
 def test_the_newest_value_wins_and_the_old_stays_as_history(memory: MemoryService) -> None:
     memory.observe("bo", "I work as a teacher.", 1, now=NOW - timedelta(days=300))
     memory.observe("bo", "I work as a pilot now.", 2, now=NOW - timedelta(days=3))
