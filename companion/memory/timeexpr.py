@@ -60,6 +60,8 @@ _NUM = "|".join(sorted(NUMBERS, key=len, reverse=True)) + r"|\d+"
 _AGO = re.compile(rf"\b({_NUM})\s+(day|week|month|year)s?\s+ago\b")
 _LAST_UNIT = re.compile(r"\b(last|past|previous|this|current)\s+(week|weekend|month|year)\b")
 _PAST_N = re.compile(rf"\b(?:last|past)\s+({_NUM})\s+(day|week|month|year)s?\b")
+# "the past month", "in the last week", "past year": up to now ("last month": the calendar one)
+_TRAILING = re.compile(r"\b(?:the\s+(?:past|last)|past)\s+(week|month|year)\b")
 _WEEKDAY = re.compile(rf"\b(last|this|on)\s+({'|'.join(WEEKDAYS)})\b")
 _MONTH_DAY = re.compile(rf"\b({_MONTH})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?\b(?:,?\s+(\d{{4}}))?")
 _DAY_MONTH = re.compile(
@@ -188,6 +190,8 @@ def _window(q: str, now: datetime) -> tuple[datetime | None, datetime | None, st
         return (now - timedelta(days=span + slack), now - timedelta(days=span - slack), m[0])
     if m := _PAST_N.search(q):
         return now - timedelta(days=_number(m[1]) * UNIT_DAYS[m[2]]), now, m[0]
+    if m := _TRAILING.search(q):
+        return now - timedelta(days=UNIT_DAYS[m[1]]), now, m[0]
     if m := _LAST_UNIT.search(q):
         return (*_unit_window(m[1], m[2], now), m[0])
     if m := _WEEKDAY.search(q):

@@ -75,6 +75,16 @@ def test_time_expressions_and_as_of(memory: MemoryService) -> None:
     assert all(r.memory.created_at <= NOW - timedelta(days=30) for r in then)
 
 
+def test_the_past_month_is_the_last_thirty_days_not_the_calendar_month(
+    memory: MemoryService,
+) -> None:
+    feed(memory)
+    top = memory.recall("ana", "What did I do in the past month?", now=NOW)
+    inside = [r for r in top if r.reasons.get("in_time_window")]
+    assert inside and all(r.memory.created_at >= NOW - timedelta(days=31) for r in inside)
+    assert any("Rijksmuseum" in r.memory.text for r in inside)  # 9 days ago, in June
+
+
 def test_as_of_finds_what_was_said_then_behind_many_later_matches(memory: MemoryService) -> None:
     old = NOW - timedelta(days=60)
     memory.observe("cy", "I adopted a tabby kitten called Miso from the shelter.", 1,
