@@ -87,13 +87,20 @@ def test_the_past_month_is_the_last_thirty_days_not_the_calendar_month(
 
 def test_as_of_finds_what_was_said_then_behind_many_later_matches(memory: MemoryService) -> None:
     old = NOW - timedelta(days=60)
-    memory.observe("cy", "I adopted a tabby kitten called Miso from the shelter.", 1,
-                   session_id="s0", now=old)
+    memory.observe(
+        "cy", "I adopted a tabby kitten called Miso from the shelter.", 1, session_id="s0", now=old
+    )
     for n in range(2, 130):  # more later turns about Miso than one search returns
-        memory.observe("cy", f"Miso the kitten chased a toy mouse again, day {n}.", n,
-                       session_id=f"s{n}", now=NOW - timedelta(hours=n))
-    then = memory.recall("cy", "Miso the kitten chased a toy mouse", now=NOW,
-                         as_of=old + timedelta(days=1))
+        memory.observe(
+            "cy",
+            f"Miso the kitten chased a toy mouse again, day {n}.",
+            n,
+            session_id=f"s{n}",
+            now=NOW - timedelta(hours=n),
+        )
+    then = memory.recall(
+        "cy", "Miso the kitten chased a toy mouse", now=NOW, as_of=old + timedelta(days=1)
+    )
     assert then and "shelter" in (then[0].snippet or then[0].memory.text)
     assert all(r.memory.created_at <= old + timedelta(days=1) for r in then)
 
