@@ -1,5 +1,10 @@
 """/v1/completions: a prompt in, text out (no chat template, no memory, no persona, nothing
-stored), with n choices from one prefill, echo, stop, seed and the legacy logprobs shape."""
+stored), with n choices from one prefill, echo, stop, seed and the legacy logprobs shape.
+
+The prompt is a text or the loaded model's token ids (as OpenAI's API and vLLM allow: what
+another companion sends with `model_servers`). `prompt_cache_key` names the KV-cache sequence
+the prompt goes to, so consecutive prompts of one conversation reuse their common prefix; the
+usage's `prompt_tokens_details.cached_tokens` says how many prompt tokens were reused."""
 
 from __future__ import annotations
 
@@ -12,7 +17,12 @@ from typing import Any
 from companion.config import Settings
 from companion.domain import Usage
 from companion.llm.base import Engine, GenerationDone
-from companion.openai_compat.params import BadParameter, CompletionParams, check_refused
+from companion.openai_compat.params import (
+    BadParameter,
+    CompletionParams,
+    check_refused,
+    vocab_size,
+)
 from companion.openai_compat.turn import Piece, generate_choices
 from companion.turn import options_from
 
@@ -22,17 +32,36 @@ REFUSED = {
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for completions
 
 
-def check(body: CompletionParams) -> str:
-    """The prompt, or a 400 for what cannot be honoured."""
+def check(body: CompletionParams) -> str | list[int]:
+    """The prompt (a text or token ids), or a 400 for what cannot be honoured."""
     check_refused(body, REFUSED)
     if body.suffix:
         raise BadParameter(f"suffix: {REFUSED['suffix']}", field="suffix")
     if body.best_of is not None and body.best_of != (body.n or 1):
         raise BadParameter("best_of: only equal to n (every choice is returned)", field="best_of")
-    prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+    prompt = body.prompt
+    if isinstance(prompt, str) or (prompt and all(isinstance(t, int) for t in prompt)):
+        prompts: list[Any] = [prompt]
+    else:
+        prompts = list(prompt)
     if len(prompts) != 1 or not prompts[0]:
-        raise BadParameter("prompt: one non-empty text per request", field="prompt")
+        raise BadParameter(
+            "prompt: one non-empty text or list of token ids per request", field="prompt"
+        )
+    if not isinstance(prompts[0], str) and body.echo:
+        raise BadParameter("echo: only with a text prompt", field="echo")
     return prompts[0]
+
+
+def check_tokens(tokens: list[int], n_vocab: int) -> list[int]:
+    """Token ids of the loaded model's vocabulary, or a 400 naming the first one that is not."""
+    for t in tokens:
+        if not 0 <= t < n_vocab:
+            raise BadParameter(
+                f"prompt: {t} is not a token id of the loaded model (0..{n_vocab - 1})",
+                field="prompt",
+            )
+    return list(tokens)
 
 
 def legacy_logprobs(done: GenerationDone, offset: int) -> dict[str, Any] | None:
@@ -56,8 +85,15 @@ class Completion:
 
     def __init__(self, body: CompletionParams, engine: Engine, settings: Settings, user: str):
         self.body, self.engine, self.user = body, engine, user
-        self.prompt = check(body)
-        self.tokens = engine.tokenize(self.prompt)
+        prompt = check(body)
+        if isinstance(prompt, str):
+            self.prompt, self.tokens = prompt, engine.tokenize(prompt)
+        else:
+            self.prompt, self.tokens = "", check_tokens(prompt, vocab_size(engine))
+        # the KV-cache sequence: the client's conversation, else one per user
+        self.key = (
+            f"cmpl-{user}-{body.prompt_cache_key}" if body.prompt_cache_key else f"cmpl-{user}"
+        )
         seed = None if body.seed is None else body.seed & 0xFFFFFFFF
         self.opts = options_from(
             settings, max_tokens=body.max_tokens or DEFAULT_MAX_TOKENS, seed=seed,
@@ -71,7 +107,7 @@ class Completion:
     def events(self) -> AsyncIterator[Piece | list[GenerationDone]]:
         logprobs = self.body.logprobs
         return generate_choices(
-            self.engine, self.tokens, self.opts, self.n, f"cmpl-{self.user}", None, logprobs
+            self.engine, self.tokens, self.opts, self.n, self.key, None, logprobs
         )
 
     def _head(self) -> str:
@@ -90,8 +126,13 @@ class Completion:
         ]  # fmt: skip
         return {**self._frame(choices), "usage": self._usage(dones)}
 
-    def _usage(self, dones: list[GenerationDone]) -> dict[str, int]:
-        return Usage(len(self.tokens), sum(d.completion_tokens for d in dones)).to_dict()
+    def _usage(self, dones: list[GenerationDone]) -> dict[str, Any]:
+        """Token counts, with the prompt tokens the KV cache already held (the first choice's)."""
+        reused = int(dones[0].timings.get("reused_tokens", 0)) if dones else 0
+        return {
+            **Usage(len(self.tokens), sum(d.completion_tokens for d in dones)).to_dict(),
+            "prompt_tokens_details": {"cached_tokens": reused},
+        }
 
     def _frame(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
         return {"id": self.id, "object": "text_completion", "created": self.created,

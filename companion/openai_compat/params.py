@@ -120,11 +120,16 @@ class ChatParams(SamplingParams):
 class CompletionParams(SamplingParams):
     """POST /v1/completions (the legacy text completion)."""
 
-    prompt: str | list[str] = Field(description="a text (or a list of one text)")
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(
+        description="a text, or the loaded model's token ids (or a list of one of either)"
+    )
     suffix: str | None = None
     echo: bool | None = None
     best_of: int | None = Field(default=None, ge=1, le=MAX_N)
     logprobs: int | None = Field(default=None, ge=0, le=5)
+    prompt_cache_key: str | None = Field(
+        default=None, max_length=200, description="the KV-cache sequence this prompt (re)uses"
+    )
 
 
 def check_refused(body: SamplingParams, refused: dict[str, str] = REFUSED) -> None:
