@@ -191,7 +191,13 @@ class Settings(BaseSettings):
     # servers"): with any set, this instance loads no model and generates on them
     model_servers: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="llama-server base URLs (a JSON list or comma-separated); [] = local model",
+        description="model server base URLs: llama-server, or OpenAI /v1 (vLLM, companion); "
+        "a JSON list or comma-separated; [] = local model",
+    )
+    model_server_api: Literal["auto", "llama", "openai"] = Field(
+        default="auto",
+        description="protocol of the model servers: auto = a URL ending in /v1 is OpenAI's "
+        "/v1/completions, any other llama-server's /completion",
     )
     model_server_routing: Literal["affinity", "round_robin"] = Field(
         default="affinity", description="affinity keeps each session on one server (its cache)"

@@ -1,26 +1,39 @@
-"""The Engine interface over remote model servers (llama.cpp's `llama-server`).
+"""The Engine interface over remote model servers: llama.cpp's `llama-server`, or any server of
+OpenAI's `/v1/completions` that takes token-id prompts (vLLM, another companion's `/v1`).
 
 With `model_servers` set, an instance loads no model weights: only the GGUF's vocabulary
 (vocab_only, a few MB) for the chat template and the tokenizer, so prompts are rendered and
 tokenized here exactly as the local engine does (message contents never parse as special
-tokens), and the token ids go to the server's `/completion`. The whole prompt is sent every
-turn with `cache_prompt`, so a server that holds the session's earlier turns reuses them and one
-that does not only prefills more: a move to another server is slower, never wrong.
+tokens), and the token ids go to the server: llama-server's `/completion` with `cache_prompt`
+(and `id_slot` with pin_slots), or `{base}/completions` with the session as
+`prompt_cache_key` (servers.py says which protocol a server speaks). The whole prompt is sent
+every turn, so a server that holds the session's earlier turns reuses them and one that does not
+only prefills more: a move to another server is slower, never wrong.
+
+An OpenAI server gets temperature, top_p, max_tokens, seed, stop, presence and frequency
+penalties and logit_bias; not top_k, repeat_penalty nor a grammar (OpenAI's API has none of
+them, and companion's /v1 refuses unknown parameters): a request that needs a grammar (tools,
+a JSON response_format) is refused with 400 on such a server. Its timings are measured here
+(time to first token, generation time); its reused prompt tokens are the usage's
+`prompt_tokens_details.cached_tokens` where the server reports them (companion and vLLM do).
 
 A server found down before the first token is skipped and the request goes to the next one; a
 server lost mid-reply (connection cut, or its probe failing) ends the reply with ModelDown, so
 the exchange is marked failed, never left pending. Closing the stream (the client left) closes
-the HTTP request, and llama-server stops generating.
+the HTTP request, and the server stops generating (llama-server, vLLM and companion do).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +63,22 @@ class ServerLost(ModelDown):
 
 
 _FINISH = {"eos": "stop", "word": "stop", "limit": "length"}
+_USER = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")  # what companion's /v1 takes as `user`
 
 
-def _body(request: GenerationRequest, n_predict: int, slot: int | None) -> dict[str, Any]:
+@dataclass
+class Last:
+    """The end of a server's reply, in the figures both protocols can give."""
+
+    finish: str  # stop | length
+    generated: int | None = None  # completion tokens (None: count the pieces)
+    cached: int = 0  # prompt tokens the server reused from its cache
+    generation_ms: float | None = None  # None: measured here
+    tokens_per_second: float | None = None
+    prompt_ms: float | None = None
+
+
+def llama_body(request: GenerationRequest, n_predict: int, slot: int | None) -> dict[str, Any]:
     """llama-server's /completion request for `request`'s tokens and sampling settings."""
     o = request.options
     body: dict[str, Any] = {
@@ -69,6 +95,91 @@ def _body(request: GenerationRequest, n_predict: int, slot: int | None) -> dict[
     if slot is not None:
         body["id_slot"] = slot
     return body
+
+
+def cache_key(session_key: str) -> str:
+    """A session's `prompt_cache_key` (at most 200 characters, as companion's /v1 takes)."""
+    if len(session_key) <= 200:
+        return session_key
+    return "h-" + hashlib.blake2b(session_key.encode(), digest_size=16).hexdigest()
+
+
+def openai_body(request: GenerationRequest, max_tokens: int, model: str) -> dict[str, Any]:
+    """OpenAI's /v1/completions request: the prompt as token ids, streamed with usage."""
+    if request.grammar:
+        raise InputError(
+            "grammar-constrained output (tools, a JSON response_format) is not available on an "
+            "OpenAI-protocol model server", field="model_servers",
+        )  # fmt: skip
+    o = request.options
+    body: dict[str, Any] = {
+        "model": model or "companion", "prompt": request.prompt_tokens, "max_tokens": max_tokens,
+        "stream": True, "stream_options": {"include_usage": True},
+        "temperature": o.temperature, "top_p": o.top_p, "presence_penalty": o.presence_penalty,
+        "frequency_penalty": o.frequency_penalty,
+    }  # fmt: skip
+    if o.stop:
+        body["stop"] = list(o.stop)[:4]
+    if o.seed is not None:
+        body["seed"] = o.seed
+    if o.logit_bias:
+        body["logit_bias"] = {str(t): b for t, b in o.logit_bias}
+    if request.session_key:
+        body["prompt_cache_key"] = cache_key(request.session_key)
+    if request.user and _USER.match(request.user):
+        body["user"] = request.user  # the server's per-user limits see the end user
+    return body
+
+
+def llama_events(data: str) -> list[str | Last]:
+    """One SSE `data:` of llama-server's /completion: a text piece, or the last event."""
+    event = json.loads(data)
+    if event.get("stop"):
+        t = event.get("timings") or {}
+        return [Last(
+            _FINISH.get(str(event.get("stop_type", "eos")), "stop"),
+            int(t.get("predicted_n", event.get("tokens_predicted", 0)) or 0),
+            int(t.get("cache_n", event.get("tokens_cached", 0)) or 0),
+            float(t.get("predicted_ms", 0.0) or 0.0),
+            float(t.get("predicted_per_second", 0.0) or 0.0),
+            float(t.get("prompt_ms", 0.0) or 0.0),
+        )]  # fmt: skip
+    text = event.get("content") or ""
+    return [text] if text else []
+
+
+class OpenAIEvents:
+    """The SSE `data:` lines of OpenAI's streamed /v1/completions: text pieces, then (at
+    `[DONE]`) the Last with the finish_reason and usage the chunks before it carried."""
+
+    def __init__(self) -> None:
+        self.finish: str | None = None
+        self.usage: dict[str, Any] = {}
+
+    def __call__(self, data: str) -> list[str | Last]:
+        if data.strip() == "[DONE]":
+            details = self.usage.get("prompt_tokens_details") or {}
+            generated = self.usage.get("completion_tokens")
+            return [Last(
+                "length" if self.finish == "length" else "stop",
+                None if generated is None else int(generated),
+                int(details.get("cached_tokens") or 0),
+            )]  # fmt: skip
+        event = json.loads(data)
+        if "error" in event:  # an error sent mid-stream (companion's /v1, vLLM)
+            error = event["error"] if isinstance(event["error"], dict) else {}
+            raise _StreamError(str(error.get("message") or event["error"]))
+        if event.get("usage"):
+            self.usage = event["usage"]
+        out: list[str | Last] = []
+        for choice in event.get("choices") or []:
+            if choice.get("index", 0) != 0:
+                continue
+            if choice.get("text"):
+                out.append(str(choice["text"]))
+            if choice.get("finish_reason"):
+                self.finish = str(choice["finish_reason"])
+        return out
 
 
 class RemoteEngine:
@@ -240,9 +351,19 @@ class RemoteEngine:
     async def _stream(
         self, url: str, request: GenerationRequest, n_predict: int
     ) -> AsyncIterator[Any]:
-        body = _body(request, n_predict, self._slot(url, request.route_key or request.session_key))
+        if self.pool.api(url) == "openai":
+            # max_tokens 0 is no OpenAI request: a prefill generates one token, dropped
+            body = openai_body(request, max(n_predict, 1), self.pool.model(url))
+            target, parse = f"{url}/completions", OpenAIEvents()
+        else:
+            slot = self._slot(url, request.route_key or request.session_key)
+            body, target, parse = (
+                llama_body(request, n_predict, slot),
+                f"{url}/completion",
+                llama_events,
+            )
         queue: asyncio.Queue[Any] = asyncio.Queue()
-        reader = asyncio.create_task(self._read(url, body, queue))
+        reader = asyncio.create_task(self._read(target, body, parse, queue))
         self.pool.begin(url)
         submitted = time.perf_counter()
         first: float | None = None
@@ -260,27 +381,30 @@ class RemoteEngine:
                     raise self._lost(url, first is not None, item.reason)
                 if isinstance(item, BaseException):
                     raise item
-                if item.get("stop"):
+                if isinstance(item, Last):
+                    if n_predict == 0:
+                        pieces = []
                     yield self._done(url, request, item, pieces, submitted, first)
                     return
-                text = item.get("content") or ""
-                if text:
+                if item and n_predict > 0:
                     first = first or time.perf_counter()
-                    pieces.append(text)
-                    yield text
+                    pieces.append(item)
+                    yield item
         finally:
             self.pool.end(url)
-            reader.cancel()  # closes the connection: llama-server stops this generation
+            reader.cancel()  # closes the connection: the server stops this generation
 
     def _lost(self, url: str, started: bool, reason: str) -> Exception:
         if not started:
             return _NotStarted(reason)
         return ServerLost(f"model server {url} went away mid-reply ({reason}); resend the message")
 
-    async def _read(self, url: str, body: dict[str, Any], queue: asyncio.Queue[Any]) -> None:
-        """Put each SSE event's JSON on `queue`; a connection failure as _Failed."""
+    async def _read(
+        self, target: str, body: dict[str, Any], parse: Any, queue: asyncio.Queue[Any]
+    ) -> None:
+        """Put each SSE event's pieces (text, then a Last) on `queue`; a failure as _Failed."""
         try:
-            async with self._client.stream("POST", f"{url}/completion", json=body) as resp:
+            async with self._client.stream("POST", target, json=body) as resp:
                 if resp.status_code >= 500:
                     await resp.aread()
                     queue.put_nowait(_Failed(f"answered {resp.status_code}"))
@@ -290,37 +414,47 @@ class RemoteEngine:
                     queue.put_nowait(GenerationError(f"model server refused: {text}"))
                     return
                 async for line in resp.aiter_lines():
-                    if line.startswith("data:"):
-                        queue.put_nowait(json.loads(line[5:]))
+                    if not line.startswith("data:"):
+                        continue
+                    for item in parse(line[5:].strip()):
+                        queue.put_nowait(item)
+                        if isinstance(item, Last):
+                            return
             queue.put_nowait(_Failed("the stream ended without a last event"))
+        except _StreamError as exc:
+            queue.put_nowait(_Failed(f"error event: {exc}"[:200]))
         except httpx.HTTPError as exc:
             queue.put_nowait(_Failed(f"{type(exc).__name__}: {exc}"[:200]))
         except ValueError as exc:
             queue.put_nowait(GenerationError(f"bad event from the model server: {exc}"))
 
     def _done(
-        self, url: str, request: GenerationRequest, last: dict[str, Any], pieces: list[str],
+        self, url: str, request: GenerationRequest, last: Last, pieces: list[str],
         submitted: float, first: float | None,
     ) -> GenerationDone:  # fmt: skip
-        """The closing event from the server's last SSE event and its timings."""
+        """The closing event from the server's last event; what it does not tell, measured."""
         ended = time.perf_counter()
-        t = last.get("timings") or {}
-        cached = int(t.get("cache_n", last.get("tokens_cached", 0)) or 0)
-        generated = int(t.get("predicted_n", last.get("tokens_predicted", 0)) or 0)
-        gen_ms = float(t.get("predicted_ms", 0.0) or 0.0)
+        generated = last.generated if last.generated is not None else len(pieces)
+        gen_ms = last.generation_ms
+        if gen_ms is None:
+            gen_ms = (ended - (first or ended)) * 1000
+        tps = last.tokens_per_second
+        if tps is None:
+            tps = generated / (gen_ms / 1000) if gen_ms > 0 else 0.0
+        ttft_ms = ((first or ended) - submitted) * 1000
         self._figures["prompt_tokens"] += len(request.prompt_tokens)
-        self._figures["cached_tokens"] += cached
+        self._figures["cached_tokens"] += last.cached
         timings = {
             "queue_ms": 0.0,
-            "time_to_first_token_ms": round(((first or ended) - submitted) * 1000, 2),
+            "time_to_first_token_ms": round(ttft_ms, 2),
             "generation_ms": round(gen_ms, 2),
-            "tokens_per_second": round(float(t.get("predicted_per_second", 0.0) or 0.0), 2),
-            "prompt_ms": round(float(t.get("prompt_ms", 0.0) or 0.0), 2),
-            "reused_tokens": float(cached),
+            "tokens_per_second": round(tps, 2),
+            # an OpenAI server does not tell: its prefill is within the time to first token
+            "prompt_ms": round(last.prompt_ms if last.prompt_ms is not None else ttft_ms, 2),
+            "reused_tokens": float(last.cached),
         }
-        finish = _FINISH.get(str(last.get("stop_type", "eos")), "stop")
         prompt = len(request.prompt_tokens)
-        return GenerationDone("".join(pieces), prompt, generated, finish, timings, server=url)
+        return GenerationDone("".join(pieces), prompt, generated, last.finish, timings, server=url)
 
 
 class _Failed:
@@ -328,6 +462,10 @@ class _Failed:
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
+
+
+class _StreamError(Exception):
+    """An error event in an OpenAI server's stream."""
 
 
 class _NotStarted(Exception):
@@ -342,7 +480,9 @@ def open_remote(settings: Any, path: Path, size: str, link: Any = None) -> Remot
     """A RemoteEngine over `settings.model_servers`, its session map in Redis when `link` is."""
     from companion.llm.placement import LocalMap, RedisMap
 
-    pool = ServerPool(settings.model_servers, probe_s=settings.model_server_probe_s)
+    pool = ServerPool(
+        settings.model_servers, probe_s=settings.model_server_probe_s, api=settings.model_server_api
+    )
     sessions = RedisMap(link) if link is not None else LocalMap()
     placement = Placement(sessions, settings.model_server_routing, settings.model_server_max_load)
     engine = RemoteEngine(

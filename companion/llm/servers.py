@@ -1,9 +1,14 @@
 """The model servers an instance sends generation to, and which of them are healthy.
 
-A thread probes each server's `/health` every `probe_s` with a `probe_timeout_s` limit; a
-failed probe (refused, timed out, not 200) or a failed request marks the server down at once,
-so a dead or hung server is noticed within probe_s + probe_timeout_s (under 2 s by default).
-A server that answers its probe again rejoins.
+Each server speaks one of two protocols (`model_server_api`): llama.cpp's `llama-server`
+(`/completion`, probed on `/health`) or OpenAI's (`{base}/completions` with token-id prompts:
+vLLM, or another companion's `/v1`; probed on `{base}/models`). With `auto`, a base URL ending
+in `/v1` is an OpenAI server and any other a llama-server.
+
+A thread probes each server every `probe_s` with a `probe_timeout_s` limit; a failed probe
+(refused, timed out, not 200) or a failed request marks the server down at once, so a dead or
+hung server is noticed within probe_s + probe_timeout_s (under 2 s by default). A server that
+answers its probe again rejoins.
 """
 
 from __future__ import annotations
@@ -19,10 +24,24 @@ import httpx
 log = logging.getLogger("companion.llm.servers")
 
 
-def server_root(url: str) -> str:
-    """The server's root URL: a base URL ending in /v1 (OpenAI style) loses it."""
+API_MODES = ("auto", "llama", "openai")
+
+
+def server_base(url: str, api: str = "auto") -> tuple[str, str]:
+    """(base URL, protocol) of a configured server: `llama` or `openai`.
+
+    auto: a URL ending in /v1 is an OpenAI base URL, any other a llama-server root. llama: a
+    trailing /v1 is dropped (llama-server's own API is at its root). openai: the URL is the
+    OpenAI base URL as given (requests go to {base}/completions, as OpenAI's clients send them).
+    """
     url = url.rstrip("/")
-    return url[:-3] if url.endswith("/v1") else url
+    if api not in API_MODES:
+        raise ValueError(f"model_server_api: {api!r} is not one of {', '.join(API_MODES)}")
+    if api == "auto":
+        api = "openai" if url.endswith("/v1") else "llama"
+    if api == "llama" and url.endswith("/v1"):
+        url = url[:-3]
+    return url, api
 
 
 @dataclass
@@ -30,17 +49,19 @@ class ModelServer:
     """One model server: whether it is up, and what this instance sent it."""
 
     url: str
+    api: str = "llama"  # llama: llama-server's /completion; openai: {url}/completions
     up: bool = False
     reason: str = "not probed yet"
     in_flight: int = 0
     requests: int = 0
     failures: int = 0
     slots: int = 0  # parallel slots it reports (llama-server /props), 0 = unknown
-    model: str = ""  # the model file it serves, as it reports it
+    model: str = ""  # the model it serves, as it reports it (an OpenAI server: the id to send)
     since: float = field(default_factory=time.monotonic)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"url": self.url, "status": "ok" if self.up else "down", "reason": self.reason,
+        return {"url": self.url, "api": self.api, "status": "ok" if self.up else "down",
+                "reason": self.reason,
                 "in_flight": self.in_flight, "requests": self.requests,
                 "failures": self.failures, "slots": self.slots, "model": self.model}  # fmt: skip
 
@@ -48,8 +69,11 @@ class ModelServer:
 class ServerPool:
     """The configured servers and a thread that keeps their health current."""
 
-    def __init__(self, urls: list[str], probe_s: float = 0.5, probe_timeout_s: float = 1.0) -> None:
-        self.servers = {server_root(u): ModelServer(server_root(u)) for u in urls}
+    def __init__(
+        self, urls: list[str], probe_s: float = 0.5, probe_timeout_s: float = 1.0, api: str = "auto"
+    ) -> None:
+        bases = [server_base(u, api) for u in urls]
+        self.servers = {url: ModelServer(url, kind) for url, kind in bases}
         self.probe_s = probe_s
         self.probe_timeout_s = probe_timeout_s
         self._lock = threading.Lock()
@@ -105,14 +129,25 @@ class ServerPool:
             server = self.servers[url]
             was_up, server.up, server.reason = server.up, True, "ok"
             server.slots = int(props.get("total_slots") or server.slots or 0)
-            server.model = str(props.get("model_path") or server.model)
+            server.model = str(props.get("model_path") or props.get("id") or server.model)
             if not was_up:
                 server.since = time.monotonic()
         if not was_up:
             log.info("model server %s is up (%d slots)", url, server.slots)
 
+    def api(self, url: str) -> str:
+        return self.servers[url].api
+
+    def model(self, url: str) -> str:
+        with self._lock:
+            return self.servers[url].model
+
     def probe(self, url: str) -> None:
-        """GET /health (200 = up); /props once after it comes up, for its slots and model."""
+        """llama-server: GET /health (200 = up); /props once after it comes up, for its slots
+        and model. An OpenAI server: GET {base}/models (200 = up), the first model's id."""
+        if self.servers[url].api == "openai":
+            self._probe_openai(url)
+            return
         try:
             resp = self._client.get(f"{url}/health")
         except httpx.HTTPError as exc:
@@ -129,6 +164,21 @@ class ServerPool:
             except (httpx.HTTPError, ValueError):
                 props = {}
         self._mark_up(url, props)
+
+    def _probe_openai(self, url: str) -> None:
+        try:
+            resp = self._client.get(f"{url}/models")
+            models = resp.json().get("data") if resp.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            self.mark_down(url, f"probe failed: {type(exc).__name__}")
+            return
+        if resp.status_code != 200:
+            self.mark_down(url, f"probe answered {resp.status_code}")
+            return
+        if not models or not isinstance(models, list) or not isinstance(models[0], dict):
+            self.mark_down(url, "probe: GET /models lists no model")
+            return
+        self._mark_up(url, {"id": models[0].get("id")})
 
     def probe_all(self) -> None:
         for url in list(self.servers):
