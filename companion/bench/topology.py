@@ -1,12 +1,14 @@
 """The loopback topology of a scaled deployment, for `bench scale` and the tests.
 
-    client -> nginx -> N x `companion serve` -> M x llama-server
+    client -> nginx -> N x `companion serve` -> M x llama-server (+ K x companion /v1)
                             |        |
                       PostgreSQL   Redis
 
 Every part is a real process on a free loopback port: nginx from Debian's package (SSE
-unbuffered), `companion serve` with `model_servers` set (it loads no model), and llama.cpp's
-`llama-server` built by scripts/build-llama-server.sh. PostgreSQL and Redis are given by url.
+unbuffered), `companion serve` with `model_servers` set (it loads no model), llama.cpp's
+`llama-server` built by scripts/build-llama-server.sh, and optionally `companion serve`
+processes on the model whose `/v1` is a model server too (the OpenAI protocol). PostgreSQL and
+Redis are given by url.
 """
 
 from __future__ import annotations
@@ -38,10 +40,16 @@ class Proc:
     ready_path: str
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    api_path: str = ""  # a model server's base URL past its root: "/v1" for an OpenAI one
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The URL `model_servers` names it by (its /v1 for an OpenAI server)."""
+        return self.url + self.api_path
 
     def start(self, wait: bool = True) -> None:
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("COMPANION_")}
@@ -97,6 +105,18 @@ def model_server(model: Path, folder: Path, slots: int = 4, ctx_per_slot: int = 
                "-t", threads, "-tb", threads, "-np", str(slots), "-c", str(slots * ctx_per_slot),
                "--no-webui"]  # fmt: skip
     return Proc(f"llama-server:{port}", command, port, folder / f"llama-{port}.log", "/health")
+
+
+def companion_model_server(model: Path, folder: Path) -> Proc:
+    """A `companion serve` on `model` (its own SQLite, one thread) whose /v1 is a model server."""
+    threads = os.environ.get("COMPANION_MODEL_SERVER_THREADS", "1")
+    env = {"COMPANION_MODEL_PATH": str(model), "COMPANION_N_THREADS": threads,
+           "COMPANION_MEMORY_ENABLED": "false", "COMPANION_ENABLE_CACHING": "false",
+           "COMPANION_RATE_LIMIT_PER_MINUTE": "100000",
+           "COMPANION_MAX_CONCURRENT_PER_USER": "64"}  # fmt: skip
+    proc = app_instance(folder, env)
+    proc.name, proc.api_path = f"companion-model:{proc.port}", "/v1"
+    return proc
 
 
 def app_instance(folder: Path, env: dict[str, str]) -> Proc:
@@ -189,12 +209,15 @@ def start_topology(
     apps: int = 2,
     models: int = 2,
     slots: int = 4,
+    companions: int = 0,
     env: dict[str, str] | None = None,
     folder: Path | None = None,
 ) -> Topology:
-    """Start `models` llama-servers, `apps` instances over them and nginx; stop all on failure."""
+    """Start `models` llama-servers and `companions` companion /v1 model servers, `apps`
+    instances over them and nginx; stop all on failure."""
     folder = folder or Path(tempfile.mkdtemp(prefix="companion-topology-"))
     servers = [model_server(model, folder, slots) for _ in range(models)]
+    servers += [companion_model_server(model, folder) for _ in range(companions)]
     started: list[Proc] = []
     try:
         for proc in servers:
@@ -207,7 +230,7 @@ def start_topology(
             "COMPANION_REDIS_URL": redis_url,
             "COMPANION_REDIS_PREFIX": f"scale{free_port()}:",
             "COMPANION_MODEL_PATH": str(model),
-            "COMPANION_MODEL_SERVERS": json.dumps([p.url for p in servers]),
+            "COMPANION_MODEL_SERVERS": json.dumps([p.base_url for p in servers]),
             **(env or {}),
         }
         instances = [app_instance(folder, shared) for _ in range(apps)]

@@ -1,5 +1,6 @@
 """The scaled topology on loopback: nginx in front of two `companion serve` processes on one
-PostgreSQL and one Redis, generating on two llama-server processes (the tiny model). Any instance
+PostgreSQL and one Redis, generating on two llama-server processes and one companion `/v1` (the
+OpenAI protocol; the tiny model). Any instance
 serves any session; a session's turns stay on one model server (its prompt cache is reused);
 killing a model server moves its sessions, its running reply ends with an error event and
 nothing is left pending; all servers down is 503 model_unavailable with Retry-After."""
@@ -34,7 +35,9 @@ def topo(pg_server: Postgres, redis_server: Redis) -> Iterator[tuple[Topology, s
     env = {"COMPANION_MAX_TOKENS": str(MAX_TOKENS), "COMPANION_MEMORY_ENABLED": "false",
            "COMPANION_ENABLE_CACHING": "false", "COMPANION_RATE_LIMIT_PER_MINUTE": "1000",
            "COMPANION_TEMPERATURE": "0", "COMPANION_REQUEST_TIMEOUT_S": str(TIMEOUT_S)}  # fmt: skip
-    topology = start_topology(model, db, redis_server.url, apps=2, models=2, slots=2, env=env)
+    topology = start_topology(
+        model, db, redis_server.url, apps=2, models=2, slots=2, companions=1, env=env
+    )
     try:
         yield topology, db
     finally:
@@ -76,7 +79,27 @@ def test_any_instance_serves_any_session_and_turns_stay_on_one_server(
     assert all(r.json()["timings"]["reused_tokens"] > 0 for r in replies)
     messages = httpx.get(f"{a}/api/v1/sessions/{session}/messages", timeout=30).json()
     assert len(messages["messages"]) == 10
-    assert {s["url"] for s in health_servers(topology)} == {m.url for m in topology.models}
+    assert {s["url"] for s in health_servers(topology)} == {m.base_url for m in topology.models}
+
+
+def test_a_session_on_the_companion_v1_model_server_reuses_its_cache_from_any_instance(
+    topo: tuple[Topology, str],
+) -> None:
+    topology, _ = topo
+    a, b = (app.url for app in topology.apps)
+    openai = next(m.base_url for m in topology.models if m.api_path)
+    for i in range(20):  # new sessions until one lands there (1 in 3)
+        first = chat(a, f"v1-{i}", "Hi! I like sailing and old maps.")
+        assert first.status_code == 200, first.text
+        if server_of(first) == openai:
+            break
+    else:
+        pytest.fail("no session was placed on the companion /v1 model server")
+    session = first.json()["session_id"]
+    second = chat(b, f"v1-{i}", "Tell me more.", session)
+    assert second.status_code == 200, second.text
+    assert server_of(second) == openai
+    assert second.json()["timings"]["reused_tokens"] > 0
 
 
 def test_sse_streams_through_the_balancer_token_by_token(topo: tuple[Topology, str]) -> None:
@@ -165,7 +188,7 @@ def test_a_killed_model_server_moves_its_sessions_and_leaves_nothing_pending(
         assert r.status_code == 200, r.text
         homes.append((f"fail-{i}", r.json()["session_id"], server_of(r)))
     user, session, victim_url = homes[0]
-    victim = next(m for m in topology.models if m.url == victim_url)
+    victim = next(m for m in topology.models if m.base_url == victim_url)
     # a long reply running on the victim when it dies (at its first token)
     body = {"user_id": user, "session_id": session, "stream": True, "max_tokens": 400,
             "message": "Write a very long story about the sea, with many chapters."}  # fmt: skip
