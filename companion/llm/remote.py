@@ -118,8 +118,11 @@ def openai_body(request: GenerationRequest, max_tokens: int, model: str) -> dict
         "temperature": o.temperature, "top_p": o.top_p, "presence_penalty": o.presence_penalty,
         "frequency_penalty": o.frequency_penalty,
     }  # fmt: skip
+    if len(o.stop) > 4:
+        raise InputError("stop: at most 4 sequences on an OpenAI-protocol model server",
+                         field="stop")  # fmt: skip
     if o.stop:
-        body["stop"] = list(o.stop)[:4]
+        body["stop"] = list(o.stop)
     if o.seed is not None:
         body["seed"] = o.seed
     if o.logit_bias:
@@ -437,7 +440,7 @@ class RemoteEngine:
         generated = last.generated if last.generated is not None else len(pieces)
         gen_ms = last.generation_ms
         if gen_ms is None:
-            gen_ms = (ended - (first or ended)) * 1000
+            gen_ms = (ended - (first or submitted)) * 1000  # no piece (a prefill): all of it
         tps = last.tokens_per_second
         if tps is None:
             tps = generated / (gen_ms / 1000) if gen_ms > 0 else 0.0

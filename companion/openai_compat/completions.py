@@ -90,10 +90,9 @@ class Completion:
             self.prompt, self.tokens = prompt, engine.tokenize(prompt)
         else:
             self.prompt, self.tokens = "", check_tokens(prompt, vocab_size(engine))
-        # the KV-cache sequence: the client's conversation, else one per user
-        self.key = (
-            f"cmpl-{user}-{body.prompt_cache_key}" if body.prompt_cache_key else f"cmpl-{user}"
-        )
+        # the KV-cache sequence: the client's conversation (as on /v1/chat/completions, so
+        # a session's prefill and its turns meet there), else one per user
+        self.key = body.prompt_cache_key or f"cmpl-{user}"
         seed = None if body.seed is None else body.seed & 0xFFFFFFFF
         self.opts = options_from(
             settings, max_tokens=body.max_tokens or DEFAULT_MAX_TOKENS, seed=seed,

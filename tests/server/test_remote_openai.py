@@ -89,6 +89,11 @@ def test_chat_through_a_companion_v1_model_server(pair: tuple[Proc, Proc]) -> No
     assert first.json()["route"]["server"] == f"{server.url}/v1"
     assert first.json()["response"]
     session = first.json()["session_id"]
+    # opening the session prefills it on the model server (a 1-token completion there)
+    opened = httpx.post(
+        f"{front.url}/api/v1/sessions/{session}/open", json={"user_id": "rem-1"}, timeout=60
+    )
+    assert opened.status_code == 200 and opened.json()["prefilled"], opened.text
     # the second turn's prompt starts with the first's: the model server reuses its KV cache
     second = chat(front.url, "Tell me more.", session)
     assert second.status_code == 200, second.text

@@ -4,6 +4,7 @@ the request bodies, and the SSE events read back."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -63,6 +64,10 @@ def test_openai_body_sends_token_ids_and_the_session_as_prompt_cache_key() -> No
     grammar.grammar = 'root ::= "a"'
     with pytest.raises(InputError, match="grammar"):
         openai_body(grammar, 9, "m")
+    many = request()
+    many.options = replace(many.options, stop=("a", "b", "c", "d", "e"))
+    with pytest.raises(InputError, match="at most 4"):
+        openai_body(many, 9, "m")
 
 
 def test_llama_events() -> None:
