@@ -13,7 +13,7 @@ only prefills more: a move to another server is slower, never wrong.
 An OpenAI server gets temperature, top_p, max_tokens, seed, stop, presence and frequency
 penalties and logit_bias; not top_k, repeat_penalty nor a grammar (OpenAI's API has none of
 them, and companion's /v1 refuses unknown parameters): a request that needs a grammar (tools,
-a JSON response_format) is refused with 400 on such a server. Its timings are measured here
+a JSON response_format) is refused (422 invalid_input) there. Its timings are measured here
 (time to first token, generation time); its reused prompt tokens are the usage's
 `prompt_tokens_details.cached_tokens` where the server reports them (companion and vLLM do).
 
