@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing, nullcontext
 from dataclasses import replace
@@ -23,14 +24,15 @@ from companion.cache import Probe, ResponseCache
 from companion.cache.base import CacheEntry, CacheHit
 from companion.cached_turn import CachedTurns, cached_result, cached_timings
 from companion.config import Settings
-from companion.context import BuiltContext, build_context
+from companion.context import BuiltContext, build_context, one_line
 from companion.domain import ChatResult, GenerationOptions, Message, Usage
 from companion.embed.base import Embedder, Vector
 from companion.errors import Overloaded, StorageError
 from companion.llm.base import Engine, GenerationDone, GenerationRequest
 from companion.llm.routing import ModelRouter, Route
+from companion.memory.base import Recalled
 from companion.persona.prompt import system_prompt
-from companion.personal import Personal, TurnNotes
+from companion.personal import Personal, TurnNotes, memory_line
 from companion.shared.locks import LocalLocks, SessionLocks
 from companion.stats import PerformanceStats
 from companion.storage import Store
@@ -39,6 +41,7 @@ from companion.turn import DEFAULT_USER, Turn, generate, options_from, title_of,
 log = logging.getLogger("companion.chat")
 
 E = TypeVar("E")
+ANCHORS = 50_000  # notes blocks kept for later prompts (a few hundred bytes each)
 
 __all__ = ["DEFAULT_USER", "Companion", "options_from", "session_prefix"]
 
@@ -86,9 +89,29 @@ class Companion:
         # one turn at a time per session (held in Redis for every instance with redis_url)
         self.locks = locks or LocalLocks(settings.request_timeout_s)
         self.after_tasks: set[asyncio.Task[None]] = set()  # caching and learning, after replies
+        # each generated turn's notes block, by its user message id, put back in later prompts
+        # at the same place (per process: another instance or a restart computes them again)
+        self.anchors: OrderedDict[int, str] = OrderedDict()
         self.cached_turns = CachedTurns(  # a new conversation's cache hit, the short way
             settings, store, cache, personal, self.stats, lambda: self.engine
         )
+
+    def not_in_prompt(self, recalled: list[Recalled], history: list[Message]) -> list[Recalled]:
+        """What the prompt does not hold already: no turn of the history it carries, no note
+        that an earlier turn's notes block (anchored in that history) says."""
+        said = {m.id for m in history}
+        blocks = [b for m in history if m.role == "user" and (b := self.anchors.get(m.id))]
+        return [
+            r for r in recalled
+            if not (r.is_episode and getattr(r.memory, "message_id", None) in said)
+            and not any(f"- {one_line(memory_line(r))}" in b for b in blocks)
+        ]  # fmt: skip
+
+    def anchor(self, message_id: int, block: str) -> None:
+        """Keep `block` before message `message_id` in later prompts (the newest ANCHORS)."""
+        self.anchors[message_id] = block
+        while len(self.anchors) > ANCHORS:
+            self.anchors.popitem(last=False)
 
     def swap_engine(self, engine: Engine) -> Engine:
         """Serve new requests from `engine`; returns the old one for the caller to close."""
@@ -254,7 +277,8 @@ class Companion:
             self.personal.prepare, turn.user_id, turn.session.id, turn.text, turn.vector
         )
         self.stats.metrics.memory_recall.observe(notes.timings["memory_total_ms"] / 1000)
-        turn.notes = notes
+        kept = self.not_in_prompt(notes.memories, turn.history)
+        turn.notes = notes if len(kept) == len(notes.memories) else replace(notes, memories=kept)
         asked = {k: v for k, v in turn.options.items() if v is not None}
         turn.options = {**notes.sampling, **asked}
 
@@ -273,6 +297,7 @@ class Companion:
             memories=notes.lines if notes else (),
             summary=notes.summary if notes else None,
             personal=notes.personal if notes else False,
+            anchored=self.anchors,
         )
         turn.context_ms = (time.perf_counter() - started) * 1000
 
@@ -310,6 +335,8 @@ class Companion:
             status="pending",
             token_count=engine.count_tokens(turn.text),
         )
+        if (block := turn.built.notes) is not None:
+            self.anchor(asked.id, block)
         request = GenerationRequest(
             turn.built.prompt_tokens, turn.opts, session_key=turn.session.id, user=turn.user_id
         )

@@ -12,7 +12,7 @@ The persona and the new message always stay (PayloadTooLarge if even they do not
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from companion.domain import Message
@@ -39,6 +39,14 @@ class BuiltContext:
     memories_used: int = 0
     summary_used: bool = False
     personal: bool = False  # memories or a user's own persona shaped it (the cache's scope)
+
+    @property
+    def notes(self) -> str | None:
+        """The notes block this prompt put before the new message (None: none)."""
+        if len(self.messages) >= 2 and self.messages[-2]["role"] == "system":
+            text = self.messages[-2]["content"]
+            return text if text.startswith(NOTES_HEADER) else None
+        return None
 
 
 def render_notes(memories: Sequence[str], summary: str | None) -> str | None:
@@ -83,13 +91,21 @@ def build_context(
     memories: Sequence[str] = (),
     summary: str | None = None,
     personal: bool = False,
+    anchored: Mapping[int, str] | None = None,
 ) -> BuiltContext:
     """Fit persona, history, notes and the new message into `budget_tokens` (rendered prompt).
 
     A trimmed history never starts with an assistant turn, so the model never sees an answer
     without its question. `personal` is passed through, and set when memories go in.
+    `anchored` maps a history message's id to the notes block its own turn carried: it goes
+    back just before that message, so the prompt of turn N+1 starts with turn N's prompt and
+    reply (the KV cache reuses them instead of computing them again).
     """
-    turns = [{"role": m.role, "content": m.text} for m in history]
+    turns: list[dict[str, str]] = []
+    for m in history:
+        if anchored and m.role == "user" and (block := anchored.get(m.id)):
+            turns.append({"role": "system", "content": block})
+        turns.append({"role": m.role, "content": m.text})
     head = [{"role": "system", "content": system_prompt}]
     tail = [{"role": "user", "content": message}]
     return fit_context(engine, head, turns, tail, budget_tokens, memories, summary, personal)

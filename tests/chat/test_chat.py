@@ -181,3 +181,20 @@ async def test_every_way_of_answering_a_session_waits_for_its_one_lock(runtime: 
     assert after == shown  # nothing retired, nothing added
     again = await c.chat("lock", "And trains?", first.session_id, max_tokens=4)
     assert again.session_id == first.session_id
+
+
+async def test_the_next_turn_reuses_the_whole_prompt_notes_included(runtime: Runtime) -> None:
+    companion = runtime.companion
+    await companion.chat("dana", "My sister Maya lives in Lisbon.", max_tokens=8)
+    first = await companion.chat("dana", "Where does my sister live?", max_tokens=8)
+    assert any("Lisbon" in m["text"] for m in first.extra["memories_used"])  # notes went in
+    before = companion.engine.stats()["kv_reused_tokens"]
+    second = await companion.chat(
+        "dana", "And what is her name?", first.session_id, max_tokens=8
+    )
+    reused = companion.engine.stats()["kv_reused_tokens"] - before
+    # turn 1's prompt and reply stay in place (its notes too), so only the new turn is computed
+    assert reused >= first.usage.prompt_tokens
+    assert second.usage.prompt_tokens - reused <= 40
+    # nothing the prompt holds already comes again as a note
+    assert not any("Lisbon" in m["text"] for m in second.extra["memories_used"])
