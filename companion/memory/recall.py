@@ -297,23 +297,23 @@ def recall(index: MemoryIndex, user_id: str, query: str, vector: Vector | None, 
     with index.holding(user_id) as user:
         if user is None:
             return []
-        said = None  # the rows said by `as_of` (None: all)
+        by_then = None  # the rows said by `as_of` (None: all)
         if as_of is not None:
             columns = user.vectors.columns
-            said = columns["created"][: user.vectors.size] <= as_of.timestamp()
-        text_hits = index.text_search(user_id, words, SEARCH_LIMIT * (1 if said is None else 4))
-        if said is not None:  # the best of what had been said by then
+            by_then = columns["created"][: user.vectors.size] <= as_of.timestamp()
+        text_hits = index.text_search(user_id, words, SEARCH_LIMIT * (1 if by_then is None else 4))
+        if by_then is not None:  # the best of what had been said by then
             row_of = user.vectors.row_of
             text_hits = [(key, bm) for key, bm in text_hits
-                         if (row := row_of.get(key)) is not None and said[row]][:SEARCH_LIMIT]
+                         if (row := row_of.get(key)) is not None and by_then[row]][:SEARCH_LIMIT]
         best = min((bm for _, bm in text_hits), default=0.0)
         texts = {key: (bm / best if best < 0 else 0.0) for key, bm in text_hits}
         sims_all = None
         sims: dict[int, float] = {}
         if vector is not None and user.vectors.size > user.vectors.dead:
             sims_all = user.vectors.scan(vector)
-            if said is not None:
-                sims_all[~said] = -2.0
+            if by_then is not None:
+                sims_all[~by_then] = -2.0
             sims = dict(user.vectors.top(sims_all, SEARCH_LIMIT))
         q = _Query(query, vector, now, w, hint, terms,
                    {t: user.terms.idf(t) for t in terms}, user.stems, user.prev, user.next,

@@ -75,6 +75,15 @@ def test_time_expressions_and_as_of(memory: MemoryService) -> None:
     assert all(r.memory.created_at <= NOW - timedelta(days=30) for r in then)
 
 
+def test_a_question_naming_only_a_time_finds_that_time_as_of_a_date_too(
+    memory: MemoryService,
+) -> None:
+    feed(memory)
+    for as_of in (None, NOW):  # as_of once hid the time window (and crashed the search route)
+        top = memory.recall("ana", "last week", now=NOW, as_of=as_of)
+        assert any("Rijksmuseum" in r.memory.text for r in top)
+
+
 def test_the_past_month_is_the_last_thirty_days_not_the_calendar_month(
     memory: MemoryService,
 ) -> None:
