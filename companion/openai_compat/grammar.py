@@ -4,7 +4,9 @@ JSON schemas become GBNF through llama-cpp-python's converter (llama_cpp.llama_g
 changes make every reply parse: a JSON string never holds a raw control character (the
 converter's `char` allows them; `json.loads` does not), and strings and arrays the schema
 leaves unbounded are held to MAX_STRING characters and MAX_ITEMS items, so that a small
-model's run-on string still closes (the reply still satisfies the client's schema).
+model's run-on string still closes (the reply still satisfies the client's schema). A
+number with whole-number bounds is spelled out in the grammar (the converter bounds only
+integers), so that a sampled 0-1 confidence cannot come out as 10.
 
 A tool call is written `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`; the
 grammar allows only the declared functions, each with arguments of its own schema.
@@ -25,6 +27,7 @@ from companion.openai_compat.params import BadParameter
 
 MAX_STRING = 256  # characters of a string the schema leaves unbounded
 MAX_ITEMS = 16  # items of an array the schema leaves unbounded
+MAX_RANGE = 1000  # whole numbers between a number's bounds that the grammar spells out
 MAX_PARALLEL_CALLS = 4
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 _JSON_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] | "\\\\" (["\\\\/bfnrt] | "u" [0-9a-fA-F]{4})'
@@ -46,6 +49,34 @@ def _bounded(schema: Any) -> Any:
     return out
 
 
+def _number_range(schema: dict[str, Any]) -> str | None:
+    """GBNF for a "number" with whole-number bounds 0 <= minimum < maximum (up to MAX_RANGE
+    apart): the converter holds integers to their bounds, not numbers. None: left as is."""
+    lo, hi = schema.get("minimum"), schema.get("maximum")
+    if schema.get("type") != "number" or not all(
+        isinstance(b, int | float) and not isinstance(b, bool) and float(b).is_integer()
+        for b in (lo, hi)
+    ):
+        return None
+    lo, hi = int(lo), int(hi)  # type: ignore[arg-type]
+    if not 0 <= lo < hi or hi - lo > MAX_RANGE:
+        return None
+    below = " | ".join(f'"{n}"' for n in range(lo, hi))
+    return f'(({below}) ("." [0-9]{{1,6}})? | "{hi}" ("." "0"{{1,6}})?)'
+
+
+def _with_ranges(schema: Any, ranges: list[str]) -> Any:
+    """A copy of the schema whose bounded numbers are placeholders (their GBNF in `ranges`)."""
+    if isinstance(schema, list):
+        return [_with_ranges(s, ranges) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if (rule := _number_range(schema)) is not None:
+        ranges.append(rule)
+        return {"const": f"__number_range_{len(ranges) - 1}__"}
+    return {k: _with_ranges(v, ranges) for k, v in schema.items()}
+
+
 def _remote_ref(schema: Any) -> bool:
     """Whether the schema refers to another document (which would be fetched: refused)."""
     if isinstance(schema, dict):
@@ -61,11 +92,16 @@ def schema_gbnf(schema: dict[str, Any], param: str) -> str:
     converter cannot read it."""
     if _remote_ref(schema):
         raise BadParameter(f"{param}: only local $ref (#/...) is supported", field=param)
+    ranges: list[str] = []
     try:
-        gbnf = json_schema_to_gbnf(json.dumps(_bounded(copy.deepcopy(schema))))
+        gbnf = json_schema_to_gbnf(
+            json.dumps(_with_ranges(_bounded(copy.deepcopy(schema)), ranges))
+        )
     except Exception as exc:  # the converter raises plain errors on what it cannot handle
         raise BadParameter(f"{param}: the JSON schema cannot be used: {exc}", field=param) from None
     gbnf = gbnf.replace("char*", f"char{{0,{MAX_STRING}}}")  # the unbounded strings' rule
+    for i, rule in enumerate(ranges):
+        gbnf = gbnf.replace(f'"\\"__number_range_{i}__\\""', rule)
     return re.sub(r"^char ::= .*$", lambda _: _JSON_CHAR, gbnf, count=1, flags=re.MULTILINE)
 
 

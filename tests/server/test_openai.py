@@ -7,13 +7,13 @@ Each test is a separate companion user, so one server serves the module. Replies
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import jsonschema
 import openai
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 OFF = {"companion": {"memory": False, "persona": False}}
 WEATHER = {
@@ -227,6 +227,24 @@ def test_structured_outputs_parse_into_the_schema(module_server: str) -> None:
     loose = ask(client, short, response_format={"type": "json_object"}, max_tokens=60, user="ada")
     assert loose.choices[0].finish_reason == "stop"
     assert isinstance(json.loads(loose.choices[0].message.content or ""), dict)
+
+
+class Rating(BaseModel):
+    sentiment: Literal["positive", "neutral", "negative"]
+    confidence: float = Field(ge=0, le=1)
+
+
+@pytest.mark.timeout(900)
+def test_a_bounded_number_stays_within_its_bounds(module_server: str) -> None:
+    client = client_for(module_server)
+    asks = [{"role": "user", "content": "Sentiment of: 'I love this new phone!' Confidence 0-10?"}]
+    for seed in range(6):  # sampled: the grammar, not the model's judgement, keeps it in range
+        parsed = client.chat.completions.parse(
+            model="companion", messages=asks, response_format=Rating, max_tokens=40,
+            temperature=1.0, seed=seed, user="rae", extra_body={"companion": {"memory": False}},
+        )  # fmt: skip
+        rating = parsed.choices[0].message.parsed
+        assert isinstance(rating, Rating) and 0 <= rating.confidence <= 1
 
 
 @pytest.mark.timeout(900)
