@@ -32,7 +32,6 @@ MAX_PARALLEL_CALLS = 4
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 _JSON_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] | "\\\\" (["\\\\/bfnrt] | "u" [0-9a-fA-F]{4})'
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_CALLS = re.compile(re.escape(OPEN) + r"\s*(.*?)\s*" + re.escape(CLOSE), re.DOTALL)
 
 
 def _bounded(schema: Any) -> Any:
@@ -224,10 +223,26 @@ def _choice(choice: str | dict[str, Any] | None, functions: dict[str, Any]) -> s
 
 
 def parse_calls(text: str) -> tuple[str | None, list[dict[str, Any]]]:
-    """(content outside the calls or None, tool_calls in OpenAI's shape)."""
-    calls = []
-    for body in _CALLS.findall(text):
-        call = json.loads(body)
+    """(content outside the calls or None, tool_calls in OpenAI's shape). Each call's JSON is
+    read as JSON (an argument may itself hold the closing tag); a call cut short (max_tokens)
+    or malformed ends the calls, and the text from it on stays content."""
+    decoder = json.JSONDecoder()
+    calls: list[dict[str, Any]] = []
+    rest: list[str] = []
+    at = 0
+    while (start := text.find(OPEN, at)) != -1:
+        body = start + len(OPEN)
+        body += len(text[body:]) - len(text[body:].lstrip())
+        try:
+            call, end = decoder.raw_decode(text, body)
+        except ValueError:
+            break
+        after = text[end:].lstrip()
+        if not (after.startswith(CLOSE) and isinstance(call, dict)
+                and isinstance(call.get("name"), str) and "arguments" in call):  # fmt: skip
+            break
+        rest.append(text[at:start])
+        at = len(text) - len(after) + len(CLOSE)
         calls.append(
             {
                 "id": f"call_{uuid.uuid4().hex[:24]}",
@@ -238,8 +253,10 @@ def parse_calls(text: str) -> tuple[str | None, list[dict[str, Any]]]:
                 },
             }
         )
-    rest = _CALLS.sub("", text).strip() if calls else text
-    return (rest or None), calls
+    if not calls:
+        return (text or None), []
+    content = ("".join(rest) + text[at:]).strip()
+    return (content or None), calls
 
 
 def render_calls(calls: list[dict[str, Any]]) -> str:
