@@ -7,13 +7,17 @@ Redis is a private `redis-server` on a free port (the Debian package; CI has it)
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import httpx
 import sqlalchemy as sa
 
 from companion.storage.store import create_store_engine, upgrade_to_head
@@ -136,3 +140,26 @@ def count_rows(url: str, table: str) -> int:
             return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
     finally:
         engine.dispose()
+
+
+def stream_cut(url: str, body: dict[str, object], at_first_token: Callable[[], bool | None]
+               ) -> dict[str, Any]:  # fmt: skip
+    """Stream a chat reply from `url`; at its first token call `at_first_token` (returning False:
+    the client leaves there). The status, the events seen, the error event's error, and when
+    it was cut (`cut_at`) and ended (`ended_at`, time.monotonic)."""
+    out: dict[str, Any] = {"events": []}
+    with httpx.stream("POST", f"{url}/api/v1/chat", json=body, timeout=120) as resp:
+        out["status"] = resp.status_code
+        event = ""
+        for line in resp.iter_lines():
+            if line.startswith("event:"):
+                event = line[6:].strip()
+                out["events"].append(event)
+                if event == "token" and "cut_at" not in out:
+                    out["cut_at"] = time.monotonic()
+                    if at_first_token() is False:
+                        return out
+            elif line.startswith("data:") and event == "error":
+                out["error"] = json.loads(line[5:])["error"]
+    out["ended_at"] = time.monotonic()
+    return out

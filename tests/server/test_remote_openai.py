@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from companion.bench.topology import Proc, app_instance
 from companion.llm.registry import tiny_package_path
+from tests.servers import stream_cut
 
 pytestmark = pytest.mark.timeout(300)
 COMMON = {"COMPANION_MEMORY_ENABLED": "false", "COMPANION_ENABLE_CACHING": "false",
@@ -123,26 +123,6 @@ LONG = {"user_id": "rem-2", "stream": True, "max_tokens": 400,
         "message": "Write a very long story about the sea, with many chapters."}  # fmt: skip
 
 
-def first_token_then(url: str, act: Callable[[], bool | None]) -> dict[str, Any]:
-    """Stream a long reply; at its first token call `act`; the events seen and the error."""
-    out: dict[str, Any] = {"events": []}
-    with httpx.stream("POST", f"{url}/api/v1/chat", json=LONG, timeout=120) as resp:
-        assert resp.status_code == 200
-        event = ""
-        for line in resp.iter_lines():
-            if line.startswith("event:"):
-                event = line[6:].strip()
-                out["events"].append(event)
-                if event == "token" and "cut_at" not in out:
-                    out["cut_at"] = time.monotonic()
-                    if act() is False:
-                        return out  # the client leaves
-            elif line.startswith("data:") and event == "error":
-                out["error"] = json.loads(line[5:])["error"]
-    out["ended_at"] = time.monotonic()
-    return out
-
-
 def cancelled(server: Proc) -> float:
     stats = httpx.get(f"{server.url}/api/v1/stats", timeout=30).json()
     return float(stats["engine"]["cancelled"])
@@ -151,7 +131,7 @@ def cancelled(server: Proc) -> float:
 def test_the_client_leaving_stops_the_model_servers_generation(pair: tuple[Proc, Proc]) -> None:
     server, front = pair
     before = cancelled(server)
-    first_token_then(front.url, lambda: False)
+    stream_cut(front.url, LONG, lambda: False)
     deadline = time.monotonic() + 10
     while cancelled(server) == before:
         assert time.monotonic() < deadline, "the model server is still generating"
@@ -161,7 +141,7 @@ def test_the_client_leaving_stops_the_model_servers_generation(pair: tuple[Proc,
 def test_the_model_server_killed_is_503_model_unavailable(pair: tuple[Proc, Proc]) -> None:
     server, front = pair
     # the reply running when it dies ends with an error event
-    out = first_token_then(front.url, server.kill)
+    out = stream_cut(front.url, LONG, server.kill)
     assert out["events"][-1] == "error" and out["error"]["code"] == "model_unavailable", out
     assert out["ended_at"] - out["cut_at"] < 3
     deadline = time.monotonic() + 5

@@ -7,10 +7,8 @@ nothing is left pending; all servers down is 503 model_unavailable with Retry-Af
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -18,7 +16,7 @@ import sqlalchemy as sa
 
 from companion.bench.topology import Topology, llama_server_path, start_topology
 from companion.llm.registry import tiny_package_path
-from tests.servers import Postgres, Redis
+from tests.servers import Postgres, Redis, stream_cut
 
 pytestmark = pytest.mark.timeout(900)
 MAX_TOKENS = 12
@@ -119,25 +117,6 @@ def test_sse_streams_through_the_balancer_token_by_token(topo: tuple[Topology, s
     assert arrivals[-1] - arrivals[0] > 0.01  # not one buffered burst at the end
 
 
-def _stream_cut(url: str, body: dict[str, object], cut: Callable[[], None]) -> dict[str, Any]:
-    """Stream a reply; call `cut` at its first token; the events seen and the error sent."""
-    out: dict[str, Any] = {"events": []}
-    with httpx.stream("POST", f"{url}/api/v1/chat", json=body, timeout=120) as resp:
-        out["status"] = resp.status_code
-        event = ""
-        for line in resp.iter_lines():
-            if line.startswith("event:"):
-                event = line[6:].strip()
-                out["events"].append(event)
-                if event == "token" and "cut_at" not in out:
-                    out["cut_at"] = time.monotonic()
-                    cut()
-            elif line.startswith("data:") and event == "error":
-                out["error"] = json.loads(line[5:])["error"]
-    out["ended_at"] = time.monotonic()
-    return out
-
-
 def test_a_killed_instance_loses_no_session_and_its_turn_is_not_left_pending(
     topo: tuple[Topology, str],
 ) -> None:
@@ -149,7 +128,7 @@ def test_a_killed_instance_loses_no_session_and_its_turn_is_not_left_pending(
     body = {"user_id": "crash-1", "session_id": session, "stream": True, "max_tokens": 400,
             "message": "Write a very long story about the sea, with many chapters."}  # fmt: skip
     with pytest.raises(httpx.HTTPError):  # the stream is cut with the instance
-        _stream_cut(victim.url, body, victim.kill)
+        stream_cut(victim.url, body, victim.kill)
     # nginx passes the session's next turns to the instance left, once the dead instance's
     # session lock has expired (30 s; meanwhile 409 session_busy)
     deadline = time.monotonic() + 60
@@ -192,7 +171,7 @@ def test_a_killed_model_server_moves_its_sessions_and_leaves_nothing_pending(
     # a long reply running on the victim when it dies (at its first token)
     body = {"user_id": user, "session_id": session, "stream": True, "max_tokens": 400,
             "message": "Write a very long story about the sea, with many chapters."}  # fmt: skip
-    out = _stream_cut(topology.url, body, victim.kill)
+    out = stream_cut(topology.url, body, victim.kill)
     assert out["status"] == 200
     assert out["events"][-1] == "error", out
     assert out["error"]["code"] == "model_unavailable", out
