@@ -17,6 +17,7 @@ from typing import Any
 from companion.config import Settings
 from companion.domain import Usage
 from companion.llm.base import Engine, GenerationDone
+from companion.openai_compat.format import usage_with_cache
 from companion.openai_compat.params import (
     BadParameter,
     CompletionParams,
@@ -126,12 +127,8 @@ class Completion:
         return {**self._frame(choices), "usage": self._usage(dones)}
 
     def _usage(self, dones: list[GenerationDone]) -> dict[str, Any]:
-        """Token counts, with the prompt tokens the KV cache already held (the first choice's)."""
-        reused = int(dones[0].timings.get("reused_tokens", 0)) if dones else 0
-        return {
-            **Usage(len(self.tokens), sum(d.completion_tokens for d in dones)).to_dict(),
-            "prompt_tokens_details": {"cached_tokens": reused},
-        }
+        usage = Usage(len(self.tokens), sum(d.completion_tokens for d in dones))
+        return usage_with_cache(usage, dones[0] if dones else None)
 
     def _frame(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
         return {"id": self.id, "object": "text_completion", "created": self.created,

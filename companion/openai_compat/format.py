@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from companion.domain import Usage
 from companion.errors import CompanionError
 from companion.llm.base import GenerationDone
 from companion.openai_compat.grammar import OPEN, parse_calls
@@ -39,13 +40,16 @@ def logprobs(done: GenerationDone) -> dict[str, Any] | None:
     return {"content": content, "refusal": None} if content is not None else None
 
 
+def usage_with_cache(usage: Usage, first: GenerationDone | None) -> dict[str, Any]:
+    """Token counts, with the prompt tokens the KV cache already held for the first choice
+    (None: nothing generated, e.g. a cached reply)."""
+    reused = int(first.timings.get("reused_tokens", 0)) if first is not None else 0
+    return {**usage.to_dict(), "prompt_tokens_details": {"cached_tokens": reused}}
+
+
 def usage(result: TurnResult) -> dict[str, Any]:
-    """Token counts, with the prompt tokens the KV cache already held."""
-    reused = int(result.choices[0].timings.get("reused_tokens", 0)) if not result.cached else 0
-    return {
-        **result.usage.to_dict(),
-        "prompt_tokens_details": {"cached_tokens": reused},
-    }
+    """A turn's usage (usage_with_cache)."""
+    return usage_with_cache(result.usage, None if result.cached else result.choices[0])
 
 
 def completion(cid: str, created: int, result: TurnResult, tools: bool) -> dict[str, Any]:

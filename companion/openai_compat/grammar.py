@@ -65,7 +65,8 @@ def _number_range(schema: dict[str, Any]) -> str | None:
 
 
 def _with_ranges(schema: Any, ranges: list[str]) -> Any:
-    """A copy of the schema whose bounded numbers are placeholders (their GBNF in `ranges`)."""
+    """A copy of the schema with each bounded number stood in for by a named const, whose GBNF
+    goes to `ranges` (schema_gbnf puts it where the converter wrote the const)."""
     if isinstance(schema, list):
         return [_with_ranges(s, ranges) for s in schema]
     if not isinstance(schema, dict):
