@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing, nullcontext
 from dataclasses import replace
@@ -20,6 +19,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.exc import OperationalError
 
+from companion.anchors import Anchors
 from companion.cache import Probe, ResponseCache
 from companion.cache.base import CacheEntry, CacheHit
 from companion.cached_turn import CachedTurns, cached_result, cached_timings
@@ -91,7 +91,7 @@ class Companion:
         self.after_tasks: set[asyncio.Task[None]] = set()  # caching and learning, after replies
         # each generated turn's notes block, by its user message id, put back in later prompts
         # at the same place (per process: another instance or a restart computes them again)
-        self.anchors: OrderedDict[int, str] = OrderedDict()
+        self.anchors: Anchors[int, str] = Anchors(ANCHORS)
         self.cached_turns = CachedTurns(  # a new conversation's cache hit, the short way
             settings, store, cache, personal, self.stats, lambda: self.engine
         )
@@ -106,12 +106,6 @@ class Companion:
             if not (r.is_episode and getattr(r.memory, "message_id", None) in said)
             and not any(f"- {one_line(memory_line(r))}" in b for b in blocks)
         ]  # fmt: skip
-
-    def anchor(self, message_id: int, block: str) -> None:
-        """Keep `block` before message `message_id` in later prompts (the newest ANCHORS)."""
-        self.anchors[message_id] = block
-        while len(self.anchors) > ANCHORS:
-            self.anchors.popitem(last=False)
 
     def swap_engine(self, engine: Engine) -> Engine:
         """Serve new requests from `engine`; returns the old one for the caller to close."""
@@ -336,7 +330,7 @@ class Companion:
             token_count=engine.count_tokens(turn.text),
         )
         if (block := turn.built.notes) is not None:
-            self.anchor(asked.id, block)
+            self.anchors.put(asked.id, block)
         request = GenerationRequest(
             turn.built.prompt_tokens, turn.opts, session_key=turn.session.id, user=turn.user_id
         )

@@ -12,9 +12,10 @@ The persona and the new message always stay (PayloadTooLarge if even they do not
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from companion.anchors import Anchors
 from companion.domain import Message
 from companion.errors import PayloadTooLarge
 from companion.llm.base import Engine
@@ -91,7 +92,7 @@ def build_context(
     memories: Sequence[str] = (),
     summary: str | None = None,
     personal: bool = False,
-    anchored: Mapping[int, str] | None = None,
+    anchored: Anchors[int, str] | None = None,
 ) -> BuiltContext:
     """Fit persona, history, notes and the new message into `budget_tokens` (rendered prompt).
 

@@ -26,13 +26,13 @@ import json
 import re
 import threading
 import weakref
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from companion.anchors import Anchors
 from companion.context import render_notes
 from companion.memory.base import Recalled
 from companion.storage import Store
@@ -74,34 +74,14 @@ def turn_digests(user_id: str, messages: Sequence[dict[str, Any]]) -> list[str |
     return out
 
 
-class NoteAnchors:
-    """Notes per anchored user turn, the most recently used `limit` kept (thread-safe)."""
+class NoteAnchors(Anchors[str, tuple[Note, ...]]):
+    """Notes per anchored user turn (by the digest of the client's turns up to it)."""
 
     def __init__(self, limit: int = NOTE_ANCHORS) -> None:
-        self.limit = limit
-        self._notes: OrderedDict[str, tuple[Note, ...]] = OrderedDict()
-        self._lock = threading.Lock()
+        super().__init__(limit)
 
-    def get(self, digest: str | None) -> tuple[Note, ...] | None:
-        if digest is None:
-            return None
-        with self._lock:
-            found = self._notes.get(digest)
-            if found is not None:
-                self._notes.move_to_end(digest)
-            return found
-
-    def put(self, digest: str | None, notes: Sequence[Note]) -> None:
-        if digest is None or not notes:
-            return
-        with self._lock:
-            self._notes[digest] = tuple(notes)
-            self._notes.move_to_end(digest)
-            while len(self._notes) > self.limit:
-                self._notes.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._notes)
+    def put(self, key: str | None, value: Sequence[Note]) -> None:  # type: ignore[override]
+        super().put(key, tuple(value))
 
 
 _ANCHORS: weakref.WeakKeyDictionary[Any, NoteAnchors] = weakref.WeakKeyDictionary()
