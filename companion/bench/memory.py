@@ -130,7 +130,7 @@ def query_figures(settings: Settings, scale: int, rows: list[dict[str, str]],
         personal = open_personal(settings, store, load_embedder())
         memory = personal.memory
         assert memory is not None
-        pool = facts * (scale // len(facts) + 2)
+        pool = facts * (2 * scale // len(facts) + 1)  # enough for both users
         for n, user in enumerate(("bench", "other")):  # a second user: recall stays per user
             fill(memory, store, user, pool[n * scale:(n + 1) * scale])
         texts = utterances(rows, UNIQUE_TURNS if max(sweep) else 0)  # none without turns
