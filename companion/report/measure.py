@@ -156,7 +156,8 @@ def memory_step(settings: Settings, budget: Budget, tick: Tick) -> dict[str, Any
     for scale in budget.memory_scales:
         tick(f"recall with {scale} memories per user")
         found = memory_bench.query_figures(settings, scale, rows, sweep=(0,), headline=0)
-        figures |= {f"{k}_{scale}": v for k, v in found.items() if k != "memories_per_user"}
+        counts = ("memories_per_user", "users")
+        figures |= {f"{k}_{scale}": v for k, v in found.items() if k not in counts}
     return {"figures": figures, "notes": {"scales": list(budget.memory_scales),
                                           "turns_per_user": 0}}  # fmt: skip
 
