@@ -110,6 +110,8 @@ class Episode:
     last_used_at: datetime | None
     embedding: Vector | None = field(default=None, repr=False, compare=False)
     superseded_at: datetime | None = None  # a fact it told has since changed
+    # a long user turn's sentence vectors (one row each; episode_sentences), else None
+    sentence_vectors: Vector | None = field(default=None, repr=False, compare=False)
 
     kind = "episode"
     slot = None

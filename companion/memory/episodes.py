@@ -8,20 +8,40 @@ then recency); the assistant's replies (importance 0.25) that were never recalle
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
 from companion.embed.base import Vector
 from companion.memory.base import Episode
+from companion.memory.extract import sentences
 from companion.storage import Store
-from companion.storage.schema import episodes
+from companion.storage.schema import episode_sentences, episodes
 
 ROLES = ("user", "assistant")
 EPISODE_IMPORTANCE = {"user": 0.5, "assistant": 0.25}
+SENTENCE_TURN_CHARS = 250  # a user turn longer than this is also indexed by its sentences
+SENTENCE_MIN_CHARS = 20  # shorter sentences ("Thanks!", "Hi there.") get no vector of their own
+MAX_SENTENCES = 16  # at most this many per turn (the longest)
+
+
+def sentence_texts(role: str, text: str) -> list[str]:
+    """The sentences of a turn that get vectors of their own: a long user turn's (a request,
+    a plan, a story) with at least two such sentences; none for the assistant's or short turns.
+    """
+    if role != "user" or len(text) <= SENTENCE_TURN_CHARS:
+        return []
+    parts = [p for p in sentences(text) if len(p) >= SENTENCE_MIN_CHARS]
+    if len(parts) > MAX_SENTENCES:
+        longest = set(sorted(range(len(parts)), key=lambda i: -len(parts[i]))[:MAX_SENTENCES])
+        parts = [p for i, p in enumerate(parts) if i in longest]
+    return parts if len(parts) >= 2 else []
 
 
 def episode_of(row: RowMapping) -> Episode:
@@ -63,8 +83,9 @@ class EpisodeRepo:
         session_id: str | None,
         subject: str | None,
         now: datetime,
+        sentence_vectors: Vector | None = None,
     ) -> Episode:
-        """Keep one turn."""
+        """Keep one turn (and its sentences' vectors, one row each, when it has them)."""
         values: dict[str, Any] = {
             "user_id": user_id,
             "session_id": session_id,
@@ -81,6 +102,16 @@ class EpisodeRepo:
         }
         key = conn.execute(sa.insert(episodes).values(**values)).inserted_primary_key
         assert key is not None
+        if sentence_vectors is not None and len(sentence_vectors):
+            conn.execute(
+                sa.insert(episode_sentences),
+                [
+                    {"episode_id": int(key[0]), "user_id": user_id, "position": i, "embedding": v}
+                    for i, v in enumerate(sentence_vectors)
+                ],
+            )
+        else:
+            sentence_vectors = None
         return Episode(
             id=int(key[0]),
             user_id=user_id,
@@ -94,17 +125,45 @@ class EpisodeRepo:
             created_at=now,
             last_used_at=None,
             embedding=vector,
+            sentence_vectors=sentence_vectors,
         )
 
-    def for_user(self, user_id: str) -> list[Episode]:
-        """Every episode of a user in time order, with vectors (to load the index)."""
+    def for_user(self, user_id: str, with_sentences: bool = False) -> list[Episode]:
+        """Every episode of a user in time order, with vectors (to load the index; with
+        `with_sentences`, each long user turn's sentence vectors too)."""
         query = (
             sa.select(episodes)
             .where(episodes.c.user_id == user_id)
             .order_by(episodes.c.created_at, episodes.c.id)
         )
         with self.store.reading() as conn:
-            return [episode_of(r) for r in conn.execute(query).mappings()]
+            found = [episode_of(r) for r in conn.execute(query).mappings()]
+            if not with_sentences:
+                return found
+            rows = conn.execute(
+                sa.select(episode_sentences.c.episode_id, episode_sentences.c.embedding)
+                .where(episode_sentences.c.user_id == user_id)
+                .order_by(episode_sentences.c.episode_id, episode_sentences.c.position)
+            )
+            held: dict[int, list[Vector]] = defaultdict(list)
+            for episode_id, vector in rows:
+                held[int(episode_id)].append(vector)
+        return [
+            replace(e, sentence_vectors=np.vstack(held[e.id]).astype(np.float32))
+            if e.id in held
+            else e
+            for e in found
+        ]
+
+    def sentence_count(self, user_id: str) -> int:
+        """How many sentence vectors a user's turns have."""
+        query = (
+            sa.select(sa.func.count())
+            .select_from(episode_sentences)
+            .where(episode_sentences.c.user_id == user_id)
+        )
+        with self.store.reading() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def page(
         self, user_id: str, limit: int, offset: int = 0, session_id: str | None = None
@@ -135,6 +194,8 @@ class EpisodeRepo:
         ids = list(ids)
         if not ids:
             return 0
+        # their sentences first (the foreign key cascades too; this does not rely on it)
+        conn.execute(sa.delete(episode_sentences).where(episode_sentences.c.episode_id.in_(ids)))
         return int(conn.execute(sa.delete(episodes).where(episodes.c.id.in_(ids))).rowcount)
 
     @staticmethod
@@ -142,6 +203,10 @@ class EpisodeRepo:
         """Remove a session's episodes; returns their ids."""
         where = sa.and_(episodes.c.user_id == user_id, episodes.c.session_id == session_id)
         ids = [int(i) for i in conn.execute(sa.select(episodes.c.id).where(where)).scalars()]
+        if ids:
+            conn.execute(
+                sa.delete(episode_sentences).where(episode_sentences.c.episode_id.in_(ids))
+            )
         conn.execute(sa.delete(episodes).where(where))
         return ids
 

@@ -119,10 +119,19 @@ class Vectors:
         self.size = 0
         self.dead = 0
         self.row_of: dict[int, int] = {}
+        # sentence rows (a long turn's sentences): their vectors and the row each belongs to
+        # (-1: gone); a row's sentences are contiguous, found through `parts`
+        self.sentences = np.zeros((0, dim), dtype=np.float32)
+        self.owner = np.zeros(0, dtype=np.int64)
+        self.used = 0
+        self.parts: dict[int, tuple[int, int]] = {}  # row -> (first, end) sentence row
 
     def put(self, key: int, vector: Vector | None, values: dict[str, float] | None = None,
-            ) -> None:
-        """Set the row of `key` (a new row; the old one, if any, is marked dead)."""
+            sentences: Vector | None = None) -> None:
+        """Set the row of `key` (a new row; the old one, if any, is marked dead), with its
+        sentence vectors (None: those the old row had, if any)."""
+        old = self.row_of.get(key)
+        kept = self.parts.pop(old, None) if old is not None and sentences is None else None
         self.remove(key)
         if self.size == len(self.keys):
             self._grow()
@@ -135,14 +144,49 @@ class Vectors:
             self.columns["flags"][row] |= NO_VECTOR
         self.row_of[key] = row
         self.size += 1
+        if kept is not None:  # the same turn again (e.g. marked superseded): same sentences
+            self.owner[kept[0]:kept[1]] = row
+            self.parts[row] = kept
+        elif sentences is not None and len(sentences) and vector is not None:
+            self._add_sentences(row, sentences)
+
+    def _add_sentences(self, row: int, sentences: Vector) -> None:
+        """Append a row's sentence vectors."""
+        n = len(sentences)
+        if self.used + n > len(self.owner):
+            self._compact_sentences(n)
+        self.sentences[self.used:self.used + n] = sentences
+        self.owner[self.used:self.used + n] = row
+        self.parts[row] = (self.used, self.used + n)
+        self.used += n
+
+    def _compact_sentences(self, room: int) -> None:
+        """Drop the sentence rows of removed rows; grow so that `room` more fit."""
+        live = self.owner[: self.used] >= 0
+        n = int(live.sum())
+        size = max(64, len(self.owner))
+        while size < n + room or (size > 64 and n + room <= size // 4):
+            size = size * 2 if size < n + room else size // 2
+        sentences = np.zeros((size, self.matrix.shape[1]), dtype=np.float32)
+        owner = np.full(size, -1, dtype=np.int64)
+        sentences[:n] = self.sentences[: self.used][live]
+        owner[:n] = self.owner[: self.used][live]
+        self.sentences, self.owner, self.used = sentences, owner, n
+        self.parts = {}
+        for i in range(n):
+            first, _ = self.parts.get(int(owner[i]), (i, i))
+            self.parts[int(owner[i])] = (first, i + 1)
 
     def remove(self, key: int) -> None:
-        """Forget `key`'s row."""
+        """Forget `key`'s row (and its sentence rows)."""
         row = self.row_of.pop(key, None)
         if row is not None:
             self.keys[row] = -1
             self.matrix[row] = 0.0
             self.dead += 1
+            part = self.parts.pop(row, None)
+            if part is not None:
+                self.owner[part[0]:part[1]] = -1
 
     def _grow(self) -> None:
         """Compact when half the rows are dead, else double the capacity."""
@@ -153,6 +197,10 @@ class Vectors:
             self.keys[:n] = self.keys[: self.size][live]
             for column in self.columns.values():
                 column[:n] = column[: self.size][live]
+            moved = np.cumsum(live) - 1  # old row -> new row (for live rows)
+            owned = self.owner[: self.used] >= 0
+            self.owner[: self.used][owned] = moved[self.owner[: self.used][owned]]
+            self.parts = {int(moved[row]): part for row, part in self.parts.items()}
             self.size, self.dead = n, 0
             self.keys[self.size:] = -1
             self.row_of = {int(k): i for i, k in enumerate(self.keys[: self.size])}
@@ -164,8 +212,14 @@ class Vectors:
                         for name, column in self.columns.items()}
 
     def scan(self, vector: Vector) -> np.ndarray:
-        """Cosine of every row with `vector` (-2 for dead rows and rows without a vector)."""
+        """Cosine of every row with `vector`, a turn's the best of its own and its sentences'
+        (-2 for dead rows and rows without a vector)."""
         sims = _dot(self.matrix[: self.size], vector)
+        if self.used:
+            owner = self.owner[: self.used]
+            found = _dot(self.sentences[: self.used], vector)
+            live = owner >= 0
+            np.maximum.at(sims, owner[live], found[live])
         sims[(self.keys[: self.size] < 0) | (self.columns["flags"][: self.size] & NO_VECTOR > 0)
              ] = -2.0
         return sims
@@ -187,7 +241,13 @@ class Vectors:
         if not rows:
             return {}
         sims = _dot(self.matrix[[r for _, r in rows]], vector)
-        return {key: float(s) for (key, _), s in zip(rows, sims, strict=True)}
+        out = {key: float(s) for (key, _), s in zip(rows, sims, strict=True)}
+        for key, row in rows:
+            part = self.parts.get(row)
+            if part is not None:
+                best = float(_dot(self.sentences[part[0]:part[1]], vector).max())
+                out[key] = max(out[key], best)
+        return out
 
     def search(self, vector: Vector, limit: int) -> list[tuple[int, float]]:
         """(key, cosine) of the `limit` nearest, best first."""
@@ -323,7 +383,8 @@ class MemoryIndex:
                 context, vector = index.add(m)
                 rows.append((m.key, m.text + (f" {m.subject}" if m.subject else ""),
                              context, " ".join(m.topics)))
-                index.vectors.put(m.key, vector, index.values(m))
+                index.vectors.put(m.key, vector, index.values(m),
+                                  getattr(m, "sentence_vectors", None))
             self._conn.executemany(
                 f"INSERT INTO {index.table}(rowid, text, ctx, topics) VALUES (?, ?, ?, ?)", rows)
 

@@ -26,7 +26,7 @@ from companion.memory.base import (
     Recalled,
 )
 from companion.memory.cleanup import CleanupPolicy, Schedule, doomed
-from companion.memory.episodes import ROLES, EpisodeRepo
+from companion.memory.episodes import ROLES, EpisodeRepo, sentence_texts
 from companion.memory.extract import extract, topics_of
 from companion.memory.index import MemoryIndex, episode_key, fact_key
 from companion.memory.recall import Weights, recall
@@ -98,11 +98,17 @@ class MemoryService:
             return None
         self.store.ensure_user(user_id)
         self._load(user_id)
-        vector = self.embedder.embed_one(text)
+        parts = sentence_texts(role, text.strip())
+        if parts:  # a long user turn: its sentences are embedded too (one batch)
+            both = self.embedder.embed([text, *parts])
+            vector, sentence_vectors = both[0], both[1:]
+        else:
+            vector, sentence_vectors = self.embedder.embed_one(text), None
         with self._lock, self.store.writing() as conn:
             episode = self.episode_repo.insert(
                 conn, user_id, role=role, text=text.strip(), vector=vector,
-                message_id=message_id, session_id=session_id, subject=subject, now=now or _now())
+                message_id=message_id, session_id=session_id, subject=subject, now=now or _now(),
+                sentence_vectors=sentence_vectors)
             self.index.put_many(user_id, [episode])
         self._changed(user_id)
         self.counts[f"episodes_{role}"] += 1
@@ -299,7 +305,7 @@ class MemoryService:
     def _load(self, user_id: str) -> None:
         """Load a user's facts and turns into the index unless loaded."""
         self.index.ensure(user_id, lambda uid: [*self.repo.for_user(uid),
-                                                *self.episode_repo.for_user(uid)])
+                                                *self.episode_repo.for_user(uid, True)])
 
     def _anchor(self, user_id: str, words: str) -> datetime | None:
         """When the event `words` names happened: the time of the best match for them."""

@@ -244,6 +244,24 @@ episodes = sa.Table(
     sqlite_autoincrement=True,
 )
 
+# A long user turn's sentences, each embedded apart (issue 14): recall scores the turn by the
+# best of its own vector and its sentences', so a fact said in passing inside a long request is
+# found. They go with their turn (and with their user): ON DELETE CASCADE on both.
+episode_sentences = sa.Table(
+    "episode_sentences",
+    metadata,
+    sa.Column("id", MessageId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "episode_id", MessageId, sa.ForeignKey("episodes.id", ondelete="CASCADE"), nullable=False
+    ),
+    user_column(nullable=False),
+    sa.Column("position", sa.Integer(), nullable=False),
+    sa.Column("embedding", Embedding(), nullable=False),
+    sa.Index("ix_episode_sentences_user_id_episode_id", "user_id", "episode_id"),
+    sa.Index("ix_episode_sentences_episode_id", "episode_id"),
+    sqlite_autoincrement=True,
+)
+
 session_summaries = sa.Table(
     "session_summaries",
     metadata,

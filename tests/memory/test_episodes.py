@@ -163,3 +163,65 @@ def test_deleting_a_conversation_forgets_its_turns(memory: MemoryService) -> Non
     assert all(e.session_id != "s9" for e in memory.episodes("ana"))
     found = memory.recall("ana", "Rijksmuseum Rembrandt Night Watch", now=NOW)
     assert not any(r.is_episode and r.memory.session_id == "s9" for r in found)
+
+
+LONG_TURN = (
+    "Can you help me plan a weekend in Lisbon? I want to see the old town, eat custard tarts and "
+    "maybe take the old tram up to the castle. I also need a hotel near the river that is not "
+    "too expensive. Oh, and my cat Pixel will stay with my neighbour Rosa while I am away, she "
+    "has fed him before."
+)
+
+
+def _sentence_rows(store: Store) -> int:
+    import sqlalchemy as sa
+
+    from companion.storage.schema import episode_sentences
+
+    with store.reading() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(episode_sentences)).scalar())
+
+
+def test_a_long_turn_is_found_by_its_best_sentence_and_keeps_it_across_reloads(
+    memory: MemoryService, store: Store, embedder
+) -> None:
+    from companion.memory.episodes import sentence_texts
+
+    memory.observe("ana", LONG_TURN, 1, session_id="s1", now=NOW - timedelta(days=3))
+    memory.observe("ana", "Short and sweet.", 2, session_id="s1", now=NOW - timedelta(days=3))
+    parts = sentence_texts("user", LONG_TURN)
+    assert len(parts) == 4 and memory.episode_repo.sentence_count("ana") == 4
+    assert _sentence_rows(store) == 4  # the short turn has none, nor would a reply
+    question = "Who looks after my cat while I travel?"
+    vector = embedder.embed_one(question)
+    whole = float(embedder.embed_one(LONG_TURN) @ vector)
+    best = max(float(embedder.embed_one(p) @ vector) for p in parts)
+    assert best > whole + 0.05
+    (episode,) = [e for e in memory.episodes("ana") if e.message_id == 1]
+    for _ in range(2):  # as indexed when said, then as loaded from the database
+        top = memory.recall("ana", question, vector, 5, now=NOW)
+        assert top[0].memory.source_ids == (1,)
+        found = memory.index.similarities("ana", [episode.key], vector)
+        assert abs(found[episode.key] - best) < 1e-4
+        memory.forget_user("ana")  # unload: the next recall loads it from the database
+
+
+def test_a_turns_sentences_go_with_it(memory: MemoryService, store: Store) -> None:
+    import sqlalchemy as sa
+
+    from companion.storage.schema import users
+
+    for user in ("ana", "bo"):
+        memory.observe(user, LONG_TURN, 1, session_id="s1", now=NOW - timedelta(days=3))
+    memory.observe("ana", LONG_TURN + " Also Rosa waters the plants.", 2, session_id="s2",
+                   now=NOW - timedelta(days=2))
+    assert _sentence_rows(store) == 13
+    assert memory.forget_session("ana", "s1") == 1  # a deleted conversation
+    assert memory.episode_repo.sentence_count("ana") == 5 and _sentence_rows(store) == 9
+    memory.policy = CleanupPolicy(90, 0.3, 1000, max_episodes=0)  # the episodes' cap
+    assert memory.cleanup("ana").episodes_over_limit == 1
+    assert memory.episode_repo.sentence_count("ana") == 0 and _sentence_rows(store) == 4
+    with store.writing() as conn:  # a deleted user (ON DELETE CASCADE)
+        conn.execute(sa.delete(users).where(users.c.id == "bo"))
+    memory.forget_user("bo")
+    assert _sentence_rows(store) == 0
