@@ -33,6 +33,7 @@ from companion.llm.hardware import detect_hardware
 from companion.llm.registry import Registry
 from companion.memory import MemoryService
 from companion.memory.base import Candidate
+from companion.memory.episodes import sentence_texts
 from companion.memory.extract import extract, topics_of
 from companion.memory.extract_eval import extraction_figures
 from companion.memory.pg_index import copy_memories
@@ -116,14 +117,21 @@ def utterances(rows: list[dict[str, str]], limit: int) -> list[str]:
 
 def add_turns(memory: MemoryService, store: Store, user: str, texts: list[str],
               vectors: np.ndarray, start: int, stop: int) -> None:
-    """Give `user` turns start..stop (texts repeated round), sessions of 20, hourly."""
+    """Give `user` turns start..stop (texts repeated round), sessions of 20, hourly; a long
+    user turn with its sentence vectors, as remember_turn keeps it."""
     now = datetime.now(UTC)
+    parts: dict[int, np.ndarray | None] = {}
     with store.writing() as conn:
         for i in range(start, stop):
+            role = "user" if i % 2 == 0 else "assistant"
+            n = i % len(texts)
+            if role == "user" and n not in parts:
+                found = sentence_texts(role, texts[n])
+                parts[n] = memory.embedder.embed(found) if found else None
             memory.episode_repo.insert(
-                conn, user, role="user" if i % 2 == 0 else "assistant",
-                text=texts[i % len(texts)], vector=vectors[i % len(texts)], message_id=None,
-                session_id=f"s{i // 20}", subject=None, now=now - timedelta(hours=stop - i))
+                conn, user, role=role, text=texts[n], vector=vectors[n], message_id=None,
+                session_id=f"s{i // 20}", subject=None, now=now - timedelta(hours=stop - i),
+                sentence_vectors=parts.get(n) if role == "user" else None)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -173,7 +181,9 @@ def query_figures(settings: Settings, scale: int, rows: list[dict[str, str]],
                     "total_memory_cpu_ms_p95"]
                 figures[f"index_load_ms_at_{turns}_turns"] = round(load_ms, 2)
                 if turns == headline:
-                    figures.update(timed, index_load_ms=round(load_ms, 2))
+                    figures.update(timed, index_load_ms=round(load_ms, 2),
+                                   sentence_vectors_per_user=memory.episode_repo.sentence_count(
+                                       "bench"))
         finally:
             personal.close()
             store.close()

@@ -119,12 +119,15 @@ class Vectors:
         self.size = 0
         self.dead = 0
         self.row_of: dict[int, int] = {}
-        # sentence rows (a long turn's sentences): their vectors and the row each belongs to
-        # (-1: gone); a row's sentences are contiguous, found through `parts`
+        # sentence rows (a long turn's sentences), appended in groups, one group per row that
+        # has them: group g holds sentence rows start[g] up to start[g + 1] (the last: `used`)
+        # and belongs to row group_row[g] (-1: gone, dropped at the next compaction)
         self.sentences = np.zeros((0, dim), dtype=np.float32)
-        self.owner = np.zeros(0, dtype=np.int64)
         self.used = 0
-        self.parts: dict[int, tuple[int, int]] = {}  # row -> (first, end) sentence row
+        self.start = np.zeros(0, dtype=np.int64)
+        self.group_row = np.zeros(0, dtype=np.int64)
+        self.groups = 0
+        self.parts: dict[int, int] = {}  # row -> its group
 
     def put(self, key: int, vector: Vector | None, values: dict[str, float] | None = None,
             sentences: Vector | None = None) -> None:
@@ -145,37 +148,53 @@ class Vectors:
         self.row_of[key] = row
         self.size += 1
         if kept is not None:  # the same turn again (e.g. marked superseded): same sentences
-            self.owner[kept[0]:kept[1]] = row
+            self.group_row[kept] = row
             self.parts[row] = kept
         elif sentences is not None and len(sentences) and vector is not None:
             self._add_sentences(row, sentences)
 
     def _add_sentences(self, row: int, sentences: Vector) -> None:
-        """Append a row's sentence vectors."""
+        """Append a row's sentence vectors as one group."""
         n = len(sentences)
-        if self.used + n > len(self.owner):
+        if self.used + n > len(self.sentences) or self.groups == len(self.start):
             self._compact_sentences(n)
         self.sentences[self.used:self.used + n] = sentences
-        self.owner[self.used:self.used + n] = row
-        self.parts[row] = (self.used, self.used + n)
+        self.start[self.groups] = self.used
+        self.group_row[self.groups] = row
+        self.parts[row] = self.groups
+        self.groups += 1
         self.used += n
 
     def _compact_sentences(self, room: int) -> None:
-        """Drop the sentence rows of removed rows; grow so that `room` more fit."""
-        live = self.owner[: self.used] >= 0
-        n = int(live.sum())
-        size = max(64, len(self.owner))
+        """Drop the groups of removed rows; grow (or shrink) so that `room` more rows fit."""
+        ends = np.append(self.start[1:self.groups], self.used)
+        live = [g for g in range(self.groups) if self.group_row[g] >= 0]
+        n = sum(int(ends[g] - self.start[g]) for g in live)
+        size = max(64, len(self.sentences))
         while size < n + room or (size > 64 and n + room <= size // 4):
             size = size * 2 if size < n + room else size // 2
         sentences = np.zeros((size, self.matrix.shape[1]), dtype=np.float32)
-        owner = np.full(size, -1, dtype=np.int64)
-        sentences[:n] = self.sentences[: self.used][live]
-        owner[:n] = self.owner[: self.used][live]
-        self.sentences, self.owner, self.used = sentences, owner, n
-        self.parts = {}
-        for i in range(n):
-            first, _ = self.parts.get(int(owner[i]), (i, i))
-            self.parts[int(owner[i])] = (first, i + 1)
+        slots = max(16, 2 * (len(live) + 1))
+        start = np.zeros(slots, dtype=np.int64)
+        group_row = np.full(slots, -1, dtype=np.int64)
+        at = 0
+        for i, g in enumerate(live):
+            width = int(ends[g] - self.start[g])
+            sentences[at:at + width] = self.sentences[self.start[g]:ends[g]]
+            start[i], group_row[i] = at, self.group_row[g]
+            at += width
+        self.sentences, self.start, self.group_row = sentences, start, group_row
+        self.used, self.groups = at, len(live)
+        self.parts = {int(group_row[i]): i for i in range(len(live))}
+
+    def _sentence_best(self, vector: Vector) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, best cosine of each one's sentences with `vector`) of the rows that have
+        sentences: one product, then the best of each group (contiguous: reduceat)."""
+        found = _dot(self.sentences[: self.used], vector)
+        best = np.maximum.reduceat(found, self.start[: self.groups])
+        rows = self.group_row[: self.groups]
+        live = rows >= 0
+        return rows[live], best[live]
 
     def remove(self, key: int) -> None:
         """Forget `key`'s row (and its sentence rows)."""
@@ -184,9 +203,9 @@ class Vectors:
             self.keys[row] = -1
             self.matrix[row] = 0.0
             self.dead += 1
-            part = self.parts.pop(row, None)
-            if part is not None:
-                self.owner[part[0]:part[1]] = -1
+            group = self.parts.pop(row, None)
+            if group is not None:
+                self.group_row[group] = -1
 
     def _grow(self) -> None:
         """Compact when half the rows are dead, else double the capacity."""
@@ -198,9 +217,9 @@ class Vectors:
             for column in self.columns.values():
                 column[:n] = column[: self.size][live]
             moved = np.cumsum(live) - 1  # old row -> new row (for live rows)
-            owned = self.owner[: self.used] >= 0
-            self.owner[: self.used][owned] = moved[self.owner[: self.used][owned]]
-            self.parts = {int(moved[row]): part for row, part in self.parts.items()}
+            owned = self.group_row[: self.groups] >= 0
+            self.group_row[: self.groups][owned] = moved[self.group_row[: self.groups][owned]]
+            self.parts = {int(moved[row]): group for row, group in self.parts.items()}
             self.size, self.dead = n, 0
             self.keys[self.size:] = -1
             self.row_of = {int(k): i for i, k in enumerate(self.keys[: self.size])}
@@ -215,11 +234,9 @@ class Vectors:
         """Cosine of every row with `vector`, a turn's the best of its own and its sentences'
         (-2 for dead rows and rows without a vector)."""
         sims = _dot(self.matrix[: self.size], vector)
-        if self.used:
-            owner = self.owner[: self.used]
-            found = _dot(self.sentences[: self.used], vector)
-            live = owner >= 0
-            np.maximum.at(sims, owner[live], found[live])
+        if self.groups:
+            rows, best = self._sentence_best(vector)
+            sims[rows] = np.maximum(sims[rows], best)
         sims[(self.keys[: self.size] < 0) | (self.columns["flags"][: self.size] & NO_VECTOR > 0)
              ] = -2.0
         return sims
@@ -243,9 +260,10 @@ class Vectors:
         sims = _dot(self.matrix[[r for _, r in rows]], vector)
         out = {key: float(s) for (key, _), s in zip(rows, sims, strict=True)}
         for key, row in rows:
-            part = self.parts.get(row)
-            if part is not None:
-                best = float(_dot(self.sentences[part[0]:part[1]], vector).max())
+            group = self.parts.get(row)
+            if group is not None:
+                end = self.start[group + 1] if group + 1 < self.groups else self.used
+                best = float(_dot(self.sentences[self.start[group]:end], vector).max())
                 out[key] = max(out[key], best)
         return out
 
