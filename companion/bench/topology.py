@@ -158,14 +158,31 @@ http {{
             proxy_buffering off;
             proxy_cache off;
             proxy_read_timeout 600s;
-            # an instance that is gone: the next one (a 503 is the answer: passed on, not retried)
+            # an instance that is gone: the next one, for a request not yet sent to it (nginx
+            # never resends a POST that reached an instance: it may have stored the message).
+            # An instance's own 503 is the answer: passed on, not retried.
             proxy_next_upstream error timeout;
             proxy_next_upstream_tries 2;
             proxy_connect_timeout 2s;
+            # what nginx itself would answer 502/504 (the instance died with the request, no
+            # instance left): 503 with Retry-After, in the app's error shape
+            error_page 502 504 =503 @unavailable;
+        }}
+        location @unavailable {{
+            default_type application/json;
+            add_header Retry-After 2 always;
+            return 503 '{unavailable}';
         }}
     }}
 }}
 """
+
+
+# nginx's own answer when no instance answered (the app's error shape, both APIs' fields)
+UNAVAILABLE = json.dumps({"error": {
+    "code": "instance_unavailable", "type": "server_error", "param": None,
+    "message": "the app instance did not answer (it may have stopped mid-request); retry shortly",
+}}, separators=(",", ":"))  # fmt: skip
 
 
 def balancer(folder: Path, apps: list[Proc]) -> Proc:
@@ -178,7 +195,8 @@ def balancer(folder: Path, apps: list[Proc]) -> Proc:
         f"        server 127.0.0.1:{a.port} max_fails=1 fail_timeout=2s;" for a in apps
     )
     conf = folder / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(folder=folder, servers=servers, port=port))
+    text = NGINX_CONF.format(folder=folder, servers=servers, port=port, unavailable=UNAVAILABLE)
+    conf.write_text(text)
     command = [binary, "-p", str(folder), "-c", str(conf), "-g", "daemon off;"]
     return Proc(f"nginx:{port}", command, port, folder / "nginx.log", "/healthz")
 
