@@ -82,6 +82,8 @@ class Exchange:
     latency_ms: float
     ttft_ms: float | None
     turn: int = 0  # the line's number in its conversation (1 = the session's first)
+    prompt_tokens: int | None = None  # the prompt's tokens, and those the engine reused from
+    reused_tokens: int | None = None  # its KV cache (companion's API says; None: not known)
 
 
 @dataclass
@@ -98,6 +100,7 @@ class Tally:
     stream_errors: int = 0  # an error event inside a 200 stream
     exchanges: list[Exchange] = field(default_factory=list)
     statuses: Counter[str] = field(default_factory=Counter)
+    no_retry_after: Counter[str] = field(default_factory=Counter)  # 429/503 without Retry-After
     error_samples: list[str] = field(default_factory=list)
 
     def may_send(self) -> bool:
@@ -257,9 +260,14 @@ async def _api(
                 tally.error(kind, "stream ended without a done event")
                 return 200, None, None
             reply = "".join(pieces)
-    return _acknowledged(
+    status, exchange, wait = _acknowledged(
         user_id, done["session_id"], kind, text, reply, done.get("message_id"), started, first
     )
+    usage, timings = done.get("usage") or {}, done.get("timings") or {}
+    if "prompt_tokens" in usage and "reused_tokens" in timings:
+        exchange.prompt_tokens = int(usage["prompt_tokens"])
+        exchange.reused_tokens = int(timings["reused_tokens"])
+    return status, exchange, wait
 
 
 async def _openai(
@@ -333,6 +341,8 @@ async def _refused(
 
 def _rejected(resp: httpx.Response, tally: Tally, kind: str) -> None:
     """Count a non-200 answer (429 is counted by the caller, which retries)."""
+    if resp.status_code in (429, 503) and "retry-after" not in resp.headers:
+        tally.no_retry_after[str(resp.status_code)] += 1
     if resp.status_code == 429:
         return None
     if resp.status_code >= 500:

@@ -44,6 +44,7 @@ from companion.storage.store import create_store_engine, upgrade_to_head
 MODES = ("affinity", "round_robin")
 LATE_TURN = 5  # "turn 5": the fifth line of a conversation and later
 FAULT_TIMEOUT_S = 30  # request_timeout_s in the fault run
+SLOTS = 4  # parallel slots per llama-server (each 2048 tokens of context)
 
 
 @dataclass
@@ -174,6 +175,22 @@ def _db_state(url: str, exchanges: list[Exchange]) -> tuple[int, int, list[str]]
     return lost, pending, examples
 
 
+def _reuse_by_turn(exchanges: list[Exchange]) -> dict[int, tuple[int, int, int]]:
+    """(turns, prompt tokens, reused tokens) by turn number, over the turns that say them."""
+    by: dict[int, tuple[int, int, int]] = {}
+    for ex in exchanges:
+        if ex.prompt_tokens is not None and ex.reused_tokens is not None:
+            n, sent, reused = by.get(ex.turn, (0, 0, 0))
+            by[ex.turn] = (n + 1, sent + ex.prompt_tokens, reused + ex.reused_tokens)
+    return by
+
+
+def _share(rows: list[tuple[int, int, int]]) -> float:
+    """Reused tokens over prompt tokens."""
+    sent = sum(r[1] for r in rows)
+    return round(sum(r[2] for r in rows) / sent, 3) if sent else 0.0
+
+
 def _ttft_by_turn(exchanges: list[Exchange]) -> dict[int, list[float]]:
     by: dict[int, list[float]] = {}
     for ex in exchanges:
@@ -183,7 +200,8 @@ def _ttft_by_turn(exchanges: list[Exchange]) -> dict[int, list[float]]:
 
 
 PASSED = ("memory_enabled", "enable_caching", "semantic_cache", "history_messages",
-          "model_server_max_load", "model_server_pin_slots", "request_timeout_s")  # fmt: skip
+          "history_step", "model_server_max_load", "model_server_pin_slots",
+          "request_timeout_s")  # fmt: skip
 
 
 def passed(settings: Settings) -> dict[str, str]:
@@ -195,7 +213,7 @@ def passed(settings: Settings) -> dict[str, str]:
 
 def one_pass(
     settings: Settings, mode: str, opts: LoadOptions, convs: list[list[str]], backing: Backing,
-    apps: int, servers: int, faults: bool = False,
+    apps: int, servers: int, faults: bool = False, slots: int = SLOTS,
 ) -> tuple[dict[str, float], dict[str, Any]]:  # fmt: skip
     """Start the topology with `mode` routing, run the load through nginx (with the faults of
     scale_faults.py when `faults`), check the database."""
@@ -211,8 +229,11 @@ def one_pass(
         env["COMPANION_REQUEST_TIMEOUT_S"] = str(FAULT_TIMEOUT_S)
     label = "faults" if faults else mode
     events: list[dict[str, Any]] = []
-    phase(f"scale: starting {servers} llama-server, {apps} instances, nginx ({mode})")
-    topo = start_topology(model, db, backing.redis_url, apps=apps, models=servers, env=env)
+    phase(f"scale: starting {servers} llama-server ({slots} slots), {apps} instances, nginx "
+          f"({label})")  # fmt: skip
+    topo = start_topology(
+        model, db, backing.redis_url, apps=apps, models=servers, slots=slots, env=env
+    )
     try:
         app_urls = [a.url for a in topo.apps]
         before = _engine_totals(app_urls)
@@ -233,6 +254,7 @@ def one_pass(
         topo.stop()
     wall = result["wall_s"]
     by_turn = _ttft_by_turn(exchanges)
+    reuse = _reuse_by_turn(exchanges)
     late = [t for turn, ts in by_turn.items() if turn >= LATE_TURN for t in ts]
     sent = after["prompt_tokens"] - before["prompt_tokens"]
     reused = after["cached_tokens"] - before["cached_tokens"]
@@ -245,6 +267,9 @@ def one_pass(
         f"scale_tokens_per_s_{label}": round(tokens / wall, 2) if wall else 0.0,
         f"scale_requests_per_min_{label}": round(len(exchanges) / wall * 60, 1) if wall else 0.0,
         f"scale_prompt_reuse_{label}": round(reused / sent, 3) if sent else 0.0,
+        f"scale_prompt_reuse_turn5_{label}": _share(
+            [v for t, v in reuse.items() if t >= LATE_TURN]
+        ),
         f"scale_errors_{label}": tally.errors_5xx + tally.stream_errors + tally.errors_other,
         f"scale_lost_messages_{label}": lost,
         f"scale_pending_messages_{label}": pending,
@@ -253,7 +278,10 @@ def one_pass(
         "ttft_p50_s_by_turn": {t: round(percentile(v, 50), 3) for t, v in sorted(by_turn.items())},
         "ttft_n_by_turn": {t: len(v) for t, v in sorted(by_turn.items())},
         "completed": len(exchanges), "sent": tally.sent, "wall_s": round(wall, 1),
+        "prompt_reuse_by_turn": {t: _share([v]) for t, v in sorted(reuse.items())},
+        "prompt_tokens_mean_by_turn": {t: round(v[1] / v[0]) for t, v in sorted(reuse.items())},
         "errors": tally.error_samples, "lost_examples": examples, "refused": dict(tally.statuses),
+        "refused_without_retry_after": dict(tally.no_retry_after),
     }  # fmt: skip
     if faults:
         notes["faults"] = events
@@ -267,7 +295,9 @@ def run(
     apps = int(options.pop("apps", None) or 2)
     servers = int(options.pop("servers", None) or 2)
     db_url, redis_url = options.pop("database_url", None), options.pop("redis_url", None)
-    faults = bool(options.pop("faults", None))
+    faults_only = bool(options.pop("faults_only", None))
+    faults = faults_only or bool(options.pop("faults", None))
+    slots = int(options.pop("slots", None) or SLOTS)
     opts = LoadOptions(**{k: v for k, v in options.items() if v is not None})
     opts.probe_s = 0
     if scale and "users" not in options:
@@ -278,18 +308,28 @@ def run(
     convs = conversations(max(opts.users * 3, 16))
     figures: dict[str, float] = {}
     notes: dict[str, Any] = {"users": opts.users, "duration_s": opts.duration_s, "apps": apps,
-                             "model_servers": servers, "max_tokens": opts.max_tokens}  # fmt: skip
+                             "model_servers": servers, "slots": slots, "think_s": opts.think_s,
+                             "max_tokens": opts.max_tokens}  # fmt: skip
     with _backing(db_url, redis_url) as backing:
-        for mode in MODES:
-            found, described = one_pass(settings, mode, opts, convs, backing, apps, servers)
+        for mode in () if faults_only else MODES:
+            found, described = one_pass(
+                settings, mode, opts, convs, backing, apps, servers, slots=slots
+            )
             figures.update(found)
             notes[mode] = described
         if faults:
             found, described = one_pass(
-                settings, "affinity", opts, convs, backing, apps, servers, faults=True
-            )
+                settings, "affinity", opts, convs, backing, apps, servers, faults=True,
+                slots=slots,
+            )  # fmt: skip
             figures.update(found)
             notes["faults"] = described
+    if faults:
+        notes["fault_goals_met"] = fault_goals(figures, notes["faults"])
+    if faults_only:
+        figures["scale_lost_messages"] = figures["scale_lost_messages_faults"]
+        figures["scale_pending_messages"] = figures["scale_pending_messages_faults"]
+        return figures, notes
     a, rr = (figures[f"scale_ttft_p50_s_turn5_{m}"] for m in MODES)
     figures["scale_tokens_per_s"] = figures["scale_tokens_per_s_affinity"]
     figures["scale_lost_messages"] = sum(figures[f"scale_lost_messages_{m}"] for m in MODES)
@@ -301,3 +341,17 @@ def run(
         "pending_messages==0": figures["scale_pending_messages"] == 0,
     }
     return figures, notes
+
+
+def fault_goals(figures: dict[str, float], faults: dict[str, Any]) -> dict[str, bool]:
+    """The issue's goals for the fault pass, from its figures and notes."""
+    statuses = {int(k) for k in faults["refused"]} - {200}
+    recovered = [e["recovered_s"] for e in faults.get("faults", [])
+                 if not e["fault"].startswith("none")]
+    return {
+        "lost_messages==0": figures["scale_lost_messages_faults"] == 0,
+        "pending_messages==0": figures["scale_pending_messages_faults"] == 0,
+        "refused_only_503_or_429": statuses <= {429, 503},
+        "refused_with_retry_after": not faults["refused_without_retry_after"],
+        "recovered_within_10s": all(r is not None and r <= 10 for r in recovered),
+    }

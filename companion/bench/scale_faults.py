@@ -3,7 +3,8 @@
 At 20%, 40%, 60% and 80% of the run: kill -9 one app instance, kill -9 one model server, stop
 Redis for 20 s (when the bench started it), restart PostgreSQL (when the bench started it).
 After each, a probe turn is sent through nginx until one is answered: `recovered_s` is how long
-serving took to come back after the fault ended.
+serving took to come back after the fault ended. A probe at 10% of the run, before any fault,
+says how long one takes under the load alone (the floor of every recovery time).
 """
 
 from __future__ import annotations
@@ -62,6 +63,11 @@ def inject(
     started = time.monotonic()
 
     def run() -> None:
+        # how long a probe takes under this load with no fault: the floor of every recovery
+        time.sleep(max(0.0, started + duration_s / (2 * (len(steps) + 1)) - time.monotonic()))
+        begun = time.monotonic()
+        events.append({"fault": "none (baseline probe)", "at_s": round(begun - started, 1),
+                       "took_s": 0.0, "recovered_s": _recovered(topo.url, begun)})  # fmt: skip
         for i, (name, action) in enumerate(steps):
             at = started + duration_s * (i + 1) / (len(steps) + 1)
             time.sleep(max(0.0, at - time.monotonic()))

@@ -26,8 +26,9 @@ SUITES = {
 
 
 SHARED_OPTIONS = {"database_url", "redis_url"}
+SCALE_ONLY = {"apps", "servers", "slots", "faults", "faults_only"}
 SCALE_OPTIONS = {"users", "duration_s", "max_requests", "max_tokens", "think_s", "apps", "servers",
-                 "faults"}
+                 "faults", "slots", "faults_only"}
 
 
 @cli.command()
@@ -58,8 +59,12 @@ SCALE_OPTIONS = {"users", "duration_s", "max_requests", "max_tokens", "think_s",
 # bench scale only (companion/bench/scale.py; also --users, --duration, --max-tokens, --think)
 @click.option("--apps", type=click.IntRange(1, 16), help="scale: app instances (2).")
 @click.option("--servers", type=click.IntRange(1, 16), help="scale: llama-server processes (2).")
+@click.option("--slots", type=click.IntRange(1, 256),
+              help="scale: parallel slots per llama-server (4), each 2048 tokens of context.")
 @click.option("--faults", is_flag=True, default=None,
               help="scale: a third pass with faults injected (kill -9, Redis, PostgreSQL).")
+@click.option("--faults-only", is_flag=True, default=None,
+              help="scale: only the pass with faults (no affinity / round robin comparison).")
 @click.pass_obj
 def bench(obj: Ctx, suite: str, json_path: Path | None, scale: int | None, **load: Any) -> None:
     """Run a benchmark suite; print its figures and optionally save them as JSON.
@@ -75,10 +80,10 @@ def bench(obj: Ctx, suite: str, json_path: Path | None, scale: int | None, **loa
     if suite == "scale":
         allowed = SHARED_OPTIONS | SCALE_OPTIONS
     wrong = [k for k in given if k not in allowed] if suite != "load" else \
-        [k for k in given if k in SHARED_OPTIONS | {"apps", "servers", "faults"}]
+        [k for k in given if k in SHARED_OPTIONS | SCALE_ONLY]
     if wrong:
         name = wrong[0].removesuffix("_s").replace("_", "-")
-        only_scale = wrong[0] in ("apps", "servers", "faults")
+        only_scale = wrong[0] in SCALE_ONLY
         where = ("bench cache, memory and scale" if wrong[0] in SHARED_OPTIONS
                  else "bench scale" if only_scale else "bench load or scale")
         raise click.UsageError(f"--{name} is for {where} only")
