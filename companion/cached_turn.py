@@ -206,7 +206,9 @@ class CachedTurns:
                 personal.extractor.submit(user_id, text, saved.user_message_id)
         window = self.settings.history_messages
         if window < 3:  # the two new messages already overflow the window
-            await asyncio.to_thread(personal.summaries.advance, turn.session_id, window)
+            await asyncio.to_thread(
+                personal.summaries.advance, turn.session_id, window, self.settings.history_step
+            )
 
 
 def _new_id() -> str:

@@ -90,7 +90,8 @@ class Companion:
         self.locks = locks or LocalLocks(settings.request_timeout_s)
         self.after_tasks: set[asyncio.Task[None]] = set()  # caching and learning, after replies
         # each generated turn's notes block, by its user message id, put back in later prompts
-        # at the same place (per process: another instance or a restart computes them again)
+        # at the same place (per process; with redis_url in Redis too, for every instance:
+        # runtime.py sets RedisAnchors)
         self.anchors: Anchors[int, str] = Anchors(ANCHORS)
         self.cached_turns = CachedTurns(  # a new conversation's cache hit, the short way
             settings, store, cache, personal, self.stats, lambda: self.engine
@@ -126,7 +127,8 @@ class Companion:
         if self.router is None or session_id is None:
             return self.choose_route(text, [])
         history = await asyncio.to_thread(
-            self.store.recent_messages, session_id, self.settings.history_messages
+            self.store.recent_messages, session_id, self.settings.history_messages,
+            step=self.settings.history_step,
         )
         return self.choose_route(text, history)
 
@@ -253,7 +255,8 @@ class Companion:
             self.store.create_session, turn.user_id, turn.session_id, title_of(turn.text)
         )
         turn.history = await asyncio.to_thread(
-            self.store.recent_messages, turn.session.id, self.settings.history_messages
+            self.store.recent_messages, turn.session.id, self.settings.history_messages,
+            step=self.settings.history_step,
         )
 
     def route_step(self, turn: Turn) -> None:
@@ -496,7 +499,8 @@ class Companion:
         engine = self.engine
         session = await asyncio.to_thread(self.store.create_session, user_id, session_id)
         history = await asyncio.to_thread(
-            self.store.recent_messages, session.id, self.settings.history_messages
+            self.store.recent_messages, session.id, self.settings.history_messages,
+            step=self.settings.history_step,
         )
         system = await asyncio.to_thread(self.system_prompt_for, user_id)
         budget = engine.info.context_length - self.settings.max_tokens

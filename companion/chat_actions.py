@@ -14,6 +14,7 @@ from companion.domain import ChatResult, Message, Usage
 from companion.errors import InputError, NotFound
 from companion.llm.base import GenerationDone, GenerationRequest
 from companion.storage import conversations as conv
+from companion.storage.store import history_start
 from companion.turn import DEFAULT_USER, generate, options_from
 
 ChatEvents = AsyncIterator[str | ChatResult]
@@ -203,9 +204,10 @@ class ChatActions:
         """The chat so far, ending inside the reply (no end-of-turn), oldest turns dropped to
         fit the budget."""
         engine = self.companion.engine
-        turns = [{"role": m.role, "content": m.text} for m in before if m.status == "complete"][
-            -self.companion.settings.history_messages :
-        ]
+        settings = self.companion.settings
+        turns = [{"role": m.role, "content": m.text} for m in before if m.status == "complete"]
+        window = settings.history_messages
+        turns = turns[history_start(len(turns), window, settings.history_step) :] if window else []
         head = [{"role": "system", "content": system}]
         ask = [{"role": "user", "content": asked.text}]
         tokens: list[int] = []

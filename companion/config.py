@@ -223,6 +223,12 @@ class Settings(BaseSettings):
     # Conversation
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     history_messages: int = Field(default=10, ge=0, le=200)
+    history_step: int = Field(
+        default=10, ge=0, le=200,
+        description="the history window moves on this many messages at a time (so it holds "
+        "history_messages to history_messages + history_step - 1): between moves each prompt "
+        "starts with the last one and the model server's KV cache reuses it; 0 = slide by one",
+    )  # fmt: skip
     max_message_chars: int = Field(default=8000, ge=1)
     request_timeout_s: float = Field(default=300, gt=0)
 

@@ -142,7 +142,9 @@ class Personal:
             if self.extractor is not None:  # the model's facts follow on its own thread
                 self.extractor.submit(user_id, text, message_id)
         self.personas.interacted(user_id, notes.persona.id, feedback(text))
-        self.summaries.advance(session_id, self.settings.history_messages)
+        self.summaries.advance(
+            session_id, self.settings.history_messages, self.settings.history_step
+        )
         return changes
 
     def _reply_to(self, session_id: str, message_id: int) -> Message | None:

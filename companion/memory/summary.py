@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from companion.memory.extract import content_words, extract, sentences
 from companion.storage import Store
 from companion.storage.schema import messages, session_summaries
+from companion.storage.store import history_start
 
 MAX_ITEMS = 8
 ITEM_CHARS = 120
@@ -46,17 +47,20 @@ class SessionSummaries:
         with self.store.reading() as conn:
             return conn.execute(query).scalar_one_or_none()
 
-    def advance(self, session_id: str, window: int) -> str | None:
-        """Fold the user turns that left the last `window` messages into the summary."""
+    def advance(self, session_id: str, window: int, step: int = 0) -> str | None:
+        """Fold the user turns that left the history window (the last `window` messages, moved
+        on `step` at a time: Store.recent_messages) into the summary."""
         with self.store.reading() as conn:
             row = conn.execute(sa.select(session_summaries).where(
                 session_summaries.c.session_id == session_id)).mappings().first()
             upto = int(row["upto_message_id"]) if row else 0
-            recent = conn.execute(
-                sa.select(messages.c.id).where(messages.c.session_id == session_id,
-                                               messages.c.status == "complete")
-                .order_by(messages.c.id.desc()).limit(1).offset(max(0, window - 1))
-            ).scalar_one_or_none()
+            complete = (messages.c.session_id == session_id, messages.c.status == "complete")
+            count = conn.execute(sa.select(sa.func.count()).where(*complete)).scalar_one()
+            start = history_start(int(count), max(window, 1), step)
+            recent = conn.execute(  # the window's oldest message
+                sa.select(messages.c.id).where(*complete).order_by(messages.c.id)
+                .limit(1).offset(start)
+            ).scalar_one_or_none() if start else None
             if recent is None:  # the window still holds the whole session
                 return row["summary"] if row else None
             left = conn.execute(

@@ -271,7 +271,8 @@ class ClientTurns:
     async def _with_history(self, req: ClientRequest, session_id: str) -> ClientRequest:
         """Session mode: the stored history replaces the client's turns before its last."""
         history = await asyncio.to_thread(
-            self.c.store.recent_messages, session_id, self.c.settings.history_messages
+            self.c.store.recent_messages, session_id, self.c.settings.history_messages,
+            step=self.c.settings.history_step,
         )
         system = [m for m in req.messages[:-1] if m["role"] == "system"]
         turns = [{"role": m.role, "content": m.text} for m in history]

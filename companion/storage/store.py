@@ -177,6 +177,18 @@ def store_for(settings: Settings, migrate: bool | None = None) -> Store:
                       max_overflow=settings.db_max_overflow, migrate=migrate)
 
 
+
+def history_start(count: int, limit: int, step: int) -> int:
+    """Where the prompt's history starts among a session's `count` messages: the last `limit`,
+    the start moved on `step` messages at a time (step 0 or 1: the last `limit` exactly).
+    Between two moves the window only grows at its end, so each turn's prompt begins with the
+    whole prompt and reply of the turn before (a model server's KV cache holds them)."""
+    if count <= limit:
+        return 0
+    if step <= 1:
+        return count - limit
+    return (count - limit) // step * step
+
 class Store:
     """Sync data access over one engine: writes serialised by a lock, reads run concurrently."""
 
@@ -403,15 +415,21 @@ class Store:
                                         else "error", reply_to=user_message_id)
 
     def recent_messages(self, session_id: str, limit: int,
-                        statuses: tuple[str, ...] = ("complete",)) -> list[Message]:
-        """The last `limit` messages with those statuses, oldest first (for building a prompt)."""
+                        statuses: tuple[str, ...] = ("complete",), step: int = 0) -> list[Message]:
+        """The last `limit` messages with those statuses, oldest first (for building a prompt);
+        with `step` > 1 the window's start moves `step` messages at a time (history_start), so
+        it holds `limit` to `limit + step - 1` of them."""
         if limit <= 0 or not statuses:
             return []
-        query = (sa.select(messages)
-                 .where(messages.c.session_id == session_id, messages.c.status.in_(statuses),
-                        messages.c.active == sa.true())
-                 .order_by(messages.c.id.desc()).limit(limit))
+        where = (messages.c.session_id == session_id, messages.c.status.in_(statuses),
+                 messages.c.active == sa.true())
         with self._read() as conn:
+            if step > 1:
+                count = conn.execute(sa.select(sa.func.count()).where(*where)).scalar_one()
+                start = history_start(int(count), limit, step)
+                query = sa.select(messages).where(*where).order_by(messages.c.id).offset(start)
+                return [_message(row) for row in conn.execute(query).mappings()]
+            query = sa.select(messages).where(*where).order_by(messages.c.id.desc()).limit(limit)
             rows = [_message(row) for row in conn.execute(query).mappings()]
         rows.reverse()
         return rows

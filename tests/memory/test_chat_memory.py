@@ -69,7 +69,10 @@ async def test_persona_shapes_prompt_sampling_and_relationship(runtime: Runtime)
 
 
 async def test_session_summary_once_the_window_is_outgrown(tmp_path: Path) -> None:
-    rt = open_runtime(make_settings(tmp_path / "data", history_messages=2, enable_caching=False))
+    settings = make_settings(
+        tmp_path / "data", history_messages=2, history_step=0, enable_caching=False
+    )
+    rt = open_runtime(settings)
     try:
         chat = rt.companion
         first = await chat.chat("erin", "I work as a nurse.", max_tokens=4)

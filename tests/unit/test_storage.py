@@ -19,6 +19,7 @@ from alembic.script import ScriptDirectory
 from companion.errors import InputError, NotFound
 from companion.storage import Store, alembic_config, metadata, open_store
 from companion.storage.schema import in_metadata
+from companion.storage.store import history_start
 
 
 @pytest.fixture()
@@ -247,6 +248,28 @@ def test_recent_messages_order_limit_and_status(store: Store) -> None:
     everything = store.list_messages(session.id)
     assert [m.text for m in everything] == [t for t, _ in texts_statuses]
     assert [m.text for m in store.list_messages(session.id, limit=2, offset=3)] == ["m3", "m4"]
+
+
+def test_history_window_moves_in_steps_so_each_prompt_starts_with_the_last() -> None:
+    # 10 messages, moved on 10 at a time: 10..19 of them, the start fixed between moves
+    starts = [history_start(n, 10, 10) for n in range(0, 42, 2)]
+    assert starts == [0] * 10 + [10] * 5 + [20] * 5 + [30]
+    assert [history_start(n, 10, 0) for n in (4, 10, 11, 30)] == [0, 0, 1, 20]  # sliding
+    assert history_start(13, 10, 1) == 3
+
+
+def test_recent_messages_with_a_step(store: Store) -> None:
+    session = store.create_session("bob")
+    for i in range(13):
+        store.add_message(session.id, "user", f"m{i}", status="failed" if i == 5 else "complete")
+    # 12 complete: the last 4 moved on 4 at a time -> from the 9th (index 8) of them
+    got = [m.text for m in store.recent_messages(session.id, 4, step=4)]
+    assert got == ["m9", "m10", "m11", "m12"]
+    store.add_message(session.id, "user", "m13")
+    got = [m.text for m in store.recent_messages(session.id, 4, step=4)]
+    assert got == ["m9", "m10", "m11", "m12", "m13"]  # the window grew at its end only
+    assert [m.text for m in store.recent_messages(session.id, 4)] == ["m10", "m11", "m12", "m13"]
+    assert store.recent_messages(session.id, 0, step=4) == []
 
 
 def test_mark_unfinished_interrupted(store: Store) -> None:
