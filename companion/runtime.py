@@ -29,6 +29,7 @@ from companion.llm.routing import ModelRouter, RoutingRule
 from companion.personal import open_personal
 from companion.reaper import PendingReaper
 from companion.shared.bus import Handler
+from companion.shared.redis_anchors import RedisAnchors
 from companion.shared.wiring import Shared, local_shared, open_shared
 from companion.storage import Store, store_for
 
@@ -318,6 +319,8 @@ def open_runtime(settings: Settings) -> Runtime:
         locks=shared.locks,
     )
     companion.routing_note = routing.reason
+    if shared.link is not None:  # a session's turns reach any instance: the notes blocks too
+        companion.anchors = RedisAnchors(shared.link, companion.anchors.limit)
     personal.use_engine(lambda: companion.engine)  # LLM memory extraction (memory_llm_extraction)
     if cache is not None:
         cache.bus = shared.bus

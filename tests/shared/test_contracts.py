@@ -20,6 +20,7 @@ from companion.limits import Limits, UserLimits
 from companion.shared.bus import Bus, LocalBus
 from companion.shared.link import RedisLink
 from companion.shared.locks import LocalLocks, SessionBusy, SessionLocks
+from companion.shared.redis_anchors import RedisAnchors
 from companion.shared.redis_bus import RedisBus
 from companion.shared.redis_limits import RedisLimits
 from companion.shared.redis_locks import RedisLocks
@@ -248,3 +249,20 @@ def test_redis_down_is_a_fast_miss_then_recovers(redis_server: Redis, redis_pref
     assert link.health()["status"] == "ok"
     entries.put(_entry("k", 60))
     assert entries.get("k") is not None
+
+
+def test_notes_blocks_reach_every_instance_and_stay_local_without_redis(
+    redis_server: Redis, redis_prefix: str
+) -> None:
+    a, b = (RedisAnchors(RedisLink(redis_server.url, redis_prefix), 10) for _ in range(2))
+    a.put(41, "Notes for this reply ... - likes sailing")
+    assert b.get(41) == "Notes for this reply ... - likes sailing"  # the other instance
+    assert b.get(42) is None and b.get(None) is None
+    redis_server.stop()
+    try:
+        a.put(43, "made while Redis is down")
+        assert a.get(43) == "made while Redis is down"  # this process's own, as before
+        assert b.get(43) is None
+        assert b.get(41) is not None  # already copied into the other process
+    finally:
+        redis_server.start()
