@@ -3,12 +3,14 @@ PostgreSQL and one Redis, generating on two llama-server processes and one compa
 OpenAI protocol; the tiny model). Any instance
 serves any session; a session's turns stay on one model server (its prompt cache is reused);
 killing a model server moves its sessions, its running reply ends with an error event and
-nothing is left pending; all servers down is 503 model_unavailable with Retry-After."""
+nothing is left pending; a reply cut with its instance is answered 503 by nginx, never 502; all
+servers down is 503 model_unavailable with Retry-After."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -32,7 +34,8 @@ def topo(pg_server: Postgres, redis_server: Redis) -> Iterator[tuple[Topology, s
     db = pg_server.fresh()
     env = {"COMPANION_MAX_TOKENS": str(MAX_TOKENS), "COMPANION_MEMORY_ENABLED": "false",
            "COMPANION_ENABLE_CACHING": "false", "COMPANION_RATE_LIMIT_PER_MINUTE": "1000",
-           "COMPANION_TEMPERATURE": "0", "COMPANION_REQUEST_TIMEOUT_S": str(TIMEOUT_S)}  # fmt: skip
+           "COMPANION_TEMPERATURE": "0", "COMPANION_REQUEST_TIMEOUT_S": str(TIMEOUT_S),
+           "COMPANION_HISTORY_MESSAGES": "4", "COMPANION_HISTORY_STEP": "4"}  # fmt: skip
     topology = start_topology(
         model, db, redis_server.url, apps=2, models=2, slots=2, companions=1, env=env
     )
@@ -46,6 +49,10 @@ def chat(url: str, user: str, message: str, session: str | None = None) -> httpx
     body: dict[str, object] = {"user_id": user, "message": message}
     if session is not None:
         body["session_id"] = session
+    return httpx.post(f"{url}/api/v1/chat", json=body, timeout=120)
+
+
+def chat_body(url: str, body: dict[str, object]) -> httpx.Response:
     return httpx.post(f"{url}/api/v1/chat", json=body, timeout=120)
 
 
@@ -100,6 +107,29 @@ def test_a_session_on_the_companion_v1_model_server_reuses_its_cache_from_any_in
     assert second.json()["timings"]["reused_tokens"] > 0
 
 
+def test_late_turns_start_with_the_last_prompt_whichever_instance_builds_them(
+    topo: tuple[Topology, str],
+) -> None:
+    # history 4 messages, moved on 4 at a time: the window moves at turns 5 and 7; the summary
+    # of what left it is a notes block from turn 5 on, put back in place by the other instance
+    topology, _ = topo
+    a, b = (app.url for app in topology.apps)
+    lines = ["I work as a nurse in a big hospital.", "My sister lives in Osaka with two cats.",
+             "I am planning a trip to Japan in spring.", "I love hiking and old temples.",
+             "What should I pack for the mountains?", "Will it rain a lot in April?",
+             "What food should I try in Osaka?", "Thanks, that helps a lot."]  # fmt: skip
+    first = chat(a, "late-1", lines[0])
+    assert first.status_code == 200, first.text
+    session, before = first.json()["session_id"], first.json()["usage"]["prompt_tokens"]
+    for turn, line in enumerate(lines[1:], start=2):
+        r = chat((a, b)[turn % 2], "late-1", line, session)
+        assert r.status_code == 200, r.text
+        reused, prompt = r.json()["timings"]["reused_tokens"], r.json()["usage"]["prompt_tokens"]
+        if turn not in (5, 7):  # the last turn's whole prompt (and its reply) is reused
+            assert reused >= before - 2, (turn, reused, before, prompt)
+        before = prompt
+
+
 def test_sse_streams_through_the_balancer_token_by_token(topo: tuple[Topology, str]) -> None:
     topology, _ = topo
     arrivals: list[float] = []
@@ -127,8 +157,27 @@ def test_a_killed_instance_loses_no_session_and_its_turn_is_not_left_pending(
     victim = topology.apps[1]
     body = {"user_id": "crash-1", "session_id": session, "stream": True, "max_tokens": 400,
             "message": "Write a very long story about the sea, with many chapters."}  # fmt: skip
-    with pytest.raises(httpx.HTTPError):  # the stream is cut with the instance
-        stream_cut(victim.url, body, victim.kill)
+    # replies in flight through nginx when the instance dies (round robin: half are on it)
+    story = {"max_tokens": 400, "message": "Write a very long story about the sea, please."}
+    with ThreadPoolExecutor(4) as pool:
+        inflight = [pool.submit(chat_body, topology.url, {**story, "user_id": f"crash-n{i}"})
+                    for i in range(4)]  # fmt: skip
+        time.sleep(1)
+        with pytest.raises(httpx.HTTPError):  # the stream is cut with the instance
+            stream_cut(victim.url, body, victim.kill)
+        answers = [f.result() for f in inflight]
+    # nginx answers those that died with the instance 503 + Retry-After in the app's shape,
+    # never its own 502; the others complete
+    seen = [(r.status_code, r.text) for r in answers]
+    assert {r.status_code for r in answers} == {200, 503}, seen
+    for r in answers:
+        if r.status_code == 503:
+            assert r.json()["error"]["code"] == "instance_unavailable", r.text
+            assert int(r.headers["retry-after"]) >= 1
+    # new requests go to the instance left (the dead one's port refuses: nginx passes them on)
+    for i in range(4):
+        r = chat(topology.url, f"crash-after-{i}", "Hello again!")
+        assert r.status_code == 200, r.text
     # nginx passes the session's next turns to the instance left, once the dead instance's
     # session lock has expired (30 s; meanwhile 409 session_busy)
     deadline = time.monotonic() + 60
