@@ -45,6 +45,32 @@ class Postgres:
         engine = create_store_engine(self.url(TEMPLATE), pool_size=1, max_overflow=0)
         upgrade_to_head(engine)
         engine.dispose()
+        self.vector_distance_ok = self._vector_distance_runs()
+
+    def _vector_distance_runs(self) -> bool:
+        """Whether pgvector's distance operators run on this CPU. The wheel's pgvector build
+        kills its backend with SIGILL on some CPUs (an AMD EPYC without AVX-512, 2026-12-03);
+        storing vectors works there. Probed once, before any test connects: the crash restarts
+        the server, which comes back by itself."""
+        probe = sa.create_engine(self.url(TEMPLATE), poolclass=sa.pool.NullPool)
+        try:
+            with probe.connect() as conn:
+                vector = "[" + ",".join(["0.5"] * 384) + "]"  # short vectors run (2, 8 dims)
+                conn.execute(sa.text(f"SELECT '{vector}'::vector <=> '{vector}'::vector")).one()
+            return True
+        except sa.exc.OperationalError:
+            deadline = time.monotonic() + 60
+            while True:  # crash recovery: wait until the server accepts connections again
+                try:
+                    with probe.connect() as conn:
+                        conn.execute(sa.text("SELECT 1"))
+                    return False
+                except sa.exc.OperationalError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+        finally:
+            probe.dispose()
 
     def url(self, database: str) -> str:
         """The SQLAlchemy url of one database on this server (over its Unix socket)."""
