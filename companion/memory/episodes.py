@@ -203,11 +203,7 @@ class EpisodeRepo:
         """Remove a session's episodes; returns their ids."""
         where = sa.and_(episodes.c.user_id == user_id, episodes.c.session_id == session_id)
         ids = [int(i) for i in conn.execute(sa.select(episodes.c.id).where(where)).scalars()]
-        if ids:
-            conn.execute(
-                sa.delete(episode_sentences).where(episode_sentences.c.episode_id.in_(ids))
-            )
-        conn.execute(sa.delete(episodes).where(where))
+        EpisodeRepo.delete(conn, ids)  # with their sentences
         return ids
 
     @staticmethod

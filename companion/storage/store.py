@@ -177,7 +177,6 @@ def store_for(settings: Settings, migrate: bool | None = None) -> Store:
                       max_overflow=settings.db_max_overflow, migrate=migrate)
 
 
-
 def history_start(count: int, limit: int, step: int) -> int:
     """Where the prompt's history starts among a session's `count` messages: the last `limit`,
     the start moved on `step` messages at a time (step 0 or 1: the last `limit` exactly).
@@ -188,6 +187,7 @@ def history_start(count: int, limit: int, step: int) -> int:
     if step <= 1:
         return count - limit
     return (count - limit) // step * step
+
 
 class Store:
     """Sync data access over one engine: writes serialised by a lock, reads run concurrently."""
