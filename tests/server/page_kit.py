@@ -94,15 +94,21 @@ def shots(page: Page, name: str, drawer: str | None = None) -> list[Path]:
 
 
 def send(page: Page, text: str) -> None:
-    """Type a message and send it with Enter; wait for the reply's meta line."""
+    """Type a message and send it with Enter; wait for the reply's meta line. A message the page
+    says was not sent fails at once, with the page's reason."""
     replies = page.locator("#messages li.assistant:not(.greeting) .meta")
-    before = replies.count()
+    before = {"n": replies.count(), "status": page.locator("#status").text_content() or ""}
     box = page.get_by_label("Message", exact=True)
     box.fill(text)
     box.press("Enter")
-    page.wait_for_function(
-        "n => document.querySelectorAll('#messages li.assistant:not(.greeting) .meta').length > n"
-        " && !document.querySelector('[aria-busy=true]')",
+    outcome = page.wait_for_function(
+        """b => {
+          const status = document.querySelector('#status').textContent;
+          if (status.startsWith('Not sent') && status !== b.status) return status;
+          const metas = document.querySelectorAll('#messages li.assistant:not(.greeting) .meta');
+          return metas.length > b.n && !document.querySelector('[aria-busy=true]') && 'ok';
+        }""",
         arg=before,
         timeout=SLOW,
-    )
+    ).json_value()
+    assert outcome == "ok", f"{text!r}: {outcome}"

@@ -33,6 +33,13 @@ LONG_WORD = """() => {
   mine.querySelector('.text').textContent = 'x'.repeat(600);
   document.querySelector('#messages').append(mine);
 }"""
+SLOW_RELOAD = """() => {
+  window.fastFetch = window.fetch;
+  window.fetch = (url, opts) => String(url).endsWith('/messages')
+    ? new Promise((r) => setTimeout(r, 1500)).then(() => window.fastFetch(url, opts))
+    : window.fastFetch(url, opts);
+  window.C.openSession(window.C.state.session);
+}"""
 DOUBLE_MESSAGES = """() => {
   const list = document.querySelector('#messages');
   list.append(...[...list.children].map((n) => n.cloneNode(true)));
@@ -43,7 +50,13 @@ def test_sessions_rename_search_and_delete(browser: Browser, site: str) -> None:
     context = new_context(browser, user="sess1")
     page = open_page(context, site)
     send(page, "I keep bees on my balcony.")
+    # A reload of the old chat still on its way when "+ New chat" is pressed (the persona panel
+    # reloads it after every reply) must not bring the old chat back over the new one.
+    page.evaluate(SLOW_RELOAD)
     page.get_by_role("button", name="+ New chat").click()
+    page.wait_for_timeout(2500)
+    expect(page.locator("#messages li.user")).to_have_count(0)
+    page.evaluate("window.fetch = window.fastFetch")
     send(page, "What should I cook tonight?")
     items = page.locator("#session-list li.session")
     expect(items).to_have_count(2)

@@ -131,10 +131,16 @@
     scrollDown();
   }
 
+  // Every change of what the chat shows (open, new chat, a reply streaming) takes a new view
+  // number; a session's messages that arrive after the view moved on are not shown (a reload
+  // started before "+ New chat" must not bring the old chat back over the new one).
+  function nextView() { state.view = (state.view || 0) + 1; return state.view; }
+
   async function openSession(id) {
     state.session = id;
+    const view = nextView();
     const data = await api("GET", `/api/v1/sessions/${encodeURIComponent(id)}/messages`);
-    render(data.messages);
+    if (view === state.view) render(data.messages);
     return data.messages;
   }
 
@@ -149,6 +155,7 @@
 
   function newSession(focus = false) {
     state.session = null;
+    nextView();
     render([]);
     if (focus === true) $("#composer-input").focus();
   }
@@ -173,6 +180,7 @@
   async function stream(path, body, onToken) {
     const controller = new AbortController();
     state.stop = () => controller.abort();
+    nextView();
     busy(true);
     let result = null;
     try {
