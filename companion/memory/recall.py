@@ -6,7 +6,11 @@ recency; a turn also takes a share of its neighbouring turns' and its session's 
 (the answer to a question is often the turn after it). Questions about what the companion
 said lift the assistant's turns, which otherwise count half; a person named in the question
 lifts what that person said; a time expression ("last week", "in May", "the first time")
-prefers what was said then. A fact and the turn it came from come back as one result.
+prefers what was said then. A question that gathers several mentions ("how many", "in
+total", "the order of", or one with a time expression) weighs meaning more, drops the
+session's share and searches again from its best matches (pseudo-relevance feedback); a
+question about several named things may be searched part by part (parts.py, off by
+default). A fact and the turn it came from come back as one result.
 
 Each result carries its reasons, and an absolute `relevance` (similarity and the share of
 the question's informative words it holds); nothing at or over `floor` means memory holds
@@ -17,8 +21,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +49,12 @@ ASSISTANT_CUE = re.compile(
     r"came up|come up|help|mean)\w*|\byour\s+(?:suggestion|recommendation|advice|answer|"
     r"list|idea|tip|explanation|reply|response)s?\b|\b(?:our|previous|last|earlier)\s+"
     r"(?:chat|conversation|discussion)s?\b",
+    re.IGNORECASE,
+)
+# questions whose answer gathers several mentions: "how many", "in total", "the order of"
+GATHERS = re.compile(
+    r"\b(?:how\s+(?:many|much)|total|sum|combined|altogether|average|in\s+all|all\s+the|"
+    r"list|every|order|each)\b",
     re.IGNORECASE,
 )
 SNIPPET_CHARS = 300
@@ -74,6 +84,20 @@ class Weights:
     order: float = 0.1  # "the first time" / "now": up to this much for the earliest / newest
     floor: float = 0.5  # relevance at which an item answers the question (see module doc)
     floor_similarity: float = 0.3  # the similarity's share of that relevance
+    # A question that gathers (GATHERS, or one with a time expression: "the order of",
+    # "which first", "two weeks ago") has its answer in several conversations, said in
+    # passing: it is ranked with more weight on meaning than on shared words, without the
+    # session's share (it lifts every turn of one conversation over the others), and with
+    # the query vector moved towards its best `feedback_top` matches (pseudo-relevance
+    # feedback: the other mentions of the same thing read like the first ones found).
+    gather: bool = True
+    gather_similarity: float = 0.75
+    gather_session: float = 0.0
+    feedback: float = 0.5  # weight of the best matches' mean vector added to the question's
+    feedback_top: int = 3
+    gather_time: bool = True  # a question with a time expression counts as one that gathers
+    parts: float = 0.0  # factor for a question part's ranking in the merge (0: parts unused;
+    # measured no better on the dev sets, see docs/memory.md)
 
 
 def recency(memory: Item, now: datetime, half_life_days: float) -> float:
@@ -201,6 +225,18 @@ def _candidates(query: _Query, user: _UserIndex, keys: list[int], sims_all: np.n
                        score)
 
 
+def feedback_vector(vector: Vector, best: np.ndarray, share: float) -> np.ndarray:
+    """The question's unit vector plus `share` times the unit mean of the best matches'
+    vectors (rows of `best`), as a unit vector (Rocchio's pseudo-relevance feedback)."""
+    def unit(v: np.ndarray) -> np.ndarray:
+        return v / max(float(np.linalg.norm(v)), 1e-9)
+
+    q = unit(np.asarray(vector, dtype=np.float32))
+    if not len(best):
+        return q
+    return unit(q + share * unit(np.asarray(best, dtype=np.float32).mean(axis=0)))
+
+
 def _own_of(keys: np.ndarray, own: np.ndarray, wanted: list[int]) -> np.ndarray:
     """The own score of each wanted key among the candidates (0 where it is not one)."""
     if not len(keys):
@@ -279,14 +315,63 @@ def _merge(ranked: Iterable[Recalled], query: _Query, k: int) -> list[Recalled]:
 
 def recall(index: MemoryIndex, user_id: str, query: str, vector: Vector | None, k: int,
            now: datetime, weights: Weights | None = None, *, as_of: datetime | None = None,
-           anchor_time: Callable[[str], datetime | None] | None = None) -> list[Recalled]:
+           anchor_time: Callable[[str], datetime | None] | None = None,
+           parts: Sequence[tuple[str, Vector | None]] = ()) -> list[Recalled]:
     """The top `k` facts and turns of `user_id` for `query` (the user must be loaded).
 
     `as_of`: only what was said up to then. `anchor_time`: when an event was ("before I
-    moved"); by default the time of the best match for its words.
+    moved"); by default the time of the best match for its words. `parts`: the question's
+    parts with their vectors (parts.py), each searched on its own and merged in (merge_parts).
     """
     w = weights or Weights()
+    whole = _recall(index, user_id, query, vector, k, now, w, as_of, anchor_time)
+    if not parts or w.parts <= 0:
+        return whole
+    found = [_recall(index, user_id, text, part_vector, k, now, w, as_of, anchor_time)
+             for text, part_vector in parts]
+    return merge_parts(whole, found, [text for text, _ in parts], k, w.parts)
+
+
+def merge_parts(whole: list[Recalled], parts: list[list[Recalled]], texts: list[str], k: int,
+                share: float) -> list[Recalled]:
+    """One ranking from the whole question's and its parts': each ranking's scores over its
+    own best (so every part's best match scores 1, like the whole question's), a part's times
+    `share`; an item found by several (or a fact and the turn it came from) takes its best
+    value, the first found keeps its place in the results. An item that only a part found
+    does not take the part's confidence: `confident` stays the whole question's call (a part
+    is easier to match than the question); `part` says which part lifted an item."""
+    found: list[list[Any]] = []  # [value, Recalled]
+    by_source: dict[tuple[str, int], int] = {}
+    for n, (ranking, factor) in enumerate([(whole, 1.0), *((p, share) for p in parts)]):
+        top = max((r.score for r in ranking), default=0.0)
+        for r in ranking:
+            value = factor * r.score / top if top > 0 else 0.0
+            keys = [("m", m) for m in r.memory.source_ids] or [
+                ("e" if r.is_episode else "f", r.memory.id)]
+            place = next((by_source[key] for key in keys if key in by_source), None)
+            if place is None:
+                reasons = r.reasons if not n else {**r.reasons, "confident": False,
+                                                   "part": texts[n - 1]}
+                by_source.update({key: len(found) for key in keys})
+                found.append([value, Recalled(r.memory, r.score, reasons, r.snippet)])
+            elif value > found[place][0]:
+                kept = found[place][1]
+                found[place] = [value, Recalled(kept.memory, kept.score,
+                                                {**kept.reasons, "part": texts[n - 1]},
+                                                kept.snippet)]
+    ranked = sorted(range(len(found)), key=lambda i: (-found[i][0], i))[:k]
+    return [Recalled(found[i][1].memory, found[i][0], found[i][1].reasons, found[i][1].snippet)
+            for i in ranked]
+
+
+def _recall(index: MemoryIndex, user_id: str, query: str, vector: Vector | None, k: int,
+            now: datetime, w: Weights, as_of: datetime | None,
+            anchor_time: Callable[[str], datetime | None] | None) -> list[Recalled]:
+    """recall() of one question (or part)."""
     hint = parse(query, now)
+    gathers = w.gather and bool(GATHERS.search(query) or (w.gather_time and hint is not None))
+    if gathers:
+        w = replace(w, similarity=w.gather_similarity, session=w.gather_session)
     words = query  # the time phrase says when, not what: it is not matched against the text
     if hint is not None and hint.phrase:
         words = re.sub(re.escape(hint.phrase), " ", query, flags=re.IGNORECASE)
@@ -324,6 +409,20 @@ def recall(index: MemoryIndex, user_id: str, query: str, vector: Vector | None, 
         c = _candidates(q, user, list(dict.fromkeys([*texts, *sims, *around])), sims_all,
                         texts, around, as_of)
         order = np.lexsort((-c.keys, -c.score))
+        if gathers and w.feedback > 0 and sims_all is not None and vector is not None and len(
+                order):  # pseudo-relevance feedback: search again from the best matches
+            moved = feedback_vector(vector, user.vectors.matrix[c.rows[order[: w.feedback_top]]],
+                                    w.feedback)
+            again = user.vectors.scan(moved)
+            if by_then is not None:
+                again[~by_then] = -2.0
+            sims = dict(user.vectors.top(again, SEARCH_LIMIT))
+            around = _around(q, texts, sims, w.expand)
+            c = _candidates(q, user, list(dict.fromkeys([*texts, *sims, *around])), again,
+                            texts, around, as_of)
+            order = np.lexsort((-c.keys, -c.score))
+            # the reasons (relevance, confidence) stay the question's own similarity
+            c.similarity = np.maximum(sims_all[c.rows].astype(np.float64), 0.0)
         return _merge(_ranked(q, user, c, order, k), q, k)
 
 
