@@ -93,18 +93,19 @@ INSTRUMENTS = [
     "The maintenance of my piano worries me a bit, a Korg B1 I bought three years ago.",
     "I'm also thinking about getting a new ukulele, my old one cracked last winter.",
 ]
-FILLER = [
-    "Can you suggest a recipe for a quick weeknight pasta with spinach?",
+FILLER = [  # some share the question's words ("how many", "currently", "own"), not its topic
+    "I currently own two bikes and a scooter, which one should I service first?",
+    "How many tomatoes can my own small garden produce in a summer?",
     "I need tips on planning a road trip along the coast of Portugal.",
-    "What are good stretches after a long run in the park?",
     "My landlord raised the rent again, how should I negotiate with him?",
-    "I'm looking for a good science fiction novel to read on the train.",
+    "I'm currently looking for a good science fiction novel to read on the train.",
     "How do I keep basil alive on a windowsill in winter?",
 ]
 
 
 def test_a_gathering_question_finds_every_mention(memory: MemoryService) -> None:
-    """Each instrument in its own conversation among others: "how many" finds all three."""
+    """Each instrument in its own conversation among others that share the question's words:
+    "how many" finds all three in the top 5 (ranked on words, the ukulele came 6th)."""
     start = datetime.now(UTC) - 30 * DAY
     said = [*INSTRUMENTS, *FILLER]
     order = [3, 0, 4, 5, 1, 6, 7, 2, 8]  # the instruments spread among the others
@@ -115,14 +116,12 @@ def test_a_gathering_question_finds_every_mention(memory: MemoryService) -> None
     sources = {m for r in found for m in r.memory.source_ids}
     assert {order.index(i) + 1 for i in range(3)} <= sources, texts
     # the reasons stay the question's own similarity (not the feedback query's)
-    plain = replace(memory.weights, gather=False)
-    memory.weights = plain
-    again = {r.memory.id: r.reasons["similarity"] for r in memory.recall(
+    memory.weights = replace(memory.weights, gather=False)
+    again = {(r.is_episode, r.memory.id): r.reasons["similarity"] for r in memory.recall(
         "u", "How many musical instruments do I currently own?", k=9)}
     memory.weights = Weights()
-    for r in found:
-        if r.memory.id in again and r.is_episode:
-            assert r.reasons["similarity"] == again[r.memory.id]
+    assert all(r.reasons["similarity"] == again[(r.is_episode, r.memory.id)]
+               for r in found if (r.is_episode, r.memory.id) in again)
 
 
 def test_parts_find_both_named_things(memory: MemoryService) -> None:
