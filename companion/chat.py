@@ -36,7 +36,15 @@ from companion.personal import Personal, TurnNotes, memory_line
 from companion.shared.locks import LocalLocks, SessionLocks
 from companion.stats import PerformanceStats
 from companion.storage import Store
-from companion.turn import DEFAULT_USER, Turn, generate, options_from, title_of, validate_message
+from companion.turn import (
+    DEFAULT_USER,
+    Turn,
+    admitted,
+    generate,
+    options_from,
+    title_of,
+    validate_message,
+)
 
 log = logging.getLogger("companion.chat")
 
@@ -318,36 +326,39 @@ class Companion:
         return result
 
     async def generate_step(self, turn: Turn) -> AsyncIterator[str]:
-        """generate: store the user message (pending), then the reply's pieces as they come;
-        a stream that does not complete marks the exchange interrupted or failed."""
+        """generate: admission (429 before anything is stored when the model cannot answer in
+        time), store the user message (pending), then the reply's pieces as they come; a
+        stream that does not complete marks the exchange interrupted or failed."""
         assert turn.session is not None and turn.opts is not None and turn.built is not None
         engine = turn.engine
         if engine is not self.engine:  # the routed model (the main one was checked on entry)
             engine.check_serving()
-        asked = turn.asked = await asyncio.to_thread(
-            self.store.add_message,
-            turn.session.id,
-            "user",
-            turn.text,
-            status="pending",
-            token_count=engine.count_tokens(turn.text),
-        )
-        if (block := turn.built.notes) is not None:
-            self.anchors.put(asked.id, block)
         request = GenerationRequest(
             turn.built.prompt_tokens, turn.opts, session_key=turn.session.id, user=turn.user_id
         )
+        created = turn.session.id if turn.session_id is None else None
+        async with admitted(engine, request, self.store, created):  # 429: nothing stays
+            asked = turn.asked = await asyncio.to_thread(
+                self.store.add_message,
+                turn.session.id,
+                "user",
+                turn.text,
+                status="pending",
+                token_count=engine.count_tokens(turn.text),
+            )
+            if (block := turn.built.notes) is not None:
+                self.anchors.put(asked.id, block)
 
-        def settle(status: str, pieces: list[str]) -> None:
-            self.fail(asked.id, status, pieces, engine.info.name)
+            def settle(status: str, pieces: list[str]) -> None:
+                self.fail(asked.id, status, pieces, engine.info.name)
 
-        events = generate(engine, request, self.settings.request_timeout_s, settle)
-        async with aclosing(events):
-            async for event in events:
-                if isinstance(event, GenerationDone):
-                    turn.done = event
-                else:
-                    yield event
+            events = generate(engine, request, self.settings.request_timeout_s, settle)
+            async with aclosing(events):
+                async for event in events:
+                    if isinstance(event, GenerationDone):
+                        turn.done = event
+                    else:
+                        yield event
 
     async def store_step(self, turn: Turn) -> ChatResult:
         """store: the reply (the exchange complete)."""

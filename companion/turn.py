@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
@@ -17,12 +18,15 @@ from companion.config import Settings
 from companion.context import BuiltContext
 from companion.domain import GenerationOptions, Message, Session
 from companion.embed.base import Vector
-from companion.errors import DeadlineExceeded, InputError, PayloadTooLarge
+from companion.errors import CompanionError, DeadlineExceeded, InputError, PayloadTooLarge
 from companion.llm.base import Engine, GenerationDone, GenerationRequest
 from companion.llm.routing import Route
 from companion.personal import TurnNotes
+from companion.storage import Store
+from companion.storage import conversations as conv
 
 DEFAULT_USER = "default"
+log = logging.getLogger("companion.turn")
 
 
 def options_from(settings: Settings, **overrides: Any) -> GenerationOptions:
@@ -140,3 +144,23 @@ async def generate(
             if not isinstance(event, GenerationDone):
                 pieces.append(event)
             yield event
+
+
+@contextlib.asynccontextmanager
+async def admitted(
+    engine: Engine, request: GenerationRequest, store: Store, created: str | None = None
+) -> AsyncIterator[None]:
+    """The block runs with `request` admitted by the engine (its place held: engine.admit).
+    Refused (429 overloaded, 503), nothing of the turn stays: the session it created, if any
+    (`created`, still empty: the message is stored inside the block), is deleted again."""
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(engine.admit(request))
+        except CompanionError:
+            if created is not None:
+                try:
+                    await asyncio.to_thread(conv.delete_session, store, created)
+                except Exception:  # the refusal is the answer; an empty session is harmless
+                    log.exception("deleting the refused turn's new session %s failed", created)
+            raise
+        yield

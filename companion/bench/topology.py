@@ -103,7 +103,7 @@ def model_server(model: Path, folder: Path, slots: int = 4, ctx_per_slot: int = 
     threads = os.environ.get("COMPANION_MODEL_SERVER_THREADS", "1")
     command = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
                "-t", threads, "-tb", threads, "-np", str(slots), "-c", str(slots * ctx_per_slot),
-               "--no-webui"]  # fmt: skip
+               "--metrics", "--no-webui"]  # fmt: skip
     return Proc(f"llama-server:{port}", command, port, folder / f"llama-{port}.log", "/health")
 
 

@@ -9,10 +9,13 @@ refused at once (429 with Retry-After) instead of timing out minutes later.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import Counter
 from collections.abc import Sequence
 from typing import Protocol
+
+from companion.errors import Overloaded
 
 
 class Queued(Protocol):
@@ -60,6 +63,41 @@ class WaitPredictor:
         return ahead / max(parallel, 1) * hold
 
     @property
+    def known(self) -> bool:
+        """Whether a hold time has been seen."""
+        with self._lock:
+            return self._hold_s is not None
+
+    @property
     def hold_s(self) -> float:
         with self._lock:
             return self._hold_s or 0.0
+
+
+def late_by(predictor: WaitPredictor, ahead: int, parallel: int, timeout_s: float | None) -> float:
+    """Seconds by which a request with `ahead` requests queued before it (`parallel` served at
+    once) would miss `timeout_s`: its predicted wait plus its own reply, less the deadline.
+    0 or less: in time (always, with a free slot, no deadline or no reply seen yet)."""
+    if timeout_s is None or ahead <= 0:
+        return 0.0
+    return predictor.wait_s(ahead, parallel) + predictor.hold_s - timeout_s
+
+
+def check_wait(
+    predictor: WaitPredictor, ahead: int, parallel: int, timeout_s: float | None, where: str = ""
+) -> None:
+    """Overloaded (429, Retry-After: the seconds it would be late) when a request behind `ahead`
+    others would not finish before `timeout_s`."""
+    late = late_by(predictor, ahead, parallel, timeout_s)
+    if late > 0:
+        wait = predictor.wait_s(ahead, parallel)
+        raise Overloaded(
+            f"the predicted wait{where} ({wait:.0f} s for {ahead} queued requests) plus the "
+            f"reply exceeds request_timeout_s ({timeout_s:g} s); retry later",
+            retry_after_s=retry_after(late),
+        )
+
+
+def retry_after(late_s: float) -> int:
+    """Whole seconds to wait before retrying a request that would be `late_s` late."""
+    return max(1, math.ceil(late_s))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,6 +22,7 @@ class GenerationRequest:
     logprobs: int | None = None  # report each token's log-probability and this many alternatives
     user: str | None = None  # whose request: free slots are shared fairly across users
     route_key: str | None = None  # model_servers: the session it serves (else session_key)
+    server: str | None = None  # model_servers: the server its admission reserved (admit)
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,12 @@ class Engine(Protocol):
     def tokenize(self, text: str) -> list[int]: ...
 
     def count_tokens(self, text: str) -> int: ...
+
+    def admit(self, request: GenerationRequest) -> AbstractContextManager[None]:
+        """Raise Overloaded (429 with Retry-After) now when `request` would not be served within
+        request_timeout_s, before the caller stores anything; inside the block it holds its
+        place (model_servers: a reserved server), so a flood cannot all pass at once."""
+        ...
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[str | GenerationDone]: ...
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -35,7 +34,7 @@ from companion.errors import (
     Overloaded,
     PayloadTooLarge,
 )
-from companion.llm.admission import WaitPredictor, fair_pick
+from companion.llm.admission import WaitPredictor, check_wait, fair_pick
 from companion.llm.base import GenerationDone, GenerationRequest, ModelInfo, TokenLogprob
 from companion.llm.jobs import EngineFigures, Job
 from companion.llm.kvcache import MAX_PREFIXES, Plan, SequencePool
@@ -208,6 +207,15 @@ class BatchedEngine:
             if self._down is not None or self._closing:
                 raise _down_error(self._down or "it was closed")
 
+    @contextmanager
+    def admit(self, request: GenerationRequest) -> Iterator[None]:
+        """Overloaded (429) now when `request` would wait past request_timeout_s, before the
+        caller stores anything (its queueing checks again)."""
+        with self._wake:
+            free_slots = max(0, self.parallel - len(self._active))
+            self._check_wait(len(self._waiting) + 1 - free_slots)
+        yield
+
     async def generate(self, request: GenerationRequest) -> AsyncIterator[str | GenerationDone]:
         """Stream text pieces, then one GenerationDone. Closing the stream cancels the run."""
         job = self._submit(request, prefill_only=False)
@@ -283,16 +291,7 @@ class BatchedEngine:
 
     def _check_wait(self, ahead: int) -> None:
         """Overloaded when a request behind `ahead` others would not finish before its deadline."""
-        if self.timeout_s is None:
-            return
-        wait = self._predictor.wait_s(ahead, self.parallel)
-        total = wait + self._predictor.hold_s
-        if ahead > 0 and total > self.timeout_s:
-            raise Overloaded(
-                f"the predicted wait ({wait:.0f} s for {ahead} queued requests) plus the reply "
-                f"exceeds request_timeout_s ({self.timeout_s:g} s); retry later",
-                retry_after_s=max(1, math.ceil(total - self.timeout_s)),
-            )
+        check_wait(self._predictor, ahead, self.parallel, self.timeout_s)
 
     # --- the engine thread ---------------------------------------------------------------
 

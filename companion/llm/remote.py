@@ -17,6 +17,12 @@ a JSON response_format) is refused (422 invalid_input) there. Its timings are me
 (time to first token, generation time); its reused prompt tokens are the usage's
 `prompt_tokens_details.cached_tokens` where the server reports them (companion and vLLM do).
 
+Admission: a request that would not be served within request_timeout_s on any healthy server
+(its predicted wait there plus its reply, servers.py) is refused at once with 429 `overloaded`
+and Retry-After, before the turn stores anything (`admit` reserves the chosen server while the
+turn runs, so a flood cannot all pass at once); a session whose server cannot take it in time
+moves to one that can. A server's own 429 is passed on as 429.
+
 A server found down before the first token is skipped and the request goes to the next one; a
 server lost mid-reply (connection cut, or its probe failing) ends the reply with ModelDown, so
 the exchange is marked failed, never left pending. Closing the stream (the client left) closes
@@ -32,14 +38,23 @@ import logging
 import re
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from companion.errors import CompanionError, ConfigError, GenerationError, InputError, ModelDown
+from companion.errors import (
+    CompanionError,
+    ConfigError,
+    GenerationError,
+    InputError,
+    ModelDown,
+    Overloaded,
+)
+from companion.llm.admission import retry_after
 from companion.llm.base import GenerationDone, GenerationRequest, ModelInfo
 from companion.llm.llama_cpp import _formatters
 from companion.llm.placement import Placement, score
@@ -219,6 +234,7 @@ class RemoteEngine:
         self.pool = pool
         self.placement = placement
         self.pin_slots = pin_slots
+        self.timeout_s = request_timeout_s  # a request predicted to end later is refused
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(request_timeout_s, connect=1.0),
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
@@ -270,9 +286,25 @@ class RemoteEngine:
         return f"no model server is healthy ({reasons})"
 
     def check_serving(self) -> None:
+        """ServersDown (503) when no server is up; Overloaded (429) when none can serve a new
+        request within request_timeout_s (before the turn makes anything)."""
         reason = self.down_reason
         if reason is not None:
             raise ServersDown(f"the model is unavailable: {reason}; retry shortly")
+        self._in_time(self.pool.healthy())
+
+    def _in_time(self, healthy: list[str]) -> list[str]:
+        """The servers of `healthy` that can serve a new request in time; Overloaded if none."""
+        late = {url: self.pool.late_by(url, self.timeout_s) for url in healthy}
+        fit = [url for url in healthy if late[url] <= 0]
+        if healthy and not fit:
+            wait = retry_after(min(late.values()))
+            raise Overloaded(
+                f"every model server is busy: a new request would not be answered within "
+                f"request_timeout_s ({self.timeout_s:g} s); retry in {wait} s",
+                retry_after_s=wait,
+            )
+        return fit
 
     def stats(self) -> dict[str, float]:
         servers = self.pool.stats()
@@ -290,11 +322,32 @@ class RemoteEngine:
 
     # --- generation --------------------------------------------------------------------------
 
-    def _place(self, session: str | None) -> str:
+    def _place(self, session: str | None, admit: bool = True) -> str:
+        """The server for a request of `session`: among the healthy ones that can serve it in
+        time (any healthy one when not `admit`: a prefill)."""
         healthy = self.pool.healthy()
         if not healthy or self._closed:
             self.check_serving()
+        if admit:
+            healthy = self._in_time(healthy)
         return self.placement.place(session, healthy, self.pool.load)
+
+    @staticmethod
+    def _session(request: GenerationRequest) -> str | None:
+        return request.route_key or (request.session_key or "").split("#")[0] or None
+
+    @contextmanager
+    def admit(self, request: GenerationRequest) -> Iterator[None]:
+        """Choose the server now (Overloaded or ServersDown if none can serve `request` in
+        time) and count it there until the block ends; generate() starts there."""
+        url = self._place(self._session(request))
+        self.pool.begin(url)
+        request.server = url
+        try:
+            yield
+        finally:
+            request.server = None
+            self.pool.end(url)
 
     def _slot(self, url: str, session: str | None) -> int | None:
         """A fixed slot per session when pin_slots is on and the server reports its slots."""
@@ -331,9 +384,13 @@ class RemoteEngine:
         """Try servers in placement order until one starts the reply."""
         self._figures["requests"] += 1
         tried: set[str] = set()
-        session = request.route_key or (request.session_key or "").split("#")[0] or None
+        session = self._session(request)
         while True:
-            url = self._place(session)
+            reserved = request.server if request.server not in tried else None
+            if reserved is not None and self.pool.is_up(reserved):
+                url = reserved  # admit() chose it and counts it
+            else:
+                url = self._place(session, admit=n_predict > 0)
             if url in tried:  # placement gave back a server that just failed
                 raise ServerLost(f"model server {url} failed; retry shortly")
             tried.add(url)
@@ -367,7 +424,9 @@ class RemoteEngine:
             )
         queue: asyncio.Queue[Any] = asyncio.Queue()
         reader = asyncio.create_task(self._read(target, body, parse, queue))
-        self.pool.begin(url)
+        counted = url == request.server  # admit() counts it already
+        if not counted:
+            self.pool.begin(url)
         submitted = time.perf_counter()
         first: float | None = None
         pieces: list[str] = []
@@ -387,14 +446,15 @@ class RemoteEngine:
                 if isinstance(item, Last):
                     if n_predict == 0:
                         pieces = []
-                    yield self._done(url, request, item, pieces, submitted, first)
+                    yield self._done(url, request, item, pieces, submitted, first, n_predict)
                     return
                 if item and n_predict > 0:
                     first = first or time.perf_counter()
                     pieces.append(item)
                     yield item
         finally:
-            self.pool.end(url)
+            if not counted:
+                self.pool.end(url)
             reader.cancel()  # closes the connection: the server stops this generation
 
     def _lost(self, url: str, started: bool, reason: str) -> Exception:
@@ -411,6 +471,14 @@ class RemoteEngine:
                 if resp.status_code >= 500:
                     await resp.aread()
                     queue.put_nowait(_Failed(f"answered {resp.status_code}"))
+                    return
+                if resp.status_code == 429:  # the server's own admission (companion's /v1)
+                    await resp.aread()
+                    wait = resp.headers.get("retry-after", "")
+                    queue.put_nowait(Overloaded(
+                        f"model server {target} is overloaded; retry later",
+                        retry_after_s=int(wait) if wait.isdigit() else RETRY_AFTER_S,
+                    ))  # fmt: skip
                     return
                 if resp.status_code != 200:
                     text = (await resp.aread()).decode("utf-8", "replace")[:300]
@@ -433,7 +501,7 @@ class RemoteEngine:
 
     def _done(
         self, url: str, request: GenerationRequest, last: Last, pieces: list[str],
-        submitted: float, first: float | None,
+        submitted: float, first: float | None, n_predict: int,
     ) -> GenerationDone:  # fmt: skip
         """The closing event from the server's last event; what it does not tell, measured."""
         ended = time.perf_counter()
@@ -445,6 +513,12 @@ class RemoteEngine:
         if tps is None:
             tps = generated / (gen_ms / 1000) if gen_ms > 0 else 0.0
         ttft_ms = ((first or ended) - submitted) * 1000
+        if last.prompt_ms is not None and last.generation_ms is not None:
+            held_s = (last.prompt_ms + last.generation_ms) / 1000  # the server's slot time
+        else:
+            held_s = ended - submitted
+        if n_predict > 0:  # a reply's hold time (a prefill's would understate it)
+            self.pool.observe(url, held_s)
         self._figures["prompt_tokens"] += len(request.prompt_tokens)
         self._figures["cached_tokens"] += last.cached
         timings = {

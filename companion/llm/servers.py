@@ -9,6 +9,16 @@ A thread probes each server every `probe_s` with a `probe_timeout_s` limit; a fa
 (refused, timed out, not 200) or a failed request marks the server down at once, so a dead or
 hung server is noticed within probe_s + probe_timeout_s (under 2 s by default). A server that
 answers its probe again rejoins.
+
+Admission (admission.py's prediction, per server): each server's recent hold time (a reply's
+time in a slot: llama-server's prompt plus generation time; an OpenAI server's whole request
+time, as measured here) and the requests ahead of a newcomer there. Those are this instance's
+own in flight, or, for a llama-server started with `--metrics`, what the server itself reports
+(`requests_processing` + `requests_deferred`, every instance's) at its last probe plus what
+this instance sent or finished since. A server whose slots are not known (an OpenAI server) is
+never predicted late: it does its own admission (companion's /v1 answers 429). Before its
+first reply a server's hold time is not known: it takes one round of requests beyond its slots
+(2 x slots at once), and the next is refused with Retry-After 1 s until a reply has ended.
 """
 
 from __future__ import annotations
@@ -21,10 +31,13 @@ from typing import Any
 
 import httpx
 
+from companion.llm.admission import WaitPredictor, late_by
+
 log = logging.getLogger("companion.llm.servers")
 
 
 API_MODES = ("auto", "llama", "openai")
+COLD_LATE_S = 1.0  # a server with no reply seen yet and a full round queued: retry after 1 s
 
 
 def server_base(url: str, api: str = "auto") -> tuple[str, str]:
@@ -44,6 +57,21 @@ def server_base(url: str, api: str = "auto") -> tuple[str, str]:
     return url, api
 
 
+def busy_from_metrics(text: str) -> int | None:
+    """requests_processing + requests_deferred from llama-server's Prometheus text."""
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("llamacpp:requests_processing", "llamacpp:requests_deferred"):
+            try:
+                found[name] = float(value.split()[0])
+            except (ValueError, IndexError):
+                return None
+    if len(found) < 2:
+        return None
+    return int(sum(found.values()))
+
+
 @dataclass
 class ModelServer:
     """One model server: whether it is up, and what this instance sent it."""
@@ -58,12 +86,25 @@ class ModelServer:
     slots: int = 0  # parallel slots it reports (llama-server /props), 0 = unknown
     model: str = ""  # the model it serves, as it reports it (an OpenAI server: the id to send)
     since: float = field(default_factory=time.monotonic)
+    hold: WaitPredictor = field(default_factory=WaitPredictor)  # a request's time in a slot
+    metrics: bool = True  # ask its /metrics (off once it answers that it has none)
+    reported: int | None = None  # requests at the server (all instances') at the last probe
+    reported_mine: int = 0  # this instance's in_flight then
+
+    @property
+    def busy(self) -> int:
+        """Requests at the server now, as best known: the server's last report plus what this
+        instance sent or finished since, never fewer than this instance's own."""
+        if self.reported is None:
+            return self.in_flight
+        return max(self.in_flight, self.reported + self.in_flight - self.reported_mine)
 
     def to_dict(self) -> dict[str, Any]:
         return {"url": self.url, "api": self.api, "status": "ok" if self.up else "down",
                 "reason": self.reason,
                 "in_flight": self.in_flight, "requests": self.requests,
-                "failures": self.failures, "slots": self.slots, "model": self.model}  # fmt: skip
+                "failures": self.failures, "slots": self.slots, "model": self.model,
+                "busy": self.busy, "hold_s": round(self.hold.hold_s, 3)}  # fmt: skip
 
 
 class ServerPool:
@@ -113,6 +154,22 @@ class ServerPool:
         with self._lock:
             self.servers[url].in_flight -= 1
 
+    def observe(self, url: str, hold_s: float) -> None:
+        """A reply held one of the server's slots `hold_s` seconds."""
+        self.servers[url].hold.observe(hold_s)
+
+    def late_by(self, url: str, timeout_s: float | None) -> float:
+        """Seconds by which a new request on `url` would miss `timeout_s` (0 or less: in time);
+        0 for a server whose slots are not known."""
+        with self._lock:
+            server = self.servers[url]
+            slots, busy = server.slots, server.busy
+        if not slots:
+            return 0.0
+        if not server.hold.known:  # no reply seen here yet: at most one round queued
+            return COLD_LATE_S if timeout_s is not None and busy >= 2 * slots else 0.0
+        return late_by(server.hold, busy + 1 - slots, slots, timeout_s)
+
     def mark_down(self, url: str, reason: str) -> None:
         """A request or probe failed: take the server out until a probe succeeds."""
         with self._lock:
@@ -156,6 +213,7 @@ class ServerPool:
         if resp.status_code != 200:
             self.mark_down(url, f"probe answered {resp.status_code}")
             return
+        self._read_metrics(url)
         props: dict[str, Any] = {}
         if not self.is_up(url):
             try:
@@ -164,6 +222,22 @@ class ServerPool:
             except (httpx.HTTPError, ValueError):
                 props = {}
         self._mark_up(url, props)
+
+    def _read_metrics(self, url: str) -> None:
+        """The requests at a llama-server (every instance's), from its /metrics when it was
+        started with --metrics; a failure here is no reason to mark it down."""
+        server = self.servers[url]
+        if not server.metrics:
+            return
+        try:
+            resp = self._client.get(f"{url}/metrics")
+        except httpx.HTTPError:  # slow to answer under load: the last report stands
+            return
+        reported = busy_from_metrics(resp.text) if resp.status_code == 200 else None
+        if resp.status_code in (404, 501):  # not started with --metrics
+            server.metrics = False
+        with self._lock:
+            server.reported, server.reported_mine = reported, server.in_flight
 
     def _probe_openai(self, url: str) -> None:
         try:

@@ -39,6 +39,7 @@ class Lineage:
     session_id: str
     digest: str
     seen: bool  # this exact request came before (a resend or a regenerate)
+    new: bool = False  # a conversation not seen before: its session is made by this turn
 
 
 def _previous_end(messages: list[dict[str, Any]]) -> int:
@@ -67,7 +68,7 @@ def resolve(store: Store, user_id: str, messages: list[dict[str, Any]]) -> Linea
         return Lineage(rows[mine], mine, True)
     if len(wanted) > 1 and wanted[1] in rows:
         return Lineage(rows[wanted[1]], mine, False)
-    return Lineage(f"oa-{uuid.uuid4().hex[:24]}", mine, False)
+    return Lineage(f"oa-{uuid.uuid4().hex[:24]}", mine, False, new=True)
 
 
 def record(store: Store, user_id: str, lineage: Lineage, message_id: int | None) -> None:

@@ -37,7 +37,7 @@ from companion.openai_compat.notes import (
 from companion.openai_compat.prompt import layout
 from companion.persona.prompt import sampling, system_prompt
 from companion.personal import TurnNotes, memory_line, split_budget
-from companion.turn import options_from, settling, title_of
+from companion.turn import admitted, options_from, settling, title_of
 
 if TYPE_CHECKING:
     from companion.cache import CacheHit
@@ -203,26 +203,31 @@ class ClientTurns:
         """Every choice from the model; the exchange is marked failed or interrupted when it
         does not complete."""
         c, req, engine = self.c, turn.req, turn.engine
-        user_msg = await asyncio.to_thread(
-            c.store.add_message, turn.session_id, "user", turn.text, status="pending",
-            token_count=engine.count_tokens(turn.text),
-        )  # fmt: skip
         key = req.kv_key or f"oa-{req.user_id}-{turn.session_id}"
+        request = GenerationRequest(turn.built.prompt_tokens, turn.opts, key,
+                                    route_key=turn.session_id)  # fmt: skip
+        created = turn.session_id if turn.seen.new else None
+        async with admitted(engine, request, c.store, created):  # 429: nothing stays
+            user_msg = await asyncio.to_thread(
+                c.store.add_message, turn.session_id, "user", turn.text, status="pending",
+                token_count=engine.count_tokens(turn.text),
+            )  # fmt: skip
 
-        def settle(status: str, first: list[str]) -> None:
-            c.fail(user_msg.id, status, first, engine.info.name)
+            def settle(status: str, first: list[str]) -> None:
+                c.fail(user_msg.id, status, first, engine.info.name)
 
-        async with settling(c.settings.request_timeout_s, settle) as first:
-            choices = generate_choices(engine, turn.built.prompt_tokens, turn.opts, req.n, key,
-                                       req.grammar, req.logprobs,
-                                       route_key=turn.session_id)  # fmt: skip
-            async for event in choices:
-                if isinstance(event, Piece):
-                    if event.index == 0:
-                        first.append(event.text)
-                    yield event
-                else:
-                    dones = event
+            async with settling(c.settings.request_timeout_s, settle) as first:
+                choices = generate_choices(engine, turn.built.prompt_tokens, turn.opts, req.n,
+                                           key, req.grammar, req.logprobs,
+                                           route_key=turn.session_id,
+                                           server=request.server)  # fmt: skip
+                async for event in choices:
+                    if isinstance(event, Piece):
+                        if event.index == 0:
+                            first.append(event.text)
+                        yield event
+                    else:
+                        dones = event
         yield await self._finish(turn, dones, user_msg)
 
     async def _finish(self, turn: Turn, dones: list[GenerationDone], user_msg: Any) -> TurnResult:
@@ -356,6 +361,7 @@ async def generate_choices(
     grammar: str | None = None,
     logprobs: int | None = None,
     route_key: str | None = None,
+    server: str | None = None,
 ) -> AsyncIterator[Piece | list[GenerationDone]]:
     """`n` choices: the prompt is prefilled once, each choice copies it (the KV cache's prefix
     sharing) and samples with its own seed. Ends with every choice's GenerationDone."""
@@ -370,6 +376,7 @@ async def generate_choices(
             grammar=grammar,
             logprobs=logprobs,
             route_key=route_key,
+            server=server if i == 0 else None,  # the first choice has the admitted server
         )
         for i in range(n)
     ]
