@@ -271,6 +271,9 @@ def one_pass(
             [v for t, v in reuse.items() if t >= LATE_TURN]
         ),
         f"scale_errors_{label}": tally.errors_5xx + tally.stream_errors + tally.errors_other,
+        f"scale_refused_429_{label}": tally.statuses.get("429", 0),
+        f"scale_refused_503_{label}": tally.statuses.get("503", 0),
+        f"scale_deadline_504_{label}": tally.statuses.get("504", 0),
         f"scale_lost_messages_{label}": lost,
         f"scale_pending_messages_{label}": pending,
     }
@@ -346,12 +349,14 @@ def run(
 def fault_goals(figures: dict[str, float], faults: dict[str, Any]) -> dict[str, bool]:
     """The issue's goals for the fault pass, from its figures and notes."""
     statuses = {int(k) for k in faults["refused"]} - {200}
-    recovered = [e["recovered_s"] for e in faults.get("faults", [])
-                 if not e["fault"].startswith("none")]
+    after = [e for e in faults.get("faults", []) if not e["fault"].startswith("none")]
+    recovered = [e["recovered_s"] for e in after]
+    answered = [e.get("answered_s") for e in after]
     return {
         "lost_messages==0": figures["scale_lost_messages_faults"] == 0,
         "pending_messages==0": figures["scale_pending_messages_faults"] == 0,
         "refused_only_503_or_429": statuses <= {429, 503},
         "refused_with_retry_after": not faults["refused_without_retry_after"],
         "recovered_within_10s": all(r is not None and r <= 10 for r in recovered),
+        "answered_200_or_429_within_10s": all(a is not None and a <= 10 for a in answered),
     }
