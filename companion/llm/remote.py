@@ -293,9 +293,11 @@ class RemoteEngine:
             raise ServersDown(f"the model is unavailable: {reason}; retry shortly")
         self._in_time(self.pool.healthy())
 
-    def _in_time(self, healthy: list[str]) -> list[str]:
-        """The servers of `healthy` that can serve a new request in time; Overloaded if none."""
-        late = {url: self.pool.late_by(url, self.timeout_s) for url in healthy}
+    def _in_time(self, healthy: list[str], budget_s: float | None = None) -> list[str]:
+        """The servers of `healthy` that can serve a new request in time (within `budget_s`,
+        request_timeout_s by default); Overloaded if none."""
+        budget = self.timeout_s if budget_s is None else budget_s
+        late = {url: self.pool.late_by(url, budget) for url in healthy}
         fit = [url for url in healthy if late[url] <= 0]
         if healthy and not fit:
             wait = retry_after(min(late.values()))
@@ -322,14 +324,17 @@ class RemoteEngine:
 
     # --- generation --------------------------------------------------------------------------
 
-    def _place(self, session: str | None, admit: bool = True) -> str:
+    def _place(
+        self, session: str | None, admit: bool = True, budget_s: float | None = None
+    ) -> str:
         """The server for a request of `session`: among the healthy ones that can serve it in
-        time (any healthy one when not `admit`: a prefill)."""
+        time (within `budget_s`: what is left of a retried request's deadline; any healthy one
+        when not `admit`: a prefill)."""
         healthy = self.pool.healthy()
         if not healthy or self._closed:
             self.check_serving()
         if admit:
-            healthy = self._in_time(healthy)
+            healthy = self._in_time(healthy, budget_s)
         return self.placement.place(session, healthy, self.pool.load)
 
     @staticmethod
@@ -385,12 +390,14 @@ class RemoteEngine:
         self._figures["requests"] += 1
         tried: set[str] = set()
         session = self._session(request)
+        started = time.monotonic()
         while True:
             reserved = request.server if request.server not in tried else None
             if reserved is not None and self.pool.is_up(reserved):
                 url = reserved  # admit() chose it and counts it
-            else:
-                url = self._place(session, admit=n_predict > 0)
+            else:  # a retry has only what is left of its deadline
+                left = self.timeout_s - (time.monotonic() - started) if tried else None
+                url = self._place(session, admit=n_predict > 0, budget_s=left)
             if url in tried:  # placement gave back a server that just failed
                 raise ServerLost(f"model server {url} failed; retry shortly")
             tried.add(url)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from companion.errors import Overloaded
-from companion.llm.admission import WaitPredictor, check_wait, late_by
+from companion.llm.admission import ADMIT_SHARE, WaitPredictor, check_wait, late_by
 from companion.llm.servers import ModelServer, ServerPool, busy_from_metrics
 
 
@@ -23,13 +23,14 @@ def test_a_request_that_would_end_past_the_deadline_is_refused_with_its_lateness
     assert late_by(p, 0, 2, 10) <= 0  # a free slot: never refused
     assert late_by(WaitPredictor(), 50, 2, 10) <= 0  # no reply seen yet: nothing to predict
     assert late_by(p, 10, 2, None) <= 0  # no deadline
-    check_wait(p, 3, 2, 10)  # 3 ahead on 2 slots: 6 s wait + 4 s reply = 10 s, in time
+    assert ADMIT_SHARE == 0.8  # of the deadline: a margin for the prediction's error
+    check_wait(p, 3, 2, 12.5)  # 3 ahead on 2 slots: 6 s wait + 4 s reply = 10 s, in time
     with pytest.raises(Overloaded) as refused:
-        check_wait(p, 4, 2, 10)  # 8 s + 4 s: 2 s late
+        check_wait(p, 4, 2, 12.5)  # 8 s + 4 s: 2 s past 10 s
     assert refused.value.status_code == 429 and refused.value.retry_after_s == 2
-    assert "request_timeout_s (10 s)" in str(refused.value)
+    assert "request_timeout_s (12.5 s)" in str(refused.value)
     with pytest.raises(Overloaded) as refused:
-        check_wait(p, 5, 2, 10.5)  # 10 + 4 - 10.5 = 3.5 s late: retry after 4 s
+        check_wait(p, 5, 2, 13.125)  # 10 + 4 - 10.5 = 3.5 s late: retry after 4 s
     assert refused.value.retry_after_s == 4
 
 
@@ -55,7 +56,7 @@ def test_a_server_is_late_from_its_slots_hold_and_load() -> None:
     a.slots = 4
     pool.observe(a.url, 3.0)
     a.reported, a.reported_mine = 12, 0  # 12 at the server: 9 ahead of a newcomer
-    assert pool.late_by(a.url, 10) == pytest.approx(9 / 4 * 3 + 3 - 10)
+    assert pool.late_by(a.url, 10) == pytest.approx(9 / 4 * 3 + 3 - 8)
     assert pool.late_by(a.url, 20) < 0
     b.in_flight = 100  # an OpenAI server reports no slots: it does its own admission
     pool.observe(b.url, 5.0)
