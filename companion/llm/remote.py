@@ -74,7 +74,10 @@ class ServersDown(ModelDown):
 
 
 class ServerLost(ModelDown):
-    """The server of a running reply went away; the next turn goes to another."""
+    """The server of a running reply went away; the next turn goes to another (a reply not
+    yet sent, non-streamed: 503 model_unavailable with Retry-After)."""
+
+    retry_after_s = RETRY_AFTER_S
 
 
 _FINISH = {"eos": "stop", "word": "stop", "limit": "length"}
