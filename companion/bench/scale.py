@@ -352,6 +352,7 @@ def fault_goals(figures: dict[str, float], faults: dict[str, Any]) -> dict[str, 
     after = [e for e in faults.get("faults", []) if not e["fault"].startswith("none")]
     recovered = [e["recovered_s"] for e in after]
     answered = [e.get("answered_s") for e in after]
+    accepted = [e.get("accepted_s") for e in after]
     return {
         "lost_messages==0": figures["scale_lost_messages_faults"] == 0,
         "pending_messages==0": figures["scale_pending_messages_faults"] == 0,
@@ -359,4 +360,5 @@ def fault_goals(figures: dict[str, float], faults: dict[str, Any]) -> dict[str, 
         "refused_with_retry_after": not faults["refused_without_retry_after"],
         "recovered_within_10s": all(r is not None and r <= 10 for r in recovered),
         "answered_200_or_429_within_10s": all(a is not None and a <= 10 for a in answered),
+        "accepted_within_10s": all(a is not None and a <= 10 for a in accepted),
     }
