@@ -327,9 +327,7 @@ class RemoteEngine:
 
     # --- generation --------------------------------------------------------------------------
 
-    def _place(
-        self, session: str | None, admit: bool = True, budget_s: float | None = None
-    ) -> str:
+    def _place(self, session: str | None, admit: bool = True, budget_s: float | None = None) -> str:
         """The server for a request of `session`: among the healthy ones that can serve it in
         time (within `budget_s`: what is left of a retried request's deadline; any healthy one
         when not `admit`: a prefill)."""
