@@ -17,6 +17,7 @@ import hashlib
 import json
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 from companion.bench import shared_data
 from companion.cache.nearmiss import near_miss, reworded
@@ -132,3 +133,46 @@ def load_chat() -> PairSet:
 def load(name: str) -> PairSet:
     """One dev set by name (empty without the shared data)."""
     return {"mrpc": load_mrpc, "stsb": load_stsb, "chat": load_chat}[name]()
+
+
+EXTRA_CHAT_LINES = 200  # more Persona-Chat lines (train half, past the dev set's) for training
+
+
+def training_pairs(extra_chat: int = EXTRA_CHAT_LINES) -> list[dict[str, Any]]:
+    """What the pair classifier trains on (scripts/train_pair_classifier.py): the "train" halves
+    only. MRPC and chat pairs (target 0/1); every STS-B pair, its score as a soft target
+    (score - 2) / 2 clipped to 0..1; and chat pairs made as load_chat makes them from
+    `extra_chat` more Persona-Chat lines whose group is "train" (none of the dev set's lines)."""
+    out: list[dict[str, Any]] = []
+    for name in ("mrpc", "chat"):
+        half = load(name).half("train")
+        for (a, b), y in zip(half.pairs, half.labels, strict=True):
+            out.append({"a": a, "b": b, "target": float(y), "set": name})
+    path = shared_data("paraphrase/sts-test.csv")
+    for line in path.read_text(encoding="utf-8").splitlines() if path else []:
+        cols = line.split("\t")
+        if len(cols) >= 7 and split_of(cols[5]) == "train":
+            target = min(max((float(cols[4]) - 2) / 2, 0.0), 1.0)
+            out.append({"a": cols[5], "b": cols[6], "target": target, "set": "stsb"})
+    rng = random.Random(SEED + 1)
+    seen = set(persona_lines(CHAT_LINES))
+    made = 0
+    for line in persona_lines(CHAT_LINES + 4 * extra_chat):
+        if made >= extra_chat:
+            break
+        if line in seen or split_of(line) != "train":
+            continue
+        made += 1
+        for same in (reworded(line), line.lower().rstrip(".!?")):
+            if same is not None and same != line:
+                out.append({"a": line, "b": same, "target": 1.0, "set": "chat_extra"})
+        for _ in range(2):
+            changed = near_miss(line, rng)
+            if changed is not None:
+                out.append({"a": line, "b": changed, "target": 0.0, "set": "chat_extra"})
+    return out
+
+
+if __name__ == "__main__":  # python -m companion.bench.devsets > pairs.jsonl
+    for row in training_pairs():
+        print(json.dumps(row, ensure_ascii=False))
