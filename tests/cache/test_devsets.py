@@ -85,3 +85,14 @@ def test_an_opposite_is_seen_in_a_repeated_word_and_inside_a_compound() -> None:
     ).ok
     assert not rule_check("Find low-quality datasets", "Find high-quality datasets").ok
     assert rule_check("How do I bake sourdough bread?", "how can i bake sourdough bread").ok
+
+
+def test_the_classifier_trains_on_the_train_halves_only() -> None:
+    rows = devsets.training_pairs(extra_chat=50)
+    if not rows:
+        pytest.skip("../shared/data not found")
+    assert all(devsets.split_of(r["a"]) == "train" for r in rows)
+    assert {r["set"] for r in rows} == {"mrpc", "stsb", "chat", "chat_extra"}
+    assert all(0.0 <= r["target"] <= 1.0 for r in rows)
+    dev = {a for name in devsets.SETS for a, _ in devsets.load(name).half("dev").pairs}
+    assert not dev & {r["a"] for r in rows}
