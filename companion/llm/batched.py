@@ -212,8 +212,7 @@ class BatchedEngine:
         """Overloaded (429) now when `request` would wait past request_timeout_s, before the
         caller stores anything (its queueing checks again)."""
         with self._wake:
-            free_slots = max(0, self.parallel - len(self._active))
-            self._check_wait(len(self._waiting) + 1 - free_slots)
+            self._check_wait()
         yield
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[str | GenerationDone]:
@@ -277,20 +276,25 @@ class BatchedEngine:
         with self._wake:
             if self._down is not None or self._closing:
                 raise _down_error(self._down or "it was closed")
-            free_slots = max(0, self.parallel - len(self._active))  # not yet admitted, not waiting
-            if len(self._waiting) >= self.max_queue + free_slots:
+            if len(self._waiting) >= self.max_queue + self._free_slots():
                 raise Overloaded(
                     f"{len(self._waiting)} requests are waiting (engine_max_queue); retry shortly",
                     retry_after_s=2,
                 )
             if not prefill_only:
-                self._check_wait(len(self._waiting) + 1 - free_slots)
+                self._check_wait()
             self._waiting.append(job)
             self._wake.notify()
         return job
 
-    def _check_wait(self, ahead: int) -> None:
-        """Overloaded when a request behind `ahead` others would not finish before its deadline."""
+    def _free_slots(self) -> int:
+        """Slots neither running nor promised (with the lock held)."""
+        return max(0, self.parallel - len(self._active))
+
+    def _check_wait(self) -> None:
+        """Overloaded when a newcomer behind the waiting queue would not finish before its
+        deadline (with the lock held)."""
+        ahead = len(self._waiting) + 1 - self._free_slots()
         check_wait(self._predictor, ahead, self.parallel, self.timeout_s)
 
     # --- the engine thread ---------------------------------------------------------------
