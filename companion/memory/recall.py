@@ -393,34 +393,37 @@ def _recall(index: MemoryIndex, user_id: str, query: str, vector: Vector | None,
                          if (row := row_of.get(key)) is not None and by_then[row]][:SEARCH_LIMIT]
         best = min((bm for _, bm in text_hits), default=0.0)
         texts = {key: (bm / best if best < 0 else 0.0) for key, bm in text_hits}
-        sims_all = None
-        sims: dict[int, float] = {}
-        if vector is not None and user.vectors.size > user.vectors.dead:
-            sims_all = user.vectors.scan(vector)
-            if by_then is not None:
-                sims_all[~by_then] = -2.0
-            sims = dict(user.vectors.top(sims_all, SEARCH_LIMIT))
         q = _Query(query, vector, now, w, hint, terms,
                    {t: user.terms.idf(t) for t in terms}, user.stems, user.prev, user.next,
                    bool(ASSISTANT_CUE.search(query)))
-        around = _around(q, texts, sims, w.expand)
-        if said is not None and not terms and said.inside(now) is not None:
-            around |= index.said_between(user_id, said.start, said.end, DEPTH_IN_WINDOW)
-        c = _candidates(q, user, list(dict.fromkeys([*texts, *sims, *around])), sims_all,
-                        texts, around, as_of)
-        order = np.lexsort((-c.keys, -c.score))
+
+        def scan(towards: Vector) -> np.ndarray:
+            """Every row's similarity to `towards` (rows said after `as_of`: -2)."""
+            scores = user.vectors.scan(towards)
+            if by_then is not None:
+                scores[~by_then] = -2.0
+            return scores
+
+        def ranked(scores: np.ndarray | None, window: bool) -> tuple[_Candidates, np.ndarray]:
+            """The candidates from the text hits, the best `scores` and their neighbours (and,
+            with `window`, the turns of a question that names only a time), best first."""
+            sims = dict(user.vectors.top(scores, SEARCH_LIMIT)) if scores is not None else {}
+            around = _around(q, texts, sims, w.expand)
+            if window and said is not None and not terms and said.inside(now) is not None:
+                around |= index.said_between(user_id, said.start, said.end, DEPTH_IN_WINDOW)
+            c = _candidates(q, user, list(dict.fromkeys([*texts, *sims, *around])), scores,
+                            texts, around, as_of)
+            return c, np.lexsort((-c.keys, -c.score))
+
+        sims_all = None
+        if vector is not None and user.vectors.size > user.vectors.dead:
+            sims_all = scan(vector)
+        c, order = ranked(sims_all, window=True)
         if gathers and w.feedback > 0 and sims_all is not None and vector is not None and len(
                 order):  # pseudo-relevance feedback: search again from the best matches
             moved = feedback_vector(vector, user.vectors.matrix[c.rows[order[: w.feedback_top]]],
                                     w.feedback)
-            again = user.vectors.scan(moved)
-            if by_then is not None:
-                again[~by_then] = -2.0
-            sims = dict(user.vectors.top(again, SEARCH_LIMIT))
-            around = _around(q, texts, sims, w.expand)
-            c = _candidates(q, user, list(dict.fromkeys([*texts, *sims, *around])), again,
-                            texts, around, as_of)
-            order = np.lexsort((-c.keys, -c.score))
+            c, order = ranked(scan(moved), window=False)
             # the reasons (relevance, confidence) stay the question's own similarity
             c.similarity = np.maximum(sims_all[c.rows].astype(np.float64), 0.0)
         return _merge(_ranked(q, user, c, order, k), q, k)
