@@ -8,9 +8,8 @@ said lift the assistant's turns, which otherwise count half; a person named in t
 lifts what that person said; a time expression ("last week", "in May", "the first time")
 prefers what was said then. A question that gathers several mentions ("how many", "in
 total", "the order of", or one with a time expression) weighs meaning more, drops the
-session's share and searches again from its best matches (pseudo-relevance feedback); a
-question about several named things may be searched part by part (parts.py, off by
-default). A fact and the turn it came from come back as one result.
+session's share and searches again from its best matches (pseudo-relevance feedback). A
+fact and the turn it came from come back as one result.
 
 Each result carries its reasons, and an absolute `relevance` (similarity and the share of
 the question's informative words it holds); nothing at or over `floor` means memory holds
@@ -21,7 +20,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -96,8 +95,6 @@ class Weights:
     feedback: float = 0.5  # weight of the best matches' mean vector added to the question's
     feedback_top: int = 3
     gather_time: bool = True  # a question with a time expression counts as one that gathers
-    parts: float = 0.0  # factor for a question part's ranking in the merge (0: parts unused;
-    # measured no better on the dev sets, see docs/memory.md)
 
 
 def recency(memory: Item, now: datetime, half_life_days: float) -> float:
@@ -315,59 +312,13 @@ def _merge(ranked: Iterable[Recalled], query: _Query, k: int) -> list[Recalled]:
 
 def recall(index: MemoryIndex, user_id: str, query: str, vector: Vector | None, k: int,
            now: datetime, weights: Weights | None = None, *, as_of: datetime | None = None,
-           anchor_time: Callable[[str], datetime | None] | None = None,
-           parts: Sequence[tuple[str, Vector | None]] = ()) -> list[Recalled]:
+           anchor_time: Callable[[str], datetime | None] | None = None) -> list[Recalled]:
     """The top `k` facts and turns of `user_id` for `query` (the user must be loaded).
 
     `as_of`: only what was said up to then. `anchor_time`: when an event was ("before I
-    moved"); by default the time of the best match for its words. `parts`: the question's
-    parts with their vectors (parts.py), each searched on its own and merged in (merge_parts).
+    moved"); by default the time of the best match for its words.
     """
     w = weights or Weights()
-    whole = _recall(index, user_id, query, vector, k, now, w, as_of, anchor_time)
-    if not parts or w.parts <= 0:
-        return whole
-    found = [_recall(index, user_id, text, part_vector, k, now, w, as_of, anchor_time)
-             for text, part_vector in parts]
-    return merge_parts(whole, found, [text for text, _ in parts], k, w.parts)
-
-
-def merge_parts(whole: list[Recalled], parts: list[list[Recalled]], texts: list[str], k: int,
-                share: float) -> list[Recalled]:
-    """One ranking from the whole question's and its parts': each ranking's scores over its
-    own best (so every part's best match scores 1, like the whole question's), a part's times
-    `share`; an item found by several (or a fact and the turn it came from) takes its best
-    value, the first found keeps its place in the results. An item that only a part found
-    does not take the part's confidence: `confident` stays the whole question's call (a part
-    is easier to match than the question); `part` says which part lifted an item."""
-    found: list[list[Any]] = []  # [value, Recalled]
-    by_source: dict[tuple[str, int], int] = {}
-    for n, (ranking, factor) in enumerate([(whole, 1.0), *((p, share) for p in parts)]):
-        top = max((r.score for r in ranking), default=0.0)
-        for r in ranking:
-            value = factor * r.score / top if top > 0 else 0.0
-            keys = [("m", m) for m in r.memory.source_ids] or [
-                ("e" if r.is_episode else "f", r.memory.id)]
-            place = next((by_source[key] for key in keys if key in by_source), None)
-            if place is None:
-                reasons = r.reasons if not n else {**r.reasons, "confident": False,
-                                                   "part": texts[n - 1]}
-                by_source.update({key: len(found) for key in keys})
-                found.append([value, Recalled(r.memory, r.score, reasons, r.snippet)])
-            elif value > found[place][0]:
-                kept = found[place][1]
-                found[place] = [value, Recalled(kept.memory, kept.score,
-                                                {**kept.reasons, "part": texts[n - 1]},
-                                                kept.snippet)]
-    ranked = sorted(range(len(found)), key=lambda i: (-found[i][0], i))[:k]
-    return [Recalled(found[i][1].memory, found[i][0], found[i][1].reasons, found[i][1].snippet)
-            for i in ranked]
-
-
-def _recall(index: MemoryIndex, user_id: str, query: str, vector: Vector | None, k: int,
-            now: datetime, w: Weights, as_of: datetime | None,
-            anchor_time: Callable[[str], datetime | None] | None) -> list[Recalled]:
-    """recall() of one question (or part)."""
     hint = parse(query, now)
     gathers = w.gather and bool(GATHERS.search(query) or (w.gather_time and hint is not None))
     if gathers:

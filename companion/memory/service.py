@@ -29,7 +29,6 @@ from companion.memory.cleanup import CleanupPolicy, Schedule, doomed
 from companion.memory.episodes import ROLES, EpisodeRepo, sentence_texts
 from companion.memory.extract import extract, topics_of
 from companion.memory.index import MemoryIndex, episode_key, fact_key
-from companion.memory.parts import question_parts
 from companion.memory.recall import Weights, recall
 from companion.memory.reconcile import Decision, decide
 from companion.memory.repo import MemoryRepo, merge_sources
@@ -136,12 +135,9 @@ class MemoryService:
         self._load(user_id)
         if vector is None:
             vector = self.embedder.embed_one(query)
-        split = question_parts(query) if self.weights.parts > 0 else []
         found = recall(self.index, user_id, query, vector, k or self.top_k, now or _now(),
                        self.weights, as_of=as_of,
-                       anchor_time=lambda words: self._anchor(user_id, words),
-                       parts=list(zip(split, self.embedder.embed(split), strict=True))
-                       if split else ())
+                       anchor_time=lambda words: self._anchor(user_id, words))
         return self._as_of(user_id, found, as_of) if as_of is not None else found
 
     def mark_recalled(self, user_id: str, recalled: Sequence[Recalled],
