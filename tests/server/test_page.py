@@ -52,7 +52,11 @@ def test_send_continue_regenerate_copy_and_reopen(browser: Browser, site: str) -
 
 
 def test_stop_keeps_the_partial_reply_marked(browser: Browser, site: str) -> None:
-    context = new_context(browser, user="chat2", options={"max_tokens": 400})
+    # greedy: this prompt then runs to the 400-token limit (checked for many users), so the
+    # reply is still streaming when Stop is clicked; sampled, the tiny model sometimes ended
+    # its poem before the click and the Stop button was gone (CI, 2026-12-03)
+    options = {"max_tokens": 400, "temperature": 0}
+    context = new_context(browser, user="chat2", options=options)
     page = open_page(context, site)
     box = page.get_by_label("Message", exact=True)
     box.fill("Write a very long poem about the sea, with many verses.")
@@ -86,6 +90,12 @@ def test_edit_and_resend_and_a_rejected_message(browser: Browser, site: str) -> 
     mine = page.locator("#messages li.user").first
     mine.get_by_role("button", name="Edit and resend").click()
     edit = page.get_by_label("Edit your message")
+    # the persona panel reloads after every reply, sometimes after the user opened the edit:
+    # that must leave the edit box open (it redrew the chat and took the box away: CI)
+    page.evaluate(
+        "async () => { await window.C.loadPersonas(); await new Promise(r => setTimeout(r, 700)); }"
+    )
+    expect(edit).to_be_visible()
     edit.fill("My cat is called Tom.")
     page.get_by_role("button", name="Save & send").click()
     page.wait_for_function("() => !document.querySelector('[aria-busy=true]')", timeout=SLOW)

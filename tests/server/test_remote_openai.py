@@ -119,7 +119,7 @@ def test_chat_through_a_companion_v1_model_server(pair: tuple[Proc, Proc]) -> No
     ]
 
 
-LONG = {"user_id": "rem-2", "stream": True, "max_tokens": 400,
+LONG = {"user_id": "rem-2", "stream": True, "max_tokens": 400, "temperature": 0,
         "message": "Write a very long story about the sea, with many chapters."}  # fmt: skip
 
 

@@ -156,6 +156,7 @@ def test_a_killed_instance_loses_no_session_and_its_turn_is_not_left_pending(
     session = first.json()["session_id"]
     victim = topology.apps[1]
     body = {"user_id": "crash-1", "session_id": session, "stream": True, "max_tokens": 400,
+            "temperature": 0,
             "message": "Write a very long story about the sea, with many chapters."}  # fmt: skip
     # replies in flight through nginx when the instance dies (round robin: half are on it)
     story = {"max_tokens": 150, "message": "Write a very long story about the sea, please."}
@@ -224,6 +225,7 @@ def test_a_killed_model_server_moves_its_sessions_and_leaves_nothing_pending(
     victim = next(m for m in topology.models if m.base_url == victim_url)
     # a long reply running on the victim when it dies (at its first token)
     body = {"user_id": user, "session_id": session, "stream": True, "max_tokens": 400,
+            "temperature": 0,
             "message": "Write a very long story about the sea, with many chapters."}  # fmt: skip
     out = stream_cut(topology.url, body, victim.kill)
     assert out["status"] == 200

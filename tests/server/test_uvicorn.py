@@ -19,6 +19,7 @@ def test_client_disconnect_stops_generation_and_marks_interrupted(server: str) -
         "message": "Tell me a very long story about the sea.",
         "stream": True,
         "max_tokens": 400,
+        "temperature": 0,  # greedy: runs to the limit (sampled, it may end at ~70)
         "user_id": "eve",
     }
     with (

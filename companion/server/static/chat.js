@@ -320,11 +320,18 @@
     });
   }
 
+  // The persona panel reloads after every reply: only a new name or greeting (or an avatar
+  // added or removed) redraws the chat, and never under an open edit; a new avatar picture is
+  // swapped in place. (A redraw after each reply replaced an edit box the user had just opened.)
   function setPersona(p, avatarUrl) {
-    persona.name = p.name; persona.greeting = p.greeting || ""; persona.avatarUrl = avatarUrl;
-    if (!state.busy) {
-      if (state.session) openSession(state.session).catch(() => {}); else render([]);
+    const greeting = p.greeting || "";
+    const redraw = persona.name !== p.name || persona.greeting !== greeting || !persona.avatarUrl !== !avatarUrl;
+    persona.name = p.name; persona.greeting = greeting; persona.avatarUrl = avatarUrl;
+    if (!redraw || state.busy || $("#messages .edit-box")) {
+      document.querySelectorAll("#messages li.assistant .avatar img").forEach((img) => { img.src = avatarUrl; });
+      return;
     }
+    if (state.session) openSession(state.session).catch(() => {}); else render([]);
   }
 
   document.addEventListener("DOMContentLoaded", () => {
