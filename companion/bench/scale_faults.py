@@ -40,7 +40,12 @@ def _recovered(url: str, since: float) -> dict[str, float | None]:
             took = round(time.monotonic() - since, 2)
             if resp.status_code == 200:
                 answered = took if answered is None else answered
-                return {"recovered_s": took, "accepted_s": sent, "answered_s": answered}
+                timings = resp.json().get("timings") or {}
+                return {"recovered_s": took, "accepted_s": sent, "answered_s": answered,
+                        # the probe's own reply as the instance timed it: its first token (the
+                        # wait in the model server's queue and the prefill), and the whole turn
+                        "probe_ttft_s": round(timings.get("time_to_first_token_ms", 0) / 1000, 2),
+                        "probe_turn_s": round(timings.get("total_ms", 0) / 1000, 2)}  # fmt: skip
             if resp.status_code == 429 and "retry-after" in resp.headers and answered is None:
                 answered = took
         except httpx.HTTPError:

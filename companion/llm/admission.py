@@ -5,7 +5,9 @@ Fairness: free decoding slots go to the waiting request whose user holds the few
 hold back everybody else. Honest admission: from the recent time a request holds a slot, the
 wait of a newcomer at the end of the queue is predicted; past the request deadline it is
 refused at once (429 with Retry-After) instead of timing out minutes later (ADMIT_SHARE: with
-a margin for the prediction's error).
+a margin for the prediction's error). A request admitted behind others is judged again while it
+waits, at the current hold time (late_in_queue): once it can no longer end in time it is refused
+then, not left to time out.
 """
 
 from __future__ import annotations
@@ -40,19 +42,23 @@ def fair_pick(waiting: Sequence[Queued], running: Sequence[Queued], slots: int) 
 
 
 class WaitPredictor:
-    """Mean seconds a request holds a slot (moving average), and the wait that implies."""
+    """Mean seconds a request holds a slot (moving average) and their mean deviation, and the
+    wait that implies."""
 
     ALPHA = 0.1
+    BETA = 0.25  # the deviation's weight, as TCP's retransmission timer's (RFC 6298)
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._hold_s: float | None = None
+        self._dev_s = 0.0
 
     def observe(self, seconds: float) -> None:
         with self._lock:
             if self._hold_s is None:
-                self._hold_s = seconds
+                self._hold_s, self._dev_s = seconds, seconds / 2
             else:
+                self._dev_s += self.BETA * (abs(seconds - self._hold_s) - self._dev_s)
                 self._hold_s += self.ALPHA * (seconds - self._hold_s)
 
     def wait_s(self, ahead: int, parallel: int) -> float:
@@ -74,6 +80,13 @@ class WaitPredictor:
         with self._lock:
             return self._hold_s or 0.0
 
+    @property
+    def slow_hold_s(self) -> float:
+        """A slow reply's hold: the mean plus four mean deviations (RFC 6298's bound), which
+        follows a jump in the replies' length within a reply or two (the mean takes ten)."""
+        with self._lock:
+            return (self._hold_s or 0.0) + 4 * self._dev_s
+
 
 # The share of the deadline a predicted wait plus reply may take. The prediction is a mean (half
 # the requests take longer) and, on model servers, the other instances' requests are seen up to
@@ -90,6 +103,20 @@ def late_by(predictor: WaitPredictor, ahead: int, parallel: int, timeout_s: floa
     if timeout_s is None or ahead <= 0:
         return 0.0
     return predictor.wait_s(ahead, parallel) + predictor.hold_s - ADMIT_SHARE * timeout_s
+
+
+def late_in_queue(
+    predictor: WaitPredictor, ahead: int, parallel: int, waited_s: float, timeout_s: float | None
+) -> float:
+    """Seconds by which a request that has waited `waited_s` with no token yet, sent behind
+    `ahead` others, would now pass `timeout_s`: its predicted end at the current hold time, or,
+    once its predicted start has passed, a slow reply (slow_hold_s) begun now. 0 or less: it
+    can still end in time (always, when it had a slot at once: it is running)."""
+    if timeout_s is None or ahead <= 0 or not predictor.known:
+        return 0.0
+    end = max(predictor.wait_s(ahead, parallel) + predictor.hold_s,
+              waited_s + predictor.slow_hold_s)  # fmt: skip
+    return end - timeout_s
 
 
 def check_wait(

@@ -21,7 +21,11 @@ Admission: a request that would not be served within request_timeout_s on any he
 (its predicted wait there plus its reply, servers.py) is refused at once with 429 `overloaded`
 and Retry-After, before the turn stores anything (`admit` reserves the chosen server while the
 turn runs, so a flood cannot all pass at once); a session whose server cannot take it in time
-moves to one that can. A server's own 429 is passed on as 429.
+moves to one that can. A server's own 429 is passed on as 429. A request admitted but still
+queued at its server (no token yet) is judged again every WATCH_S as the server's hold time
+moves: once it could no longer end within its deadline (servers.py, late_queued) it is refused
+then with 429 `overloaded` and Retry-After (its exchange marked failed, nothing half-written) and
+taken off the server's queue, instead of ending 504 `deadline_exceeded` later.
 
 A server found down before the first token is skipped and the request goes to the next one; a
 server lost mid-reply (connection cut, or its probe failing) ends the reply with ModelDown, so
@@ -248,7 +252,7 @@ class RemoteEngine:
             load_time_s=round(time.perf_counter() - started, 4), rss_added_mb=0.0,
             file_size_mb=round(path.stat().st_size / 2**20, 1),
         )  # fmt: skip
-        self._figures = {"requests": 0.0, "errors": 0.0, "retries": 0.0,
+        self._figures = {"requests": 0.0, "errors": 0.0, "retries": 0.0, "refused_queued": 0.0,
                          "prompt_tokens": 0.0, "cached_tokens": 0.0}  # fmt: skip
         self._closed = False
 
@@ -392,6 +396,7 @@ class RemoteEngine:
         tried: set[str] = set()
         session = self._session(request)
         started = time.monotonic()
+        deadline = started + self.timeout_s if n_predict > 0 else None
         while True:
             reserved = request.server if request.server not in tried else None
             if reserved is not None and self.pool.is_up(reserved):
@@ -403,7 +408,7 @@ class RemoteEngine:
                 raise ServerLost(f"model server {url} failed; retry shortly")
             tried.add(url)
             try:
-                async for item in self._stream(url, request, n_predict):
+                async for item in self._stream(url, request, n_predict, deadline):
                     yield item
                 return
             except _NotStarted as exc:
@@ -417,8 +422,10 @@ class RemoteEngine:
                 raise
 
     async def _stream(
-        self, url: str, request: GenerationRequest, n_predict: int
+        self, url: str, request: GenerationRequest, n_predict: int, deadline: float | None = None
     ) -> AsyncIterator[Any]:
+        """The reply from `url`; a reply still queued there that can no longer end before
+        `deadline` (monotonic) is refused (Overloaded) and taken off the server's queue."""
         if self.pool.api(url) == "openai":
             # max_tokens 0 is no OpenAI request: a prefill generates one token, dropped
             body = openai_body(request, max(n_predict, 1), self.pool.model(url))
@@ -435,6 +442,7 @@ class RemoteEngine:
         counted = url == request.server  # admit() counts it already
         if not counted:
             self.pool.begin(url)
+        ahead = self.pool.ahead(url)
         submitted = time.perf_counter()
         first: float | None = None
         pieces: list[str] = []
@@ -445,6 +453,8 @@ class RemoteEngine:
                 except TimeoutError:
                     if not self.pool.is_up(url):
                         raise self._lost(url, first is not None, "its probe failed") from None
+                    if first is None and deadline is not None:
+                        self._still_in_time(url, ahead, submitted, deadline)
                     continue
                 if isinstance(item, _Failed):
                     self.pool.mark_down(url, item.reason)
@@ -464,6 +474,19 @@ class RemoteEngine:
             if not counted:
                 self.pool.end(url)
             reader.cancel()  # closes the connection: the server stops this generation
+
+    def _still_in_time(self, url: str, ahead: int, submitted: float, deadline: float) -> None:
+        """Overloaded (429, Retry-After: the seconds it would be late) when a reply still queued
+        on `url` since `submitted` (perf_counter) can no longer end before `deadline`."""
+        waited = time.perf_counter() - submitted
+        late = self.pool.late_queued(url, ahead, waited, deadline - time.monotonic() + waited)
+        if late > 0:
+            self._figures["refused_queued"] += 1
+            raise Overloaded(
+                f"model server {url} is busy: this request, queued {waited:.0f} s, would not be "
+                f"answered within request_timeout_s ({self.timeout_s:g} s); retry later",
+                retry_after_s=retry_after(late),
+            )
 
     def _lost(self, url: str, started: bool, reason: str) -> Exception:
         if not started:

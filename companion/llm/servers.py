@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from companion.llm.admission import WaitPredictor, late_by
+from companion.llm.admission import WaitPredictor, late_by, late_in_queue
 
 log = logging.getLogger("companion.llm.servers")
 
@@ -169,6 +169,20 @@ class ServerPool:
         if not server.hold.known:  # no reply seen here yet: at most one round queued
             return COLD_LATE_S if timeout_s is not None and busy >= 2 * slots else 0.0
         return late_by(server.hold, busy + 1 - slots, slots, timeout_s)
+
+    def ahead(self, url: str) -> int:
+        """Requests before one just sent to `url` (counted) that must end before it starts."""
+        with self._lock:
+            server = self.servers[url]
+            return max(0, server.busy - server.slots) if server.slots else 0
+
+    def late_queued(self, url: str, ahead: int, waited_s: float, timeout_s: float) -> float:
+        """Seconds by which a request queued on `url` for `waited_s` (`ahead` before it when
+        sent) would now miss `timeout_s` (late_in_queue); 0 where slots or hold are unknown."""
+        server = self.servers[url]
+        if not server.slots:
+            return 0.0
+        return late_in_queue(server.hold, ahead, server.slots, waited_s, timeout_s)
 
     def mark_down(self, url: str, reason: str) -> None:
         """A request or probe failed: take the server out until a probe succeeds."""

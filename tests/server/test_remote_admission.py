@@ -72,3 +72,41 @@ def test_a_flood_is_refused_at_once_with_429_not_left_to_time_out(front: str) ->
             assert len(sessions) == 1
     health = httpx.get(f"{front}/api/v1/health").json()
     assert "busy" in json.dumps(health)  # the server's load and hold time are shown
+
+
+# Greedy, no repeat penalty: the tiny model runs this to max_tokens, many times the short
+# replies' time in the slot.
+LONG = {"message": "la " * 40, "max_tokens": 48, "temperature": 0.0, "repeat_penalty": 1.0,
+        "seed": 1}  # fmt: skip
+
+
+def test_queued_requests_that_fall_behind_are_refused_with_429_not_left_to_time_out(
+    front: str,
+) -> None:
+    for i in range(20):  # short replies: the hold time the flood is admitted on is short
+        short = {"user_id": f"q-teach-{i}", "message": "Hi.", "max_tokens": 1}
+        assert httpx.post(f"{front}/api/v1/chat", json=short, timeout=60).status_code == 200
+    users = [f"q-{i}" for i in range(16)]
+
+    def long(user: str) -> httpx.Response:
+        return httpx.post(f"{front}/api/v1/chat", json={**LONG, "user_id": user}, timeout=60)
+
+    with ThreadPoolExecutor(len(users)) as pool:
+        answers = list(pool.map(long, users))
+    codes = [resp.status_code for resp in answers]
+    # admitted on the short hold time, most of the flood cannot be answered in time once the
+    # long replies show their real hold: refused while still queued, never 504
+    assert set(codes) <= {200, 429}, [r.text for r in answers if r.status_code not in (200, 429)]
+    assert 200 in codes and 429 in codes, codes
+    stats = httpx.get(f"{front}/api/v1/stats").json()
+    assert stats["engine"]["refused_queued"] >= 1
+    for user, resp in zip(users, answers, strict=True):
+        sessions = httpx.get(f"{front}/api/v1/sessions", params={"user_id": user}).json()
+        if resp.status_code == 200:
+            continue
+        assert resp.json()["error"]["code"] == "overloaded"
+        assert int(resp.headers["Retry-After"]) >= 1
+        for session in sessions:  # refused in the queue: the exchange is failed, not pending
+            url = f"{front}/api/v1/sessions/{session['id']}/messages"
+            statuses = {m["status"] for m in httpx.get(url).json()["messages"]}
+            assert statuses == {"failed"}, statuses
