@@ -106,16 +106,20 @@ def late_by(predictor: WaitPredictor, ahead: int, parallel: int, timeout_s: floa
 
 
 def late_in_queue(
-    predictor: WaitPredictor, ahead: int, parallel: int, waited_s: float, timeout_s: float | None
-) -> float:
+    predictor: WaitPredictor, ahead: int, parallel: int, hold_then_s: float, waited_s: float,
+    timeout_s: float | None,
+) -> float:  # fmt: skip
     """Seconds by which a request that has waited `waited_s` with no token yet, sent behind
-    `ahead` others, would now pass `timeout_s`: its predicted end at the current hold time, or,
-    once its predicted start has passed, a slow reply (slow_hold_s) begun now. 0 or less: it
-    can still end in time (always, when it had a slot at once: it is running)."""
+    `ahead` others when the hold time was `hold_then_s`, would now pass `timeout_s`: the rest
+    of the wait predicted then, at the pace of the hold time now, plus a reply; once that
+    predicted start has passed, a slow reply (slow_hold_s) begun now. 0 or less: it can still
+    end in time (always, when it had a slot at once: it is running)."""
     if timeout_s is None or ahead <= 0 or not predictor.known:
         return 0.0
-    end = max(predictor.wait_s(ahead, parallel) + predictor.hold_s,
-              waited_s + predictor.slow_hold_s)  # fmt: skip
+    hold = predictor.hold_s
+    pace = hold / hold_then_s if hold_then_s > 0 else 1.0
+    left = max(0.0, ahead / max(parallel, 1) * (hold_then_s or hold) - waited_s) * pace
+    end = waited_s + left + (hold if left > 0 else predictor.slow_hold_s)
     return end - timeout_s
 
 

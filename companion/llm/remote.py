@@ -475,7 +475,9 @@ class RemoteEngine:
                 self.pool.end(url)
             reader.cancel()  # closes the connection: the server stops this generation
 
-    def _still_in_time(self, url: str, ahead: int, submitted: float, deadline: float) -> None:
+    def _still_in_time(
+        self, url: str, ahead: tuple[int, float], submitted: float, deadline: float
+    ) -> None:
         """Overloaded (429, Retry-After: the seconds it would be late) when a reply still queued
         on `url` since `submitted` (perf_counter) can no longer end before `deadline`."""
         waited = time.perf_counter() - submitted

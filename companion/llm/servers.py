@@ -170,19 +170,23 @@ class ServerPool:
             return COLD_LATE_S if timeout_s is not None and busy >= 2 * slots else 0.0
         return late_by(server.hold, busy + 1 - slots, slots, timeout_s)
 
-    def ahead(self, url: str) -> int:
-        """Requests before one just sent to `url` (counted) that must end before it starts."""
+    def ahead(self, url: str) -> tuple[int, float]:
+        """Requests before one just sent to `url` (counted) that must end before it starts, and
+        the hold time then."""
         with self._lock:
             server = self.servers[url]
-            return max(0, server.busy - server.slots) if server.slots else 0
+            ahead = max(0, server.busy - server.slots) if server.slots else 0
+        return ahead, server.hold.hold_s
 
-    def late_queued(self, url: str, ahead: int, waited_s: float, timeout_s: float) -> float:
-        """Seconds by which a request queued on `url` for `waited_s` (`ahead` before it when
-        sent) would now miss `timeout_s` (late_in_queue); 0 where slots or hold are unknown."""
+    def late_queued(
+        self, url: str, sent: tuple[int, float], waited_s: float, timeout_s: float
+    ) -> float:
+        """Seconds by which a request queued on `url` for `waited_s` (`sent`: what ahead() said
+        then) would now miss `timeout_s` (late_in_queue); 0 where slots or hold are unknown."""
         server = self.servers[url]
         if not server.slots:
             return 0.0
-        return late_in_queue(server.hold, ahead, server.slots, waited_s, timeout_s)
+        return late_in_queue(server.hold, sent[0], server.slots, sent[1], waited_s, timeout_s)
 
     def mark_down(self, url: str, reason: str) -> None:
         """A request or probe failed: take the server out until a probe succeeds."""

@@ -50,15 +50,16 @@ def test_the_hold_time_is_a_moving_average() -> None:
 
 def test_a_queued_request_that_can_no_longer_end_in_time_is_late() -> None:
     p = predictor(2.0)  # 8 ahead on 4 slots: starts in 4 s, ends at 6 s; a slow reply: 6 s
-    assert late_in_queue(p, 8, 4, 0.0, 30) <= 0  # in time
-    assert late_in_queue(WaitPredictor(), 8, 4, 29.0, 30) <= 0  # nothing to predict from
-    assert late_in_queue(p, 8, 4, 29.0, None) <= 0  # no deadline
-    assert late_in_queue(p, 0, 4, 29.5, 30) <= 0  # it had a slot at once: it is running
-    assert late_in_queue(p, 8, 4, 24.0, 30) == pytest.approx(0.0)  # a slow reply just fits
-    assert late_in_queue(p, 8, 4, 25.0, 30) == pytest.approx(1.0)  # still not started: late
+    assert late_in_queue(p, 8, 4, 2.0, 0.0, 30) <= 0  # in time
+    assert late_in_queue(WaitPredictor(), 8, 4, 2.0, 29.0, 30) <= 0  # nothing to predict from
+    assert late_in_queue(p, 8, 4, 2.0, 29.0, None) <= 0  # no deadline
+    assert late_in_queue(p, 0, 4, 2.0, 29.5, 30) <= 0  # it had a slot at once: it is running
+    assert late_in_queue(p, 8, 4, 2.0, 24.0, 30) == pytest.approx(0.0)  # a slow reply just fits
+    assert late_in_queue(p, 8, 4, 2.0, 25.0, 30) == pytest.approx(1.0)  # still not started: late
     for _ in range(30):
-        p.observe(8.0)  # the replies grew slower: 8 ahead now take about 16 s, plus its own
-    assert late_in_queue(p, 8, 4, 1.0, 20) > 0  # late from its place in the queue, at once
+        p.observe(8.0)  # the replies grew slower (about 7.75 s): the rest of the wait with them
+    assert late_in_queue(p, 8, 4, 2.0, 1.0, 18) > 0  # 3 s of queue left, now ~11.6 s: late
+    assert late_in_queue(p, 8, 4, 2.0, 3.5, 18) <= 0  # most of its queue went at the old pace
 
 
 def test_a_server_counts_what_it_reports_plus_what_this_instance_sent_since() -> None:
