@@ -42,23 +42,19 @@ def fair_pick(waiting: Sequence[Queued], running: Sequence[Queued], slots: int) 
 
 
 class WaitPredictor:
-    """Mean seconds a request holds a slot (moving average) and their mean deviation, and the
-    wait that implies."""
+    """Mean seconds a request holds a slot (moving average), and the wait that implies."""
 
     ALPHA = 0.1
-    BETA = 0.25  # the deviation's weight, as TCP's retransmission timer's (RFC 6298)
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._hold_s: float | None = None
-        self._dev_s = 0.0
 
     def observe(self, seconds: float) -> None:
         with self._lock:
             if self._hold_s is None:
-                self._hold_s, self._dev_s = seconds, seconds / 2
+                self._hold_s = seconds
             else:
-                self._dev_s += self.BETA * (abs(seconds - self._hold_s) - self._dev_s)
                 self._hold_s += self.ALPHA * (seconds - self._hold_s)
 
     def wait_s(self, ahead: int, parallel: int) -> float:
@@ -79,13 +75,6 @@ class WaitPredictor:
     def hold_s(self) -> float:
         with self._lock:
             return self._hold_s or 0.0
-
-    @property
-    def slow_hold_s(self) -> float:
-        """A slow reply's hold: the mean plus four mean deviations (RFC 6298's bound), which
-        follows a jump in the replies' length within a reply or two (the mean takes ten)."""
-        with self._lock:
-            return (self._hold_s or 0.0) + 4 * self._dev_s
 
 
 # The share of the deadline a predicted wait plus reply may take. The prediction is a mean (half
@@ -111,16 +100,15 @@ def late_in_queue(
 ) -> float:  # fmt: skip
     """Seconds by which a request that has waited `waited_s` with no token yet, sent behind
     `ahead` others when the hold time was `hold_then_s`, would now pass `timeout_s`: the rest
-    of the wait predicted then, at the pace of the hold time now, plus a reply; once that
-    predicted start has passed, a slow reply (slow_hold_s) begun now. 0 or less: it can still
-    end in time (always, when it had a slot at once: it is running)."""
+    of the wait predicted then, at the pace of the hold time now, plus a reply (once that
+    predicted start has passed: a reply begun now). 0 or less: it can still end in time
+    (always, when it had a slot at once: it is running)."""
     if timeout_s is None or ahead <= 0 or not predictor.known:
         return 0.0
     hold = predictor.hold_s
     pace = hold / hold_then_s if hold_then_s > 0 else 1.0
     left = max(0.0, ahead / max(parallel, 1) * (hold_then_s or hold) - waited_s) * pace
-    end = waited_s + left + (hold if left > 0 else predictor.slow_hold_s)
-    return end - timeout_s
+    return waited_s + left + hold - timeout_s
 
 
 def check_wait(
