@@ -98,20 +98,35 @@ class Turn:
 Settle = Callable[[str, list[str]], None]
 
 
+Bound = Callable[[AsyncIterator[Any]], AsyncIterator[Any]]
+
+
 @contextlib.asynccontextmanager
 async def settling(
     deadline_s: float, settle: Settle, what: str = "reply"
-) -> AsyncIterator[list[str]]:
-    """A reply's generation within `deadline_s` (504 past it). The body appends the text it
-    sends to the list this yields; when it does not complete, `settle(status, pieces)` is
-    called with status `interrupted` (closed early or past the deadline) or `failed` (the
-    engine raised), so nothing stays pending. (`settle` is synchronous: it may run while the
-    caller's generator closes.)"""
+) -> AsyncIterator[tuple[list[str], Bound]]:
+    """A reply's generation within `deadline_s` (504 past it). Yields the list the body appends
+    the text it sends to, and `bound`: the body reads its source through `bound(source)`, so that
+    only the waits for the next piece are timed, in whichever task reads (an SSE response reads
+    in a task of its own), never the body's sending of a piece. When it does not complete,
+    `settle(status, pieces)` is called with status `interrupted` (closed early or past the
+    deadline) or `failed` (the engine raised), so nothing stays pending. (`settle` is
+    synchronous: it may run while the caller's generator closes.)"""
     pieces: list[str] = []
+    until = asyncio.get_running_loop().time() + deadline_s
+
+    async def bound(source: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        while True:
+            try:
+                async with asyncio.timeout_at(until):
+                    item = await anext(source)
+            except StopAsyncIteration:
+                return
+            yield item
+
     status = "interrupted"
     try:
-        async with asyncio.timeout(deadline_s):
-            yield pieces
+        yield pieces, bound
         status = "complete"
     except TimeoutError:
         raise DeadlineExceeded(
@@ -139,8 +154,8 @@ async def generate(
         request.cancelled = True
         settle(status, pieces)
 
-    async with settling(deadline_s, cancel_and_settle, what) as pieces:
-        async for event in engine.generate(request):
+    async with settling(deadline_s, cancel_and_settle, what) as (pieces, bound):
+        async for event in bound(engine.generate(request)):
             if not isinstance(event, GenerationDone):
                 pieces.append(event)
             yield event

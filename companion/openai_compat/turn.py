@@ -216,12 +216,12 @@ class ClientTurns:
             def settle(status: str, first: list[str]) -> None:
                 c.fail(user_msg.id, status, first, engine.info.name)
 
-            async with settling(c.settings.request_timeout_s, settle) as first:
+            async with settling(c.settings.request_timeout_s, settle) as (first, bound):
                 choices = generate_choices(engine, turn.built.prompt_tokens, turn.opts, req.n,
                                            key, req.grammar, req.logprobs,
                                            route_key=turn.session_id,
                                            server=request.server)  # fmt: skip
-                async for event in choices:
+                async for event in bound(choices):
                     if isinstance(event, Piece):
                         if event.index == 0:
                             first.append(event.text)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import httpx
+import pytest
+
+from tests.server.conftest import serving
 
 
 def test_curl_example_against_a_real_server(server: str) -> None:
@@ -72,3 +77,45 @@ def test_openai_client_leaving_a_stream_marks_the_exchange_interrupted(server: s
     assert [m["status"] for m in messages] == ["interrupted", "interrupted"]
     assert str(messages[1]["text"]).strip()  # the words sent before it left are kept
     assert httpx.get(f"{server}/api/v1/stats").json()["interrupted"] == 1
+
+
+# greedy, no repeat penalty: the tiny model loops on it until max_tokens, far past the deadline
+ENDLESS = {"max_tokens": 1500, "temperature": 0.0, "repeat_penalty": 1.0, "seed": 1}
+
+
+def test_a_stream_past_the_deadline_ends_with_an_error_event_on_both_apis(tmp_path: Path) -> None:
+    """The deadline falls mid-stream: the client gets the words so far and then an error that
+    names it (the stream was cut without one while the deadline was timed in the wrong task),
+    and the exchange is kept as interrupted."""
+    from openai import APIError, OpenAI
+
+    with serving(tmp_path / "data", COMPANION_REQUEST_TIMEOUT_S="6") as url:
+        body = {"message": "la " * 100, "user_id": "late", "stream": True, **ENDLESS}
+        events: list[tuple[str, str]] = []
+        with httpx.stream("POST", f"{url}/api/v1/chat", json=body, timeout=60) as resp:
+            assert resp.status_code == 200
+            name = ""
+            for line in resp.iter_lines():
+                if line.startswith("event: "):
+                    name = line[7:]
+                elif line.startswith("data: "):
+                    events.append((name, line[6:]))
+        assert [n for n, _ in events[:-1]] == ["token"] * (len(events) - 1)
+        assert events[-1][0] == "error"
+        assert json.loads(events[-1][1])["error"]["code"] == "deadline_exceeded"
+        said = "".join(json.loads(d)["text"] for _, d in events[:-1])
+        session = httpx.get(f"{url}/api/v1/sessions", params={"user_id": "late"}).json()[0]
+        stored = httpx.get(f"{url}/api/v1/sessions/{session['id']}/messages").json()["messages"]
+        assert [m["status"] for m in stored] == ["interrupted", "interrupted"]
+        assert stored[1]["text"].strip() and said.strip().startswith(stored[1]["text"].strip())
+
+        client = OpenAI(base_url=f"{url}/v1", api_key="unused", timeout=60)
+        stream = client.chat.completions.create(
+            model="companion", messages=[{"role": "user", "content": "la " * 100}],
+            stream=True, max_tokens=1500, temperature=0.0, seed=1,
+        )  # fmt: skip
+        pieces: list[str] = []
+        with pytest.raises(APIError, match="request_timeout_s"):
+            for chunk in stream:
+                pieces.append(chunk.choices[0].delta.content or "")
+        assert "".join(pieces).strip()  # the words before the deadline reached the client
