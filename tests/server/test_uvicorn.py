@@ -113,6 +113,7 @@ def test_a_stream_past_the_deadline_ends_with_an_error_event_on_both_apis(tmp_pa
         stream = client.chat.completions.create(
             model="companion", messages=[{"role": "user", "content": "la " * 100}],
             stream=True, max_tokens=1500, temperature=0.0, seed=1,
+            logit_bias={"0": -100, "2": -100},  # no <|endoftext|> nor <|im_end|>: no early end
         )  # fmt: skip
         pieces: list[str] = []
         with pytest.raises(APIError, match="request_timeout_s"):
