@@ -15,6 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+# Greedy, no repeat penalty: the tiny model loops on this until max_tokens, a reply that runs
+# far longer than any deadline or grace period the tests set.
+ENDLESS = {"message": "la " * 100, "max_tokens": 1500, "temperature": 0.0,
+           "repeat_penalty": 1.0, "seed": 1}  # fmt: skip
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -18,12 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.server.conftest import companion_bin, free_port
+from tests.server.conftest import ENDLESS, companion_bin, free_port
 
-# A reply that runs far longer than the shutdown grace period (greedy, no repeat penalty: the
-# tiny model loops on it until max_tokens).
-LONG = {"message": "la " * 100, "max_tokens": 1500, "temperature": 0.0,
-        "repeat_penalty": 1.0, "seed": 1, "stream": True, "cache": False}
+LONG = {**ENDLESS, "stream": True, "cache": False}  # far longer than the shutdown grace period
 GRACE_S = 2.0
 
 

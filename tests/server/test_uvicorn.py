@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server.conftest import serving
+from tests.server.conftest import ENDLESS, serving
 
 
 def test_curl_example_against_a_real_server(server: str) -> None:
@@ -79,10 +79,6 @@ def test_openai_client_leaving_a_stream_marks_the_exchange_interrupted(server: s
     assert httpx.get(f"{server}/api/v1/stats").json()["interrupted"] == 1
 
 
-# greedy, no repeat penalty: the tiny model loops on it until max_tokens, far past the deadline
-ENDLESS = {"max_tokens": 1500, "temperature": 0.0, "repeat_penalty": 1.0, "seed": 1}
-
-
 def test_a_stream_past_the_deadline_ends_with_an_error_event_on_both_apis(tmp_path: Path) -> None:
     """The deadline falls mid-stream: the client gets the words so far and then an error that
     names it (the stream was cut without one while the deadline was timed in the wrong task),
@@ -90,7 +86,7 @@ def test_a_stream_past_the_deadline_ends_with_an_error_event_on_both_apis(tmp_pa
     from openai import APIError, OpenAI
 
     with serving(tmp_path / "data", COMPANION_REQUEST_TIMEOUT_S="6") as url:
-        body = {"message": "la " * 100, "user_id": "late", "stream": True, **ENDLESS}
+        body = {**ENDLESS, "user_id": "late", "stream": True}
         events: list[tuple[str, str]] = []
         with httpx.stream("POST", f"{url}/api/v1/chat", json=body, timeout=60) as resp:
             assert resp.status_code == 200
@@ -111,7 +107,7 @@ def test_a_stream_past_the_deadline_ends_with_an_error_event_on_both_apis(tmp_pa
 
         client = OpenAI(base_url=f"{url}/v1", api_key="unused", timeout=60)
         stream = client.chat.completions.create(
-            model="companion", messages=[{"role": "user", "content": "la " * 100}],
+            model="companion", messages=[{"role": "user", "content": ENDLESS["message"]}],
             stream=True, max_tokens=1500, temperature=0.0, seed=1,
             logit_bias={"0": -100, "2": -100},  # no <|endoftext|> nor <|im_end|>: no early end
         )  # fmt: skip

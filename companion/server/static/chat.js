@@ -328,7 +328,7 @@
     const redraw = persona.name !== p.name || persona.greeting !== greeting || !persona.avatarUrl !== !avatarUrl;
     persona.name = p.name; persona.greeting = greeting; persona.avatarUrl = avatarUrl;
     if (!redraw || state.busy || $("#messages .edit-box")) {
-      document.querySelectorAll("#messages li.assistant .avatar img").forEach((img) => { img.src = avatarUrl; });
+      if (avatarUrl) document.querySelectorAll("#messages li.assistant .avatar img").forEach((img) => { img.src = avatarUrl; });
       return;
     }
     if (state.session) openSession(state.session).catch(() => {}); else render([]);
