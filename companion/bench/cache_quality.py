@@ -1,10 +1,13 @@
 """Semantic-cache quality per dev set: the shipped decision against cosine alone, in one run.
 
-For each dev set S (companion.bench.devsets, its "dev" half): `semantic_hit_rate_S` and
-`semantic_false_hit_rate_S` of the shipped decision (cosine >= the threshold, then the detail
-rules), `cosine_hit_rate_at_same_false_S` (cosine alone, its threshold set so that its false
-hits do not exceed the shipped decision's), the curve over thresholds, and each stage's hits at
-equal false-hit rate; and the threshold that keeps false hits <= 1% on both halves of every set.
+For each dev set S (companion.bench.devsets, its "dev" half: the pair classifier trained on the
+"train" halves): `semantic_hit_rate_S` and `semantic_false_hit_rate_S` of the shipped decision
+(cosine >= the prefilter, the detail rules, then the pair classifier's logit),
+`cosine_hit_rate_at_same_false_S` (cosine alone, its threshold set so that its false hits do not
+exceed the shipped decision's),
+the curve over prefilters, each stage's hits at equal false-hit rate, and the lowest logit that
+keeps false hits <= 1% on every set; and the same figures on question pairs nobody trained on
+(cache/pairs.py QUESTION_PAIRS, and the GPTCache pairs of the chat set's dev half).
 """
 
 from __future__ import annotations
@@ -16,28 +19,36 @@ from typing import Any
 import numpy as np
 
 from companion.bench import devsets
-from companion.cache.pairs import NEAR_MISSES, PARAPHRASES
-from companion.cache.semantic import SIMILARITY_THRESHOLD
+from companion.cache.classifier import shared_classifier
+from companion.cache.pairs import NEAR_MISSES, PARAPHRASES, QUESTION_PAIRS
+from companion.cache.semantic import SAME_MEANING_LOGIT, SIMILARITY_THRESHOLD
 from companion.cache.verify import rule_check
 from companion.embed.base import Embedder
 
 FALSE_BUDGET = 0.01  # "hit rate at false-hit rate <= 1%"
 MIN_BASE_PAIRS = 10  # a ratio's denominator must count at least this many pairs
-CURVE = [round(0.80 + 0.01 * i, 2) for i in range(20)]  # cosine thresholds 0.80 .. 0.99
+CURVE = [round(0.70 + 0.02 * i, 2) for i in range(15)]  # cosine prefilters 0.70 .. 0.98
+BEFORE = 0.96  # the decision shipped before the classifier: cosine >= 0.96, then the rules
 
 
 @dataclass
 class Scored:
-    """One dev set's pairs: labels (1 = same meaning), cosine, whether the rules let it pass."""
+    """One set's pairs: labels (1 = same meaning), cosine, whether the detail rules
+    (cache/verify.py) let it pass, and the pair classifier's logit."""
 
     name: str
     labels: np.ndarray
     cosine: np.ndarray
     rules: np.ndarray
+    logits: np.ndarray
 
-    def shipped(self, threshold: float) -> np.ndarray:
-        """Which pairs the decision with this cosine threshold would serve."""
-        return (self.cosine >= threshold) & self.rules
+    def shipped(self, threshold: float, logit: float = SAME_MEANING_LOGIT) -> np.ndarray:
+        """Which pairs the decision with this cosine prefilter (and logit) would serve."""
+        return (self.cosine >= threshold) & self.rules & (self.logits >= logit)
+
+    def before(self) -> np.ndarray:
+        """Which pairs the decision shipped before (cosine >= 0.96, then the rules) served."""
+        return (self.cosine >= BEFORE) & self.rules
 
 
 def cosines(embedder: Embedder, pairs: list[tuple[str, str]]) -> np.ndarray:
@@ -53,10 +64,19 @@ def cosines(embedder: Embedder, pairs: list[tuple[str, str]]) -> np.ndarray:
     return np.sum(first * second, axis=1)
 
 
+def logits_of(pairs: list[tuple[str, str]]) -> np.ndarray:
+    """The shipped pair classifier's logit for every (cached, query) pair, in batches."""
+    clf = shared_classifier()
+    if not pairs:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate([clf.logits(pairs[i : i + 32]) for i in range(0, len(pairs), 32)])
+
+
 def score(embedder: Embedder, name: str, pairs: list[tuple[str, str]], labels: list[int]) -> Scored:
-    """Cosine and the rules' verdict for every pair (the query is the second message)."""
+    """Cosine, the rules' verdict and the classifier's logit for every pair (the query is the
+    second message)."""
     rules = np.array([rule_check(b, a).ok for a, b in pairs], dtype=bool)
-    return Scored(name, np.array(labels), cosines(embedder, pairs), rules)
+    return Scored(name, np.array(labels), cosines(embedder, pairs), rules, logits_of(pairs))
 
 
 def hit_rate_at(score_: np.ndarray, labels: np.ndarray, max_false: float) -> tuple[float, float]:
@@ -94,7 +114,7 @@ def ratio_of(hit: float, base: float, positives: int) -> tuple[float | None, str
 
 
 def set_figures(s: Scored, threshold: float) -> tuple[dict[str, float | None], dict[str, Any]]:
-    """One set's figures, each stage at equal false-hit rate and the curve over thresholds."""
+    """One set's figures, each stage at equal false-hit rate and the curve over prefilters."""
     served = s.shipped(threshold)
     hit, false = _rate(served[s.labels == 1]), _rate(served[s.labels == 0])
     cos_hit, _ = hit_rate_at(s.cosine, s.labels, false)
@@ -106,18 +126,29 @@ def set_figures(s: Scored, threshold: float) -> tuple[dict[str, float | None], d
         f"semantic_vs_cosine_{s.name}": ratio,
         f"cosine_hit_rate_at_1pct_false_{s.name}": hit_rate_at(s.cosine, s.labels, FALSE_BUDGET)[0],
     }
-    ruled = np.where(s.rules, s.cosine, -np.inf)
+    above = s.cosine >= threshold
+    before = s.before()
     notes: dict[str, Any] = {
         "null_figures": {f"semantic_vs_cosine_{s.name}": why} if why else {},
         "pairs": len(s.labels),
         "same_meaning": int(s.labels.sum()),
-        # hits at the shipped decision's false-hit rate, each pipeline's cosine threshold swept
+        # hits at the shipped decision's false-hit rate, each pipeline's last threshold swept
         "stages_at_equal_false_hit_rate": {
             "cosine": cos_hit,
-            "cosine_then_rules": hit_rate_at(ruled, s.labels, false)[0],
+            "cosine_then_rules": hit_rate_at(np.where(s.rules, s.cosine, -np.inf), s.labels, false)[
+                0
+            ],
+            "classifier_alone": hit_rate_at(s.logits, s.labels, false)[0],
+            "prefilter_then_classifier": hit_rate_at(
+                np.where(above, s.logits, -np.inf), s.labels, false
+            )[0],
+            "prefilter_then_rules_then_classifier": hit_rate_at(
+                np.where(above & s.rules, s.logits, -np.inf), s.labels, false
+            )[0],
         },
+        "before_0.96_then_rules": _point(s, before, "before"),
         "curve": [
-            {"threshold": t}
+            {"prefilter": t}
             | _point(s, s.cosine >= t, "cosine")
             | _point(s, s.shipped(t), "semantic")
             for t in CURVE
@@ -134,34 +165,66 @@ def _point(s: Scored, served: np.ndarray, prefix: str) -> dict[str, float]:
     }
 
 
-def calibrate(sets: list[Scored], budget: float) -> float:
-    """The lowest cosine threshold (0.01 steps) with false hits <= budget on every set."""
-    for t in np.arange(0.70, 1.0, 0.01):
-        if all(_rate(s.shipped(t)[s.labels == 0]) <= budget for s in sets):
-            return round(float(t), 2)
-    return 1.0
+def calibrate(sets: list[Scored], budget: float, threshold: float = SIMILARITY_THRESHOLD) -> float:
+    """The lowest logit (0.1 steps) that, behind this prefilter, keeps false hits <= budget on
+    every set."""
+    for t in np.arange(-4.0, 10.0, 0.1):
+        if all(_rate(s.shipped(threshold, t)[s.labels == 0]) <= budget for s in sets):
+            return round(float(t), 1)
+    return 10.0
 
 
 def quality_figures(embedder: Embedder) -> tuple[dict[str, float | None], dict[str, Any]]:
-    """Every dev set's figures on its "dev" half; the lowest threshold within budget on both.
-    A figure that cannot be computed is None, its reason in notes["null_figures"]."""
+    """Every dev set's figures on its "dev" half, the lowest logit within budget on all of them,
+    and the held-out question pairs. A figure that cannot be computed is None, its reason in
+    notes["null_figures"]."""
     figures: dict[str, float | None] = {}
-    notes: dict[str, Any] = {"similarity_threshold": SIMILARITY_THRESHOLD, "null_figures": {}}
+    notes: dict[str, Any] = {
+        "similarity_threshold": SIMILARITY_THRESHOLD,
+        "same_meaning_logit": SAME_MEANING_LOGIT,
+        "null_figures": {},
+    }
     halves = []
+    gptcache = {origin for origin, _ in devsets.load_gptcache()}
     for name in devsets.SETS:
         pairs = devsets.load(name)
         if not pairs.pairs:
             notes[name] = "shared data not found"
             continue
-        dev, fit = pairs.half("dev"), pairs.half("train")
+        dev = pairs.half("dev")
         scored = score(embedder, name, dev.pairs, dev.labels)
         set_fig, notes[name] = set_figures(scored, SIMILARITY_THRESHOLD)
         notes["null_figures"] |= notes[name].pop("null_figures")
         figures |= set_fig
-        halves += [scored, score(embedder, name, fit.pairs, fit.labels)]
+        halves.append(scored)
+        if name == "chat":  # its GPTCache questions against their near misses, on their own
+            keep = np.array([g in gptcache for g in dev.groups])
+            sub = Scored("chat_gptcache", scored.labels[keep], scored.cosine[keep],
+                         scored.rules[keep], scored.logits[keep])  # fmt: skip
+            notes["held_out_chat_gptcache"] = _held_out(sub)
     if halves:
-        notes["lowest_threshold_within_budget_on_both_halves"] = calibrate(halves, FALSE_BUDGET)
+        notes["lowest_logit_within_budget_on_every_dev_set"] = calibrate(halves, FALSE_BUDGET)
+    questions = [(a, b) for a, b, _ in QUESTION_PAIRS]
+    notes["held_out_questions"] = _held_out(
+        score(embedder, "questions", questions, [y for *_, y in QUESTION_PAIRS])
+    )
     return figures, notes | _hand_written(embedder)
+
+
+def _held_out(s: Scored) -> dict[str, Any]:
+    """The shipped decision on pairs it never trained on, and cosine alone at its false-hit
+    rate and at 1%."""
+    served = s.shipped(SIMILARITY_THRESHOLD)
+    false = _rate(served[s.labels == 0])
+    return {
+        "pairs": len(s.labels),
+        "same_meaning": int(s.labels.sum()),
+        "semantic_hits": _rate(served[s.labels == 1]),
+        "semantic_false_hits": false,
+        "cosine_hits_at_same_false": hit_rate_at(s.cosine, s.labels, false)[0],
+        "cosine_hits_at_1pct_false": hit_rate_at(s.cosine, s.labels, FALSE_BUDGET)[0],
+        "before_0.96_then_rules": _point(s, s.before(), "before"),
+    }
 
 
 def _hand_written(embedder: Embedder) -> dict[str, Any]:

@@ -173,6 +173,21 @@ def training_pairs(extra_chat: int = EXTRA_CHAT_LINES) -> list[dict[str, Any]]:
     return out
 
 
-if __name__ == "__main__":  # python -m companion.bench.devsets > pairs.jsonl
-    for row in training_pairs():
+def main(argv: list[str] | None = None) -> None:
+    """python -m companion.bench.devsets [--extra-chat N] > pairs.jsonl"""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="the pair classifier's training pairs, JSON lines")
+    ap.add_argument(
+        "--extra-chat",
+        type=int,
+        default=EXTRA_CHAT_LINES,
+        help="train-half Persona-Chat lines (past the dev set's) to make chat pairs of",
+    )
+    args = ap.parse_args(argv)
+    for row in training_pairs(args.extra_chat):
         print(json.dumps(row, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -4,6 +4,11 @@ A partition is everything in the key but the message (model, persona, options, s
 so a neighbour can only come from the same scope, persona and model. Each partition is searched
 exactly with numpy while small; past ANN_MIN_ENTRIES a usearch HNSW index takes over (built in
 the background; exact search serves until it is ready).
+
+The decision (docs/cache.md): of the nearest CANDIDATES neighbours with cosine >= the prefilter,
+those the detail rules (cache/verify.py) accept go, in one batch, to the pair classifier
+(companion/cache/classifier.py); the one it scores highest is served when its logit reaches
+SAME_MEANING_LOGIT.
 """
 
 from __future__ import annotations
@@ -16,18 +21,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from companion.cache.base import CacheEntry, CacheHit, Probe
+from companion.cache.classifier import PairClassifier, shared_classifier
 from companion.cache.table import CacheTable
 from companion.cache.verify import rule_check
 from companion.embed.base import Vector
+from companion.errors import ModelLoadError
 
 log = logging.getLogger("companion.cache")
 
 # Measured on this machine (docs/cache.md): exact search of 384-d vectors costs 0.13 ms at
 # 10k and 0.5 ms at 20k entries, HNSW 0.2 and 0.4 ms; past 20k exact search grows fast.
 ANN_MIN_ENTRIES = 20_000
-# Calibrated by `bench cache` on the dev sets (companion.bench.devsets, docs/cache.md): the lowest
-# cosine that, with the detail rules after it, keeps false hits <= 1% on both halves of each set.
-SIMILARITY_THRESHOLD = 0.96
+# Calibrated by `bench cache` on the dev halves of the dev sets (companion.bench.devsets,
+# docs/cache.md): the cosine prefilter (it caps the hits: only pairs above it reach the
+# classifier) and the classifier's logit that keeps false hits <= 1% on every set.
+SIMILARITY_THRESHOLD = 0.90
+SAME_MEANING_LOGIT = 3.0
 CANDIDATES = 3
 
 
@@ -139,7 +148,7 @@ class PartitionIndex:
 
 
 class SemanticCache:
-    """Per-partition vector search with the detail rules in front of every hit."""
+    """Per-partition vector search with the pair classifier in front of every hit."""
 
     def __init__(
         self,
@@ -147,13 +156,19 @@ class SemanticCache:
         *,
         dim: int,
         threshold: float = SIMILARITY_THRESHOLD,
+        logit: float = SAME_MEANING_LOGIT,
         clock: Callable[[], float],
+        classifier: Callable[[], PairClassifier] = shared_classifier,
     ) -> None:
-        """Partitions load lazily from the table on their first lookup."""
+        """Partitions load lazily from the table on their first lookup; the classifier on the
+        first lookup that has candidates."""
         self.table = table
         self.dim = dim
         self.threshold = threshold
+        self.logit = logit
         self.clock = clock
+        self._classifier = classifier
+        self._broken = False
         self._partitions: dict[str, PartitionIndex] = {}
         self._lock = threading.Lock()
         self.rejected = 0
@@ -163,22 +178,39 @@ class SemanticCache:
         if probe.vector is None:
             return None
         index = self._partition(probe.key.partition)
-        for near in index.search(probe.vector, CANDIDATES, self.threshold):
-            verdict = rule_check(probe.message, near.message)
-            if not verdict.ok:
+        near = []
+        for n in index.search(probe.vector, CANDIDATES, self.threshold):
+            verdict = rule_check(probe.message, n.message)
+            if verdict.ok:
+                near.append(n)
+            else:
+                self.rejected += 1
+                log.debug("semantic candidate rejected (%s): %r vs %r", verdict.reason,
+                          probe.message, n.message)  # fmt: skip
+        if not near or self._broken:
+            return None
+        try:
+            classifier = self._classifier()
+        except ModelLoadError:
+            log.exception("pair classifier unavailable: the semantic layer serves nothing")
+            self._broken = True
+            return None
+        logits = classifier.logits([(n.message, probe.message) for n in near])
+        for i in np.argsort(-logits, kind="stable"):
+            if logits[i] < self.logit:
                 self.rejected += 1
                 log.debug(
-                    "semantic candidate rejected (%s): %r vs %r",
-                    verdict.reason,
+                    "semantic candidate rejected (logit %.2f): %r vs %r",
+                    logits[i],
                     probe.message,
-                    near.message,
+                    near[i].message,
                 )
                 continue
-            entry = fetch(near.key)
+            entry = fetch(near[i].key)
             if entry is None:  # expired or evicted meanwhile
-                index.remove(near.key)
+                index.remove(near[i].key)
                 continue
-            return CacheHit(entry, "semantic", near.similarity)
+            return CacheHit(entry, "semantic", near[i].similarity)
         return None
 
     def add(self, entry: CacheEntry) -> None:

@@ -61,14 +61,16 @@ def test_a_ratio_over_too_few_pairs_is_null_with_its_reason() -> None:
     JSON null with the reason (it once read 303.955, a division by almost nothing)."""
     labels = np.array([1] * 50 + [0] * 50)
     cosine = np.concatenate([np.linspace(0.90, 0.97, 50), np.linspace(0.98, 0.99, 50)])
-    rules = np.concatenate([np.ones(50, bool), np.zeros(50, bool)])  # the rules stop every miss
-    figures, notes = set_figures(Scored("toy", labels, cosine, rules), 0.95)
+    rules = np.concatenate([np.ones(50, bool), np.zeros(50, bool)])
+    logits = np.where(rules, 5.0, -5.0)  # the classifier stops every miss
+    figures, notes = set_figures(Scored("toy", labels, cosine, rules, logits), 0.95)
     assert figures["semantic_hit_rate_toy"] > 0 and figures["semantic_false_hit_rate_toy"] == 0
     assert figures["cosine_hit_rate_at_same_false_toy"] == 0.0
     assert figures["semantic_vs_cosine_toy"] is None
     assert "cosine alone serves 0 of 50" in notes["null_figures"]["semantic_vs_cosine_toy"]
     cosine = np.concatenate([np.linspace(0.90, 0.99, 50), np.linspace(0.10, 0.20, 50)])
-    figures, notes = set_figures(Scored("toy", labels, cosine, np.ones(100, bool)), 0.95)
+    ones = np.ones(100, bool)
+    figures, notes = set_figures(Scored("toy", labels, cosine, ones, np.full(100, 5.0)), 0.95)
     assert figures["semantic_vs_cosine_toy"] == round(
         figures["semantic_hit_rate_toy"] / figures["cosine_hit_rate_at_same_false_toy"], 3
     )
