@@ -43,7 +43,7 @@ def engine_figures(
 
     computed, new = delta("prompt_tokens"), delta("new_prompt_tokens")
     limit = probe.get("probe_tokens_per_s", 0.0)
-    restores = delta("kv_restores")
+    restores, saves = delta("kv_restores"), delta("kv_saves")
     return {
         "load_decode_limit_ratio": round(tokens_per_s / limit, 3) if limit else 0.0,
         "load_probe_tokens_per_s": limit,
@@ -57,6 +57,9 @@ def engine_figures(
         "load_kv_restore_failures": delta("kv_restore_failures"),
         "load_kv_restore_ms_avg": round(delta("kv_restore_ms") / restores, 2) if restores else 0.0,
         "load_kv_evictions": delta("kv_evictions"),
+        "load_kv_sheds": delta("kv_sheds"),
+        "load_kv_saves": saves,
+        "load_kv_save_ms_avg": round(delta("kv_save_ms") / saves, 2) if saves else 0.0,
         "load_loop_lag_p99_ms": float(after.get("loop_lag_p99_ms", 0.0)),
     }
 

@@ -82,7 +82,7 @@ class SequencePool:
         self._origins = itertools.count()
         self.evicted: list[Entry] = []  # sessions evicted since the engine last saved them
         self.counters = {"hits": 0, "misses": 0, "evictions": 0, "reused_tokens": 0,
-                         "prefix_shares": 0, "restore_plans": 0}  # fmt: skip
+                         "prefix_shares": 0, "restore_plans": 0, "sheds": 0}  # fmt: skip
 
     def acquire(
         self, key: str, prompt: list[int], max_new: int, saved: Sequence[int] | None = None
@@ -180,6 +180,20 @@ class SequencePool:
         victim = min(idle, key=lambda e: (e.key is None, e.used_at))
         self._evict(victim)
         return victim.seq
+
+    def shed_idle(self) -> int:
+        """Take every idle session out of the cells (pinned prefixes stay); how many.
+
+        They go on the list to save (drain_evicted), as evicted sessions do. The engine calls
+        this while other sequences decode: every cell in use widens the range each token of
+        every step attends over (see BatchedEngine._shed_idle).
+        """
+        idle = [e for e in self.entries.values() if not e.busy and e.key is not None]
+        for entry in idle:
+            self._drop(entry)
+            self.evicted.append(entry)
+        self.counters["sheds"] += len(idle)
+        return len(idle)
 
     def sessions(self) -> int:
         """Sequences held for sessions (running or cached)."""

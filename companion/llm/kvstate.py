@@ -35,13 +35,23 @@ class StateMover:
                          "restored_tokens": 0, "restore_ms": 0.0, "saves": 0,
                          "save_ms": 0.0}  # fmt: skip
 
+    @property
+    def holds_in_ram(self) -> bool:
+        """Whether evicted sessions' states are kept in host RAM (a restore costs a copy)."""
+        return self.tiers is not None and self.tiers.host_bytes > 0
+
+    def keeps(self, key: str | None) -> bool:
+        """Whether a session's state is worth saving: it has a next turn (anonymous keys,
+        "~...", have none) and there is a tier to keep it in."""
+        return self.tiers is not None and key is not None and not key.startswith("~")
+
     def saved_tokens(self, key: str) -> array[int] | None:
         return self.tiers.tokens(key) if self.tiers is not None else None
 
     def save(self, entries: list[Entry]) -> None:
         """Copy the evicted sessions' states out, then free their cells."""
         for entry in entries:
-            if self.tiers is not None and entry.key is not None and entry.tokens:
+            if self.keeps(entry.key) and entry.tokens:
                 started = time.perf_counter()
                 data = self._read(entry.seq)
                 if data is not None:

@@ -3,9 +3,11 @@ its next turn restores it; the greedy reply then equals the reply after a fresh 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
+import llama_cpp
 import pytest
 
 from companion.llm.batched import BatchedEngine
@@ -53,7 +55,8 @@ async def test_restored_session_replies_as_after_a_fresh_prefill(alone: BatchedE
     try:
         turn2 = await first_turn(engine)
         await evict_with_fillers(engine)
-        assert engine.stats()["kv_evictions"] >= 1 and tiers.tokens("pets") is not None
+        left = engine.stats()["kv_evictions"] + engine.stats()["kv_sheds"]
+        assert left >= 1 and tiers.tokens("pets") is not None
         _, warm = await collect(engine, greedy(turn2, key="pets"))
         stats = engine.stats()
     finally:
@@ -119,3 +122,31 @@ def test_host_budget_spills_the_oldest_to_disk_and_the_disk_drops_the_oldest(
     reopened = KvTiers(host_bytes=100, disk_dir=tmp_path, disk_bytes=150)
     assert reopened.tokens("c") is not None and reopened.tokens("d") is None  # "d" is in RAM
     reopened.close()
+
+
+async def test_idle_sessions_leave_the_cells_while_others_decode(alone: BatchedEngine) -> None:
+    """A session idle while others decode waits in host RAM, not in the cells (every cell in
+    use widens what each token attends over); its next turn restores it and replies as after
+    a fresh prefill. Alone, a session keeps its cells; an anonymous request's cells are
+    dropped, not saved (it has no next turn)."""
+    tiers = KvTiers(host_bytes=256 * 2**20)
+    engine = small_engine(tiers, kv_tokens=4096)  # room for all: nothing evicted for room
+    try:
+        turn2 = await first_turn(engine)
+        assert tiers.tokens("pets") is None and engine.stats()["kv_sheds"] == 0  # alone: stays
+        eos = llama_cpp.llama_vocab_eos(engine.vocab)
+        long = greedy(chat_prompt(engine, "Tell me a long story about a lighthouse."), 32,
+                      key="long", logit_bias=((eos, -100.0),))  # fmt: skip
+        anon = greedy(chat_prompt(engine, "Hi!"), 2)
+        (_, story), _ = await asyncio.gather(collect(engine, long), collect(engine, anon))
+        assert story.completion_tokens == 32  # it decoded on after the anonymous one ended
+        assert tiers.tokens("pets") is not None and engine.stats()["kv_sheds"] == 2
+        assert tiers.stats()["host_sessions"] == 1  # not the anonymous request's
+        _, warm = await collect(engine, greedy(turn2, key="pets"))
+        stats = engine.stats()
+    finally:
+        engine.close()
+    _, cold = await collect(alone, greedy(turn2, key="cold-pets-3"))
+    assert stats["kv_evictions"] == 0 and stats["kv_restores"] == 1
+    assert warm.timings["reused_tokens"] >= len(turn2) - 40  # the history was not recomputed
+    assert warm.text == cold.text and warm.completion_tokens > 0
