@@ -38,7 +38,7 @@ from companion.llm.admission import WaitPredictor, check_wait, fair_pick
 from companion.llm.base import GenerationDone, GenerationRequest, ModelInfo, TokenLogprob
 from companion.llm.jobs import EngineFigures, Job
 from companion.llm.kvcache import MAX_PREFIXES, Plan, SequencePool
-from companion.llm.kvstate import Ledger, StateMover
+from companion.llm.kvstate import ANONYMOUS_KEY, Ledger, StateMover
 from companion.llm.kvtiers import KvTiers, open_tiers
 from companion.llm.llama_cpp import ContextPlan, LoadedModel, load_model
 from companion.llm.probe import AUTO_MAX, auto_parallel
@@ -271,7 +271,7 @@ class BatchedEngine:
                 f"prompt of {len(request.prompt_tokens)} tokens plus max_tokens "
                 f"{request.options.max_tokens} exceeds the context ({self.info.context_length})"
             )
-        key = request.session_key or f"~anonymous-{next(_anonymous)}"
+        key = request.session_key or f"{ANONYMOUS_KEY}{next(_anonymous)}"
         job = Job(request, key, asyncio.get_running_loop(), asyncio.Queue(), prefill_only)
         with self._wake:
             if self._down is not None or self._closing:

@@ -23,6 +23,7 @@ from companion.llm.kvtiers import KvTiers
 
 log = logging.getLogger("companion.llm.kvstate")
 
+ANONYMOUS_KEY = "~anonymous-"  # the engine's key for a request without a session
 LEDGER_SESSIONS = 20_000  # sessions whose last tokens are remembered for the new-token count
 
 
@@ -41,9 +42,9 @@ class StateMover:
         return self.tiers is not None and self.tiers.host_bytes > 0
 
     def keeps(self, key: str | None) -> bool:
-        """Whether a session's state is worth saving: it has a next turn (anonymous keys,
-        "~...", have none) and there is a tier to keep it in."""
-        return self.tiers is not None and key is not None and not key.startswith("~")
+        """Whether a session's state is worth saving: there is a tier to keep it in and a
+        next turn may come (a request without a session key, ANONYMOUS_KEY..., has none)."""
+        return self.tiers is not None and key is not None and not key.startswith(ANONYMOUS_KEY)
 
     def saved_tokens(self, key: str) -> array[int] | None:
         return self.tiers.tokens(key) if self.tiers is not None else None

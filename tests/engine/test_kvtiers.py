@@ -14,6 +14,7 @@ from companion.llm.batched import BatchedEngine
 from companion.llm.kvtiers import KvTiers
 from companion.llm.llama_cpp import ContextPlan, load_model
 from companion.llm.registry import tiny_package_path
+from companion.memory.llm_extract import SESSION_KEY as EXTRACTION_KEY
 from tests.engine.conftest import chat_prompt, collect, greedy, make_engine
 
 FIRST = "I have a dog called Rex and a cat called Tom."
@@ -127,8 +128,8 @@ def test_host_budget_spills_the_oldest_to_disk_and_the_disk_drops_the_oldest(
 async def test_idle_sessions_leave_the_cells_while_others_decode(alone: BatchedEngine) -> None:
     """A session idle while others decode waits in host RAM, not in the cells (every cell in
     use widens what each token attends over); its next turn restores it and replies as after
-    a fresh prefill. Alone, a session keeps its cells; an anonymous request's cells are
-    dropped, not saved (it has no next turn)."""
+    a fresh prefill. Alone, a session keeps its cells; a request without a session key has
+    its cells dropped, not saved (it has no next turn)."""
     tiers = KvTiers(host_bytes=256 * 2**20)
     engine = small_engine(tiers, kv_tokens=4096)  # room for all: nothing evicted for room
     try:
@@ -138,10 +139,14 @@ async def test_idle_sessions_leave_the_cells_while_others_decode(alone: BatchedE
         long = greedy(chat_prompt(engine, "Tell me a long story about a lighthouse."), 32,
                       key="long", logit_bias=((eos, -100.0),))  # fmt: skip
         anon = greedy(chat_prompt(engine, "Hi!"), 2)
-        (_, story), _ = await asyncio.gather(collect(engine, long), collect(engine, anon))
-        assert story.completion_tokens == 32  # it decoded on after the anonymous one ended
-        assert tiers.tokens("pets") is not None and engine.stats()["kv_sheds"] == 2
-        assert tiers.stats()["host_sessions"] == 1  # not the anonymous request's
+        extract = greedy(chat_prompt(engine, "Facts: none."), 2, key=EXTRACTION_KEY)
+        (_, story), *_ = await asyncio.gather(
+            collect(engine, long), collect(engine, anon), collect(engine, extract)
+        )
+        assert story.completion_tokens == 32  # it decoded on after the others ended
+        assert tiers.tokens("pets") is not None and engine.stats()["kv_sheds"] == 3
+        assert tiers.tokens(EXTRACTION_KEY) is not None  # its fixed head is not computed again
+        assert tiers.stats()["host_sessions"] == 2  # not the anonymous request's
         _, warm = await collect(engine, greedy(turn2, key="pets"))
         stats = engine.stats()
     finally:
