@@ -53,6 +53,7 @@ def engine_figures(
         "load_kv_reused_tokens": delta("kv_reused_tokens"),
         "load_kv_restores": restores,
         "load_kv_restores_disk": delta("kv_restores_disk"),
+        "load_kv_restores_shared": delta("kv_restores_shared"),
         "load_kv_restored_tokens": delta("kv_restored_tokens"),
         "load_kv_restore_failures": delta("kv_restore_failures"),
         "load_kv_restore_ms_avg": round(delta("kv_restore_ms") / restores, 2) if restores else 0.0,

@@ -367,7 +367,7 @@ class BatchedEngine:
             if len(self._active) >= self.parallel:
                 break
             max_new = 0 if job.prefill_only else job.request.options.max_tokens
-            saved = self._mover.saved_tokens(job.key)
+            job.restore_from, saved = self._mover.best_saved(job.key, job.request.prompt_tokens)
             plan = self._pool.acquire(job.key, job.request.prompt_tokens, max_new, saved)
             self._mover.save(self._pool.drain_evicted())  # copied out before the cells are reused
             if plan is None:
@@ -392,7 +392,7 @@ class BatchedEngine:
         prompt = job.request.prompt_tokens
         self.figures.admitted(self._ledger.new_tokens(job.key, prompt))
         if plan.restore:
-            keep = self._mover.restore(job.key, plan.seq, keep, prompt)
+            keep = self._mover.restore(job.key, plan.seq, keep, prompt, job.restore_from)
             if keep == 0:  # nothing restored: the whole prompt is computed
                 self._pool.entries[plan.seq].trim(0)
                 self._pool.entries[plan.seq].reserve += plan.keep
@@ -407,7 +407,7 @@ class BatchedEngine:
         if plan.pin is not None:
             llama_cpp.llama_memory_seq_rm(self._mem, plan.pin, -1, -1)
             llama_cpp.llama_memory_seq_cp(self._mem, plan.copy_from, plan.pin, 0, keep)
-        if not plan.restore:
+        if not plan.restore or job.restore_from != job.key:
             self._mover.discard(job.key)  # a state saved earlier is stale now
         job.pos, job.reused, job.pending = keep, keep, list(prompt[keep:])
         if not job.prefill_only:

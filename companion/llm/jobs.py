@@ -38,6 +38,7 @@ class Job:
     pending: list[int] = field(default_factory=list)  # prompt tokens not yet decoded
     next_token: int | None = None  # sampled, to be decoded in the next step
     reused: int = 0
+    restore_from: str = ""  # the saved state a restore plan loads (this or another session's)
     generated: int = 0
     sampler: Sampler | None = None
     detok: Detokenizer | None = None

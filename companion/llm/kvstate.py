@@ -32,7 +32,8 @@ class StateMover:
 
     def __init__(self, ctx: Any, mem: Any, tiers: KvTiers | None) -> None:
         self._ctx, self._mem, self.tiers = ctx, mem, tiers
-        self.counters = {"restores": 0, "restores_disk": 0, "restore_failures": 0,
+        self.counters = {"restores": 0, "restores_disk": 0, "restores_shared": 0,
+                         "restore_failures": 0,
                          "restored_tokens": 0, "restore_ms": 0.0, "saves": 0,
                          "save_ms": 0.0}  # fmt: skip
 
@@ -49,6 +50,14 @@ class StateMover:
     def saved_tokens(self, key: str) -> array[int] | None:
         return self.tiers.tokens(key) if self.tiers is not None else None
 
+    def best_saved(self, key: str, prompt: Sequence[int]) -> tuple[str, array[int] | None]:
+        """The saved state to restore for `key`'s `prompt`: its own or the one sharing the
+        longest prefix (see KvTiers.best_prefix); (source key, its tokens) or ("", None)."""
+        if self.tiers is None:
+            return "", None
+        source, _ = self.tiers.best_prefix(prompt, key)
+        return (source, self.tiers.tokens(source)) if source else ("", None)
+
     def save(self, entries: list[Entry]) -> None:
         """Copy the evicted sessions' states out, then free their cells."""
         for entry in entries:
@@ -61,10 +70,16 @@ class StateMover:
                     self.counters["save_ms"] += (time.perf_counter() - started) * 1000
             llama_cpp.llama_memory_seq_rm(self._mem, entry.seq, -1, -1)
 
-    def restore(self, key: str, seq: int, keep: int, prompt: Sequence[int]) -> int:
+    def restore(
+        self, key: str, seq: int, keep: int, prompt: Sequence[int], source: str = ""
+    ) -> int:
         """Load `key`'s saved state into `seq` and keep its first `keep` tokens; the tokens
-        kept (0 when there was none, it no longer matches `prompt`, or llama.cpp refused it)."""
-        taken = self.tiers.take(key) if self.tiers is not None else None
+        kept (0 when there was none, it no longer matches `prompt`, or llama.cpp refused it).
+        With another session's `source`, its state is copied and stays saved for its own."""
+        source = source or key
+        taken = None
+        if self.tiers is not None:
+            taken = self.tiers.take(key) if source == key else self.tiers.peek(source)
         llama_cpp.llama_memory_seq_rm(self._mem, seq, -1, -1)
         if taken is None:
             return 0
@@ -80,6 +95,7 @@ class StateMover:
             return 0
         llama_cpp.llama_memory_seq_rm(self._mem, seq, keep, -1)
         self.counters["restores"] += 1
+        self.counters["restores_shared"] += source != key
         self.counters["restores_disk"] += tier == "disk"
         self.counters["restored_tokens"] += keep
         self.counters["restore_ms"] += (time.perf_counter() - started) * 1000

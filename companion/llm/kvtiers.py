@@ -24,6 +24,7 @@ import struct
 import threading
 from array import array
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +74,23 @@ class KvTiers:
             saved = self._host.get(key) or self._disk.get(key)
             return saved.tokens if saved is not None else None
 
+    def best_prefix(self, prompt: Sequence[int], key: str, floor: int = 0) -> tuple[str, int]:
+        """The saved state sharing the longest prefix with `prompt` (`key`'s own wins ties),
+        longer than `floor` tokens: (its key, the common length); ("", floor) if none.
+
+        Another session's state serves as a donor, as a resident sequence does: the same
+        conversation may come under another key (the chat API's session and the OpenAI API's
+        "oa-..." key), or share its opening with another session."""
+        want = array("i", prompt).tobytes()
+        with self._lock:
+            states = [(k, s.tokens) for tier in (self._host, self._disk) for k, s in tier.items()]
+        best, best_n = "", floor
+        for other, tokens in sorted(states, key=lambda item: item[0] != key):
+            n = _common_prefix(tokens.tobytes(), want, best_n)
+            if n > best_n:
+                best, best_n = other, n
+        return best, best_n
+
     def put(self, key: str, tokens: list[int], data: bytearray) -> None:
         """Keep `key`'s state (replacing an older one); spill the oldest to disk past the budget."""
         if len(tokens) < MIN_TOKENS or not data:
@@ -114,6 +132,25 @@ class KvTiers:
         finally:
             saved.path.unlink(missing_ok=True)
         return tokens, data, "disk"
+
+    def peek(self, key: str) -> tuple[array[int], bytearray, str] | None:
+        """(tokens, state bytes, tier) of `key`, left in place (a donor for another session)."""
+        with self._lock:
+            saved = self._host.get(key)
+            tier = "host"
+            if saved is None:
+                saved, tier = self._disk.get(key), "disk"
+            if saved is None:
+                return None
+            data, path = saved.data, saved.path
+        if data is not None:
+            return saved.tokens, data, tier
+        assert path is not None
+        try:
+            tokens, data = _read(path)
+        except (OSError, ValueError):
+            return None
+        return tokens, data, tier
 
     def discard(self, key: str) -> None:
         """Forget `key`'s state (the session was computed anew)."""
@@ -242,6 +279,21 @@ def _read(path: Path) -> tuple[array[int], bytearray]:
         if fh.readinto(data) != size:
             raise ValueError("truncated KV state file")
     return tokens, data
+
+
+def _common_prefix(a: bytes, b: bytes, floor: int) -> int:
+    """Common leading tokens of two int32 token strings; `floor` when not more than that."""
+    n = min(len(a), len(b)) // 4
+    if n <= floor or a[: 4 * (floor + 1)] != b[: 4 * (floor + 1)]:
+        return floor
+    lo, hi = floor + 1, n + 1  # a[:lo] == b[:lo]; a[:hi] != b[:hi] or hi > n
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[: 4 * mid] == b[: 4 * mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def fingerprint(*parts: object) -> str:

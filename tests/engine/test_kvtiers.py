@@ -155,3 +155,37 @@ async def test_idle_sessions_leave_the_cells_while_others_decode(alone: BatchedE
     assert stats["kv_evictions"] == 0 and stats["kv_restores"] == 1
     assert warm.timings["reused_tokens"] >= len(turn2) - 40  # the history was not recomputed
     assert warm.text == cold.text and warm.completion_tokens > 0
+
+
+async def test_another_sessions_saved_state_is_a_donor(alone: BatchedEngine) -> None:
+    """The same conversation under another key (the chat API's session, then the OpenAI API's
+    "oa-..." key) restores from the saved state that shares its prefix, as it would copy a
+    resident sequence's; that state stays saved for its own session."""
+    tiers = KvTiers(host_bytes=256 * 2**20)
+    engine = small_engine(tiers, kv_tokens=4096)
+    try:
+        turn2 = await first_turn(engine)
+        await evict_with_fillers(engine, 2)  # "pets" waits in host RAM
+        assert tiers.tokens("pets") is not None
+        _, warm = await collect(engine, greedy(turn2, key="oa-pets"))
+        stats = engine.stats()
+    finally:
+        engine.close()
+    _, cold = await collect(alone, greedy(turn2, key="cold-pets-4"))
+    assert stats["kv_restores"] == 1 and stats["kv_restores_shared"] == 1
+    assert warm.timings["reused_tokens"] >= len(turn2) - 40  # the history was not recomputed
+    assert tiers.tokens("pets") is not None  # copied, not taken
+    assert warm.text == cold.text and warm.completion_tokens > 0
+
+
+def test_best_prefix_prefers_the_longest_then_the_own_state() -> None:
+    tiers = KvTiers(host_bytes=2**20)
+    base = list(range(100, 140))
+    tiers.put("own", base[:20], bytearray(b"o"))
+    tiers.put("longer", base[:30] + [7, 7], bytearray(b"l"))
+    tiers.put("same", base[:20] + [9], bytearray(b"s"))
+    tiers.put("other", [1] * 40, bytearray(b"x"))
+    assert tiers.best_prefix(base, "own") == ("longer", 30)
+    assert tiers.best_prefix(base[:20], "own") == ("own", 20)  # a tie: its own state
+    assert tiers.best_prefix(base[:25], "nobody", floor=25) == ("", 25)
+    assert tiers.best_prefix([5] + base, "own") == ("", 0)
