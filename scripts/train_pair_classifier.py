@@ -470,27 +470,21 @@ def main() -> None:
     import onnxruntime as ort
 
     enc = batch(tok, check)
-    sess = ort.InferenceSession(str(full), providers=["CPUExecutionProvider"])
-    got = sess.run(
-        ["logit"],
-        {
-            "input_ids": enc["ids"].numpy(),
-            "token_type_ids": enc["types"].numpy(),
-            "attention_mask": enc["mask"].numpy(),
-        },
-    )[0]
+    feed = {
+        "input_ids": enc["ids"].numpy(),
+        "token_type_ids": enc["types"].numpy(),
+        "attention_mask": enc["mask"].numpy(),
+    }
+
+    def run(path: Path) -> np.ndarray:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return sess.run(["logit"], feed)[0]
+
+    got = run(full)
     print(f"torch {want} onnx {got}", flush=True)
     assert np.allclose(want, got, atol=1e-3), "the ONNX graph does not match the model"
     quantize(full, args.out)  # the float graph stays beside it (not shipped), for --init
-    sess = ort.InferenceSession(str(args.out), providers=["CPUExecutionProvider"])
-    got = sess.run(
-        ["logit"],
-        {
-            "input_ids": enc["ids"].numpy(),
-            "token_type_ids": enc["types"].numpy(),
-            "attention_mask": enc["mask"].numpy(),
-        },
-    )[0]
+    got = run(args.out)
     print(f"int8 {got}; wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB)")
 
 

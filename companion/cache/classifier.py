@@ -13,15 +13,13 @@ from __future__ import annotations
 import hashlib
 import threading
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from companion.embed.onnx_minilm import bert_tokenizer, cpu_session
 from companion.errors import ModelLoadError
 
 MODEL = Path(__file__).resolve().parent / "data" / "pair_classifier.onnx"
-VOCAB = Path(__file__).resolve().parents[1] / "embed" / "data" / "bert-base-uncased-vocab.txt"
-MAX_TOKENS = 128  # the pair, [CLS] and both [SEP] included (as in training)
 
 
 class PairClassifier:
@@ -29,24 +27,10 @@ class PairClassifier:
 
     def __init__(self, path: Path = MODEL, threads: int = 1) -> None:
         """Load the graph and the tokenizer; ModelLoadError when the file is missing or bad."""
-        import onnxruntime as ort  # type: ignore[import-untyped]
-        from tokenizers import BertWordPieceTokenizer
-
         if not path.is_file():
             raise ModelLoadError(f"pair classifier {path} not found")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        try:
-            self._session = ort.InferenceSession(
-                str(path), opts, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ModelLoadError(f"cannot load pair classifier {path.name}: {exc}") from exc
-        tok: Any = BertWordPieceTokenizer(str(VOCAB), lowercase=True)
-        tok.enable_truncation(MAX_TOKENS)
-        tok.enable_padding(pad_id=0, pad_token="[PAD]")
-        self._tokenizer = tok
+        self._session = cpu_session(path, threads, "pair classifier")
+        self._tokenizer = bert_tokenizer()
         self._lock = threading.Lock()  # the tokenizer's padding state is shared
         self.identity = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 

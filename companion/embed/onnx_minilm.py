@@ -34,14 +34,29 @@ def _model_file() -> tuple[Path, str]:
     raise ModelLoadError(f"{DISTRIBUTION} holds no .onnx file")
 
 
-def _tokenizer() -> Any:
-    """A BERT uncased WordPiece tokenizer, padded per batch and cut at MAX_TOKENS."""
+def bert_tokenizer() -> Any:
+    """A BERT uncased WordPiece tokenizer, padded per batch and cut at MAX_TOKENS (the
+    embedder's and the cache's pair classifier's: both read this vocabulary)."""
     from tokenizers import BertWordPieceTokenizer
 
     tok = BertWordPieceTokenizer(str(VOCAB), lowercase=True)
     tok.enable_truncation(MAX_TOKENS)
     tok.enable_padding(pad_id=0, pad_token="[PAD]")
     return tok
+
+
+def cpu_session(path: Path, threads: int, what: str) -> Any:
+    """An onnxruntime CPU session for `path` with `threads` intra-op threads; a file that
+    cannot be loaded is a ModelLoadError naming `what` it is."""
+    import onnxruntime as ort  # type: ignore[import-untyped]
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise ModelLoadError(f"cannot load {what} {path.name}: {exc}") from exc
 
 
 class OnnxMiniLM:
@@ -51,18 +66,8 @@ class OnnxMiniLM:
 
     def __init__(self, threads: int = 1) -> None:
         """Load the graph; `threads` = onnxruntime intra-op threads (1 is fastest per sentence)."""
-        import onnxruntime as ort  # type: ignore[import-untyped]
-
         path, record_hash = _model_file()
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        try:
-            self._session = ort.InferenceSession(
-                str(path), opts, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ModelLoadError(f"cannot load embedding model {path.name}: {exc}") from exc
+        self._session = cpu_session(path, threads, "embedding model")
         self._output = next(
             o.name
             for o in self._session.get_outputs()
@@ -73,7 +78,7 @@ class OnnxMiniLM:
             for o in self._session.get_outputs()
             if len(o.shape) == SENTENCE_OUTPUT_RANK + 1 and o.type == "tensor(float)"
         )
-        self._tokenizer = _tokenizer()
+        self._tokenizer = bert_tokenizer()
         self._lock = threading.Lock()  # the tokenizer's padding state is shared
         vocab_hash = hashlib.sha256(VOCAB.read_bytes()).hexdigest()[:16]
         self._identity = f"paraphrase-MiniLM-L3-v2:{record_hash}:{vocab_hash}"
