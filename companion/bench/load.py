@@ -491,13 +491,21 @@ def lost_messages(db: Path, exchanges: list[Exchange]) -> tuple[int, list[str]]:
 
 
 def lost_in(rows: list[Any], exchanges: list[Exchange]) -> tuple[int, list[str]]:
-    """lost_messages over (id, session_id, role, text, status) rows, in id order."""
+    """lost_messages over (id, session_id, role, text, status) rows, in id order.
+
+    A reply whose id the response gave is its row, reserved before any matching by text, so
+    that an exchange known only by its texts (the OpenAI API gives no id) never takes the row
+    of another with the same reply (a cached reply repeats its text in a session)."""
     by_session: dict[str, list[tuple[int, str, str, str]]] = {}
     by_id = {}
     for mid, session, role, text, status in rows:
         by_session.setdefault(session, []).append((mid, role, text, status))
         by_id[mid] = (session, role, text, status)
-    used: set[int] = set()
+    used = {
+        ex.message_id
+        for ex in exchanges
+        if by_id.get(ex.message_id) == (ex.session_id, "assistant", ex.reply, "complete")
+    }
     lost, examples = 0, []
     for ex in exchanges:
         stored = by_session.get(ex.session_id, [])
@@ -508,21 +516,20 @@ def lost_in(rows: list[Any], exchanges: list[Exchange]) -> tuple[int, list[str]]
             examples.append(f"user message {ex.text[:60]!r} in {ex.session_id}")
         else:
             used.add(user_row[0])
-        reply_id: int | None = None
         if ex.message_id is not None:
-            if by_id.get(ex.message_id) == (ex.session_id, "assistant", ex.reply, "complete"):
-                reply_id = ex.message_id
+            found = ex.message_id in used and by_id[ex.message_id][2] == ex.reply
         else:
             after = user_row[0] if user_row else 0
             reply_id = next((r[0] for r in stored if r[0] not in used and r[0] > after
                              and r[1] == "assistant" and r[2] == ex.reply
                              and r[3] == "complete"), None)  # fmt: skip
-        if reply_id is None or reply_id in used:
+            found = reply_id is not None
+            if reply_id is not None:
+                used.add(reply_id)
+        if not found:
             lost += 1
             examples.append(f"reply {ex.reply[:60]!r} ({ex.kind}, id {ex.message_id}) in "
                             f"{ex.session_id}")  # fmt: skip
-        else:
-            used.add(reply_id)
     return lost, examples[:5]
 
 
