@@ -129,6 +129,7 @@ def set_figures(s: Scored, threshold: float) -> tuple[dict[str, float | None], d
         f"cosine_hit_rate_at_1pct_false_{s.name}": hit_rate_at(s.cosine, s.labels, FALSE_BUDGET)[0],
     }
     above = s.cosine >= threshold
+    ruled = np.where(s.rules, s.cosine, -np.inf)
     before = s.before()
     notes: dict[str, Any] = {
         "null_figures": {f"semantic_vs_cosine_{s.name}": why} if why else {},
@@ -137,9 +138,7 @@ def set_figures(s: Scored, threshold: float) -> tuple[dict[str, float | None], d
         # hits at the shipped decision's false-hit rate, each pipeline's last threshold swept
         "stages_at_equal_false_hit_rate": {
             "cosine": cos_hit,
-            "cosine_then_rules": hit_rate_at(np.where(s.rules, s.cosine, -np.inf), s.labels, false)[
-                0
-            ],
+            "cosine_then_rules": hit_rate_at(ruled, s.labels, false)[0],
             "classifier_alone": hit_rate_at(s.logits, s.labels, false)[0],
             "prefilter_then_classifier": hit_rate_at(
                 np.where(above, s.logits, -np.inf), s.labels, false

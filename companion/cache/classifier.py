@@ -10,7 +10,6 @@ what it gains at equal false-hit rate.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from pathlib import Path
 
@@ -32,7 +31,6 @@ class PairClassifier:
         self._session = cpu_session(path, threads, "pair classifier")
         self._tokenizer = bert_tokenizer()
         self._lock = threading.Lock()  # the tokenizer's padding state is shared
-        self.identity = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
     def logits(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         """One logit per (cached, new) pair: > 0 leans same meaning."""

@@ -10,6 +10,7 @@ from pathlib import Path
 import llama_cpp
 import pytest
 
+from companion.llm.base import GenerationDone
 from companion.llm.batched import BatchedEngine
 from companion.llm.kvtiers import KvTiers
 from companion.llm.llama_cpp import ContextPlan, load_model
@@ -50,6 +51,15 @@ async def first_turn(engine: BatchedEngine) -> list[int]:
     return chat_prompt(engine, FIRST, one.text, SECOND)
 
 
+async def assert_replies_as_fresh_prefill(
+    alone: BatchedEngine, turn2: list[int], warm: GenerationDone, key: str
+) -> None:
+    """The warm (restored) turn reused its history and replied as a fresh prefill does."""
+    _, cold = await collect(alone, greedy(turn2, key=key))
+    assert warm.timings["reused_tokens"] >= len(turn2) - 40  # the history was not recomputed
+    assert warm.text == cold.text and warm.completion_tokens > 0
+
+
 async def test_restored_session_replies_as_after_a_fresh_prefill(alone: BatchedEngine) -> None:
     tiers = KvTiers(host_bytes=256 * 2**20)
     engine = small_engine(tiers)
@@ -62,11 +72,9 @@ async def test_restored_session_replies_as_after_a_fresh_prefill(alone: BatchedE
         stats = engine.stats()
     finally:
         engine.close()
-    _, cold = await collect(alone, greedy(turn2, key="cold-pets"))
     assert stats["kv_restores"] == 1 and stats["kv_restore_failures"] == 0
-    assert warm.timings["reused_tokens"] >= len(turn2) - 40  # the history was not recomputed
     assert stats["kv_restored_tokens"] == warm.timings["reused_tokens"]
-    assert warm.text == cold.text and warm.completion_tokens > 0
+    await assert_replies_as_fresh_prefill(alone, turn2, warm, "cold-pets")
 
 
 async def test_disk_tier_restores_after_a_restart(tmp_path: Path, alone: BatchedEngine) -> None:
@@ -151,10 +159,8 @@ async def test_idle_sessions_leave_the_cells_while_others_decode(alone: BatchedE
         stats = engine.stats()
     finally:
         engine.close()
-    _, cold = await collect(alone, greedy(turn2, key="cold-pets-3"))
     assert stats["kv_evictions"] == 0 and stats["kv_restores"] == 1
-    assert warm.timings["reused_tokens"] >= len(turn2) - 40  # the history was not recomputed
-    assert warm.text == cold.text and warm.completion_tokens > 0
+    await assert_replies_as_fresh_prefill(alone, turn2, warm, "cold-pets-3")
 
 
 async def test_another_sessions_saved_state_is_a_donor(alone: BatchedEngine) -> None:
@@ -171,11 +177,9 @@ async def test_another_sessions_saved_state_is_a_donor(alone: BatchedEngine) -> 
         stats = engine.stats()
     finally:
         engine.close()
-    _, cold = await collect(alone, greedy(turn2, key="cold-pets-4"))
     assert stats["kv_restores"] == 1 and stats["kv_restores_shared"] == 1
-    assert warm.timings["reused_tokens"] >= len(turn2) - 40  # the history was not recomputed
     assert tiers.tokens("pets") is not None  # copied, not taken
-    assert warm.text == cold.text and warm.completion_tokens > 0
+    await assert_replies_as_fresh_prefill(alone, turn2, warm, "cold-pets-4")
 
 
 def test_best_prefix_prefers_the_longest_then_the_own_state() -> None:
