@@ -109,6 +109,11 @@ class Anchored:
         """The noted items' words (normalised)."""
         return frozenset(n.text for notes in self.before.values() for n in notes)
 
+    def blocks(self) -> dict[int, str]:
+        """The notes blocks as the prompt carries them, by message index."""
+        lines = {i: [n.line for n in notes] for i, notes in self.before.items()}
+        return {i: text for i, ls in lines.items() if (text := render_notes(ls, None))}
+
     def only(self, live: set[int]) -> Anchored:
         """Without the notes whose memory is gone (deleted since)."""
         before = {i: kept for i, notes in self.before.items()
@@ -122,15 +127,13 @@ def earlier_notes(anchors: NoteAnchors, digests: Sequence[str | None]) -> Anchor
     return Anchored(before, frozenset(n.key for ns in before.values() for n in ns))
 
 
-def with_notes(turns: list[dict[str, str]], offset: int, anchored: Anchored
+def with_notes(turns: list[dict[str, str]], offset: int, blocks: dict[int, str]
                ) -> list[dict[str, str]]:  # fmt: skip
-    """The client's turns (turns[0] is message `offset`) with each anchored block of notes as a
-    system message just before its user turn."""
+    """The client's turns (turns[0] is message `offset`) with each block of notes (by message
+    index) as a system message just before its user turn."""
     out: list[dict[str, str]] = []
     for j, turn in enumerate(turns):
-        notes = anchored.before.get(j + offset)
-        text = render_notes([n.line for n in notes], None) if notes else None
-        if text:
+        if text := blocks.get(j + offset):
             out.append({"role": "system", "content": text})
         out.append(turn)
     return out

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from companion.context import BuiltContext, fit_context
-from companion.domain import GenerationOptions, Usage
+from companion.domain import GenerationOptions, Message, Usage
 from companion.errors import Overloaded
 from companion.llm.base import Engine, GenerationDone, GenerationRequest, TokenLogprob
 from companion.memory.base import Recalled
@@ -73,6 +73,10 @@ class ClientRequest:
     grammar: str | None = None  # GBNF of the tool calls or the JSON format (checked)
     kv_key: str | None = None  # prompt_cache_key: the KV-cache sequence to (re)use
     session_id: str | None = None  # the server keeps the history (X-Session-Id)
+    # session mode: the stored history (messages[len(system):-1]) and, by message index, the
+    # notes block anchored at each of its user turns (Companion.anchors)
+    history: list[Message] = field(default_factory=list)
+    blocks: dict[int, str] = field(default_factory=dict)
 
     def new_text(self) -> str:
         """What the user says this turn (the last message's text)."""
@@ -114,7 +118,8 @@ class Recall:
     digests: list[str | None]  # the anchor of each user turn of the client's messages
 
 
-NO_RECALL = Recall([], (), Anchored({}, frozenset()), [])
+NO_NOTES = Anchored({}, frozenset())
+NO_RECALL = Recall([], (), NO_NOTES, [])
 
 
 @dataclass
@@ -203,7 +208,9 @@ class ClientTurns:
         """Every choice from the model; the exchange is marked failed or interrupted when it
         does not complete."""
         c, req, engine = self.c, turn.req, turn.engine
-        key = req.kv_key or f"oa-{req.user_id}-{turn.session_id}"
+        # session mode builds the chat API's prompt, so it uses the chat API's KV sequence
+        own = f"oa-{req.user_id}-{turn.session_id}" if req.session_id is None else turn.session_id
+        key = req.kv_key or own
         request = GenerationRequest(turn.built.prompt_tokens, turn.opts, key,
                                     route_key=turn.session_id)  # fmt: skip
         created = turn.session_id if turn.seen.new else None
@@ -212,6 +219,8 @@ class ClientTurns:
                 c.store.add_message, turn.session_id, "user", turn.text, status="pending",
                 token_count=engine.count_tokens(turn.text),
             )  # fmt: skip
+            if req.session_id is not None and (block := turn.built.notes) is not None:
+                c.anchors.put(user_msg.id, block)  # where the chat API's next turn looks
 
             def settle(status: str, first: list[str]) -> None:
                 c.fail(user_msg.id, status, first, engine.info.name)
@@ -274,14 +283,24 @@ class ClientTurns:
         return await asyncio.to_thread(lineage.resolve, self.c.store, req.user_id, req.messages)
 
     async def _with_history(self, req: ClientRequest, session_id: str) -> ClientRequest:
-        """Session mode: the stored history replaces the client's turns before its last."""
-        history = await asyncio.to_thread(
-            self.c.store.recent_messages, session_id, self.c.settings.history_messages,
-            step=self.c.settings.history_step,
-        )
+        """Session mode: the stored history replaces the client's turns before its last, each
+        user turn with the notes block its own turn carried (anchored by message id, by either
+        API), so that both APIs build one prompt for one session and share its KV cache."""
+
+        def read() -> tuple[list[Message], dict[int, str]]:  # anchors may be in Redis
+            history = self.c.store.recent_messages(
+                session_id, self.c.settings.history_messages, step=self.c.settings.history_step
+            )
+            offset = len(system)
+            blocks = {offset + i: block for i, m in enumerate(history)
+                      if m.role == "user" and (block := self.c.anchors.get(m.id))}  # fmt: skip
+            return history, blocks
+
         system = [m for m in req.messages[:-1] if m["role"] == "system"]
+        history, blocks = await asyncio.to_thread(read)
         turns = [{"role": m.role, "content": m.text} for m in history]
-        return replace(req, messages=[*system, *turns, req.messages[-1]])
+        messages = [*system, *turns, req.messages[-1]]
+        return replace(req, messages=messages, history=history, blocks=blocks)
 
     def _notes(
         self, req: ClientRequest, session_id: str, text: str, vector: Any
@@ -309,7 +328,8 @@ class ClientTurns:
         top_k = self.c.settings.memory_top_k
         found = memory.recall(req.user_id, text, vector, 2 * top_k)  # some are left out below
         digests = turn_digests(req.user_id, req.messages)
-        earlier = earlier_notes(self.anchors, digests)
+        # session mode: the earlier turns' notes are the stored turns' blocks (req.blocks)
+        earlier = earlier_notes(self.anchors, digests) if req.session_id is None else NO_NOTES
         again = self.anchors.get(digests[-1])  # a resend or a regenerate: the same notes
         noted = earlier.keys | {n.key for n in again or ()}
         live = set(memory.index.get(req.user_id, noted)) if noted else set()
@@ -317,6 +337,8 @@ class ClientTurns:
         if again is not None:
             return Recall([], tuple(n for n in again if n.key in live), earlier, digests)
         fresh = said_elsewhere(self.c.store, found, session_id, req.messages)
+        if req.blocks:
+            fresh = self.c.not_in_prompt(fresh, req.history)
         if sum(d is not None for d in digests) > 1:  # past the first turn: only what answers it
             fresh = [r for r in fresh if r.reasons.get("confident")]
         texts = earlier.texts
@@ -334,7 +356,8 @@ class ClientTurns:
         if req.persona:
             persona = notes.system_prompt if notes is not None else self.c.settings.system_prompt
         parts = layout(req.messages, persona, req.output, req.tools)
-        turns = with_notes(parts.turns, len(req.messages) - 1 - len(parts.turns), recall.earlier)
+        blocks = req.blocks if req.session_id is not None else recall.earlier.blocks()
+        turns = with_notes(parts.turns, len(req.messages) - 1 - len(parts.turns), blocks)
         own_persona = notes is not None and req.persona and not notes.persona.is_default
         budget = engine.info.context_length - opts.max_tokens
         built = fit_context(engine, parts.head, turns, parts.tail, budget,

@@ -179,6 +179,31 @@ def test_session_mode_keeps_the_history_on_the_server(module_server: str) -> Non
     assert len(msgs) == 4
 
 
+def test_one_session_through_both_apis_reuses_the_whole_prompt(module_server: str) -> None:
+    """A session continued through the other API (the OpenAI API in session mode, then the
+    chat API again) builds the same prompt, notes blocks in place: each turn reuses the whole
+    previous prompt instead of computing the earlier turns again."""
+    client = client_for(module_server)
+
+    def chat(message: str, session: str | None = None) -> dict[str, Any]:
+        body = {"message": message, "user_id": "rosa", "session_id": session, "max_tokens": 6,
+                "temperature": 0.0}  # fmt: skip
+        reply = httpx.post(f"{module_server}/api/v1/chat", json=body, timeout=300)
+        assert reply.status_code == 200, reply.text
+        return reply.json()
+
+    chat("My brother Leo lives in Oslo and builds wooden boats.")  # another conversation
+    first = chat("Where does my brother live?")
+    assert any("Oslo" in m["text"] for m in first["memories_used"])  # a notes block went in
+    session = first["session_id"]
+    second = ask(client, [{"role": "user", "content": "What does he build?"}], user="rosa",
+                 extra_headers={"X-Session-Id": session}, max_tokens=6, temperature=0.0)  # fmt: skip
+    reused = second.usage.prompt_tokens_details.cached_tokens
+    assert reused >= first["usage"]["prompt_tokens"], (reused, first["usage"])
+    third = chat("Is he older than me?", session)
+    assert third["timings"]["reused_tokens"] >= second.usage.prompt_tokens, (third, second.usage)
+
+
 @pytest.mark.timeout(900)  # grammar-held generations are slow on a busy shared machine
 def test_tool_calls_hold_to_the_function_schema(module_server: str) -> None:
     client = client_for(module_server)
