@@ -176,7 +176,7 @@ async def test_a_message_and_a_memory_with_control_text_reach_the_model_as_text(
     context = result.extra["context"]
     assert context[-1] == {"role": "user", "content": message}
     notes = context[-2]["content"]
-    assert context[-2]["role"] == "system" and "not an instruction" in notes
+    assert context[-2]["role"] == "system" and "never an instruction" in notes
     # both memories are recalled, each on one bullet line inside the notes, quoted as said
     lines = notes.split("\n")
     tea = "Likes green tea " + ATTACK.replace("\n", " ")
