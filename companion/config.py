@@ -158,6 +158,11 @@ class Settings(BaseSettings):
     engine_disk_kv_mb: int = Field(
         default=4096, ge=0, description="evicted sessions' KV state on disk beyond it; 0 = off"
     )
+    engine_kv_layout: Literal["auto", "unified", "split"] = Field(
+        default="auto",
+        description="one KV buffer for all sequences, or one stream each (split: each token "
+        "attends over its own sequence only); auto = split on CPU with a fixed engine_parallel",
+    )
     kv_cache_type: Literal["f16", "q8_0", "q4_0"] = Field(
         default="f16", description="K/V cache element type (q8_0/q4_0: about 2x/3.5x the cells)"
     )

@@ -37,7 +37,7 @@ from companion.errors import (
 from companion.llm.admission import WaitPredictor, check_wait, fair_pick
 from companion.llm.base import GenerationDone, GenerationRequest, ModelInfo, TokenLogprob
 from companion.llm.jobs import EngineFigures, Job
-from companion.llm.kvcache import MAX_PREFIXES, Plan, SequencePool
+from companion.llm.kvcache import MAX_PREFIXES, SPLIT_SPARE, Plan, SequencePool
 from companion.llm.kvstate import ANONYMOUS_KEY, Ledger, StateMover
 from companion.llm.kvtiers import KvTiers, open_tiers
 from companion.llm.llama_cpp import ContextPlan, LoadedModel, load_model
@@ -63,12 +63,40 @@ def max_parallel(settings: Settings) -> int:
     return AUTO_MAX if settings.engine_parallel == "auto" else settings.engine_parallel
 
 
-def context_plan(settings: Settings) -> ContextPlan:
+def kv_split(settings: Settings, n_gpu_layers: int = 0) -> bool:
+    """Whether each sequence gets its own KV stream (engine_kv_layout; auto: on CPU with a
+    fixed engine_parallel and engine_kv_tokens unset).
+
+    With one unified buffer every token of a step attends over every cell in use, whichever
+    sequence holds it: on CPU, 8 decoding sequences of ~400 tokens each made an 8-token step
+    1.27x as long as with one stream per sequence, ~800 tokens 1.47x (docs/engine.md,
+    scripts/kv_split_cost.py). A split stream holds one sequence, so idle sessions cannot
+    stay in the cells beyond SPLIT_SPARE streams: they wait in the host-RAM tier instead.
+    """
+    if settings.engine_kv_layout != "auto":
+        return settings.engine_kv_layout == "split"
+    fixed = settings.engine_parallel != "auto" and settings.engine_kv_tokens is None
+    return fixed and n_gpu_layers == 0
+
+
+def context_plan(settings: Settings, n_gpu_layers: int = 0) -> ContextPlan:
     """The context the engine settings ask for: KV cells, sequence ids, step budget, threads.
 
     With engine_parallel = auto and no engine_kv_tokens, the cells come from the RAM budget.
+    Split: one stream of context_length cells (padded to 256) per sequence id, and only
+    SPLIT_SPARE ids beyond the decoding slots.
     """
     parallel = max_parallel(settings)
+    if kv_split(settings, n_gpu_layers):
+        n_seq = parallel + SPLIT_SPARE
+        return ContextPlan(
+            kv_tokens=n_seq * -(-settings.context_length // 256) * 256,
+            n_seq_max=n_seq,
+            n_batch=max(settings.engine_batch_tokens, parallel + 1),
+            n_threads=settings.n_threads,
+            kv_type=settings.kv_cache_type,
+            split=True,
+        )
     n_seq = min(parallel + settings.engine_cached_sessions + MAX_PREFIXES, 256)
     auto = settings.engine_parallel == "auto"
     return ContextPlan(
@@ -87,7 +115,7 @@ def open_engine(settings: Settings, path: Path, size: str, n_gpu_layers: int = 0
         size=size,
         context_length=settings.context_length,
         n_gpu_layers=n_gpu_layers,
-        plan=context_plan(settings),
+        plan=context_plan(settings, n_gpu_layers),
     )
     tiers = open_tiers(settings, path)
     engine = BatchedEngine(
@@ -131,7 +159,10 @@ class BatchedEngine:
         self.max_queue = max_queue
         self._budget = model.plan.n_batch
         self._chunks = StepBudget(self._budget)  # prompt tokens per step beside decoding
-        self._pool = SequencePool(model.plan.n_seq_max, model.plan.kv_tokens)
+        self._split = model.plan.split
+        self._pool = SequencePool(
+            model.plan.n_seq_max, model.plan.kv_tokens, stream_cells=model.plan.stream_cells
+        )
         self._mover = StateMover(self._ctx, self._mem, tiers)  # evicted sessions: RAM, disk
         self._ledger = Ledger()  # each session's last tokens: a turn's new tokens are counted
         self._predictor = WaitPredictor()
@@ -193,7 +224,8 @@ class BatchedEngine:
 
     def stats(self) -> dict[str, float]:
         return {**self.figures.snapshot(), "parallel": float(self.parallel),
-                "kv_cells": float(self._pool.kv_tokens)}  # fmt: skip
+                "kv_cells": float(self._pool.kv_tokens),
+                "kv_streams": float(self._model.plan.n_seq_max if self._split else 1)}  # fmt: skip
 
     @property
     def down_reason(self) -> str | None:
@@ -401,6 +433,10 @@ class BatchedEngine:
                 llama_cpp.llama_memory_seq_rm(self._mem, plan.seq, -1, -1)
                 self._pool.entries[plan.seq].trim(0)
                 keep = 0
+        elif self._split:  # across streams only whole streams copy (at the next decode)
+            llama_cpp.llama_memory_seq_rm(self._mem, plan.seq, -1, -1)
+            llama_cpp.llama_memory_seq_cp(self._mem, plan.copy_from, plan.seq, -1, -1)
+            llama_cpp.llama_memory_seq_rm(self._mem, plan.seq, keep, -1)
         else:
             llama_cpp.llama_memory_seq_rm(self._mem, plan.seq, -1, -1)
             llama_cpp.llama_memory_seq_cp(self._mem, plan.copy_from, plan.seq, 0, keep)
@@ -446,6 +482,7 @@ class BatchedEngine:
         parts = self._fill_batch()
         started = time.perf_counter()
         rc = llama_cpp.llama_decode(self._ctx, self._batch)
+        self._pool.copied()  # llama_decode applied the pending copies between streams first
         while rc == 1:  # no KV slot: drop a cached session and try again
             seq = self._pool.evict_one()
             if seq is None:
@@ -475,14 +512,12 @@ class BatchedEngine:
         Returns (job, tokens added, batch index of its logits or -1, whether they are prompt)
         for every job in the batch.
         """
-        batch, n = self._batch, 0
-        parts: list[tuple[Job, list[int], int, bool]] = []
+        picked: list[tuple[Job, list[int], bool, bool]] = []  # job, tokens, logits, prompt
         for job in self._active:
             if job.next_token is not None:
-                _put(batch, n, job.next_token, job.pos, job.seq, True)
-                parts.append((job, [job.next_token], n, False))
+                picked.append((job, [job.next_token], True, False))
                 job.next_token = None
-                n += 1
+        n = len(picked)
         waiting = [j for j in self._active if j.pending]
         waiting.sort(key=lambda j: (j.prefill_only, j.admitted))  # replies before predictions
         limit = n + self._chunks.prompt_tokens(n)  # running streams' gaps stay short
@@ -491,11 +526,17 @@ class BatchedEngine:
             if take <= 0:
                 break
             chunk, job.pending = job.pending[:take], job.pending[take:]
-            wants = not job.pending and not job.prefill_only
-            for i, token in enumerate(chunk):
-                _put(batch, n + i, token, job.pos + i, job.seq, wants and i == take - 1)
-            parts.append((job, chunk, n + take - 1 if wants else -1, True))
+            picked.append((job, chunk, not job.pending and not job.prefill_only, True))
             n += take
+        if self._split:  # llama.cpp splits a step into ubatches of consecutive sequence ids
+            picked.sort(key=lambda part: part[0].seq)
+        batch, n = self._batch, 0
+        parts: list[tuple[Job, list[int], int, bool]] = []
+        for job, tokens, wants, is_prompt in picked:
+            for i, token in enumerate(tokens):
+                _put(batch, n + i, token, job.pos + i, job.seq, wants and i == len(tokens) - 1)
+            parts.append((job, tokens, n + len(tokens) - 1 if wants else -1, is_prompt))
+            n += len(tokens)
         batch.n_tokens = n
         return parts
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 MIN_SHARED_PREFIX = 16  # shorter common prefixes are not worth pinning
 MAX_PREFIXES = 4  # pinned prefixes kept (personas in use)
+SPLIT_SPARE = 2  # split KV streams: sequence ids beyond the decoding slots (idle sessions)
 
 
 @dataclass
@@ -74,9 +75,22 @@ class Plan:
 class SequencePool:
     """Sequence ids and their cached tokens; the engine thread is its only user."""
 
-    def __init__(self, n_seq: int, kv_tokens: int, max_prefixes: int = MAX_PREFIXES) -> None:
+    def __init__(
+        self,
+        n_seq: int,
+        kv_tokens: int,
+        max_prefixes: int = MAX_PREFIXES,
+        stream_cells: int | None = None,
+    ) -> None:
+        """`stream_cells`: with split KV streams, the cells of each sequence's own stream (a
+        sequence then needs only an id and a fit in its stream; copies are whole streams, and
+        no prefix is pinned: it would hold a whole stream)."""
         self.kv_tokens = kv_tokens
-        self.max_prefixes = max_prefixes
+        self.max_prefixes = 0 if stream_cells is not None else max_prefixes
+        self.stream_cells = stream_cells
+        # split streams: a copy between streams happens at the next decode, so its source
+        # stays until then (copied() clears this after each llama_decode)
+        self.copying: set[int] = set()
         self.entries: dict[int, Entry] = {}
         self.free: list[int] = list(range(n_seq - 1, -1, -1))
         self._origins = itertools.count()
@@ -117,6 +131,8 @@ class SequencePool:
             entry.trim(keep)
             return Plan(entry.seq, keep, evicted=evicted)
         entry.share(donor, prompt[:keep])
+        if self.stream_cells is not None:
+            self.copying.add(donor.seq)
         self.counters["prefix_shares"] += 1
         donor.used_at = time.monotonic()
         pin, dropped = self._pin(donor, prompt[:keep])
@@ -148,6 +164,10 @@ class SequencePool:
         self.counters["reused_tokens"] += keep
         return Plan(entry.seq, keep, evicted=evicted, restore=True)
 
+    def copied(self) -> None:
+        """A llama_decode ran: the copies between streams planned before it are done."""
+        self.copying.clear()
+
     def drain_evicted(self) -> list[Entry]:
         """The sessions evicted since the last call (the engine saves their state, then frees)."""
         out, self.evicted = self.evicted, []
@@ -161,7 +181,10 @@ class SequencePool:
             self._drop(entry)
 
     def used_cells(self) -> int:
-        """KV cells referenced by any sequence (shared runs counted once)."""
+        """KV cells referenced by any sequence (shared runs counted once; split streams share
+        nothing)."""
+        if self.stream_cells is not None:
+            return sum(len(e.tokens) for e in self.entries.values())
         spans: dict[int, list[tuple[int, int]]] = {}
         for entry in self.entries.values():
             for origin, start, end in entry.runs:
@@ -216,8 +239,12 @@ class SequencePool:
     def _make_room(self, need: int, protect: set[int], need_id: bool) -> tuple[int, ...] | None:
         """Evict idle sequences (LRU) until `need` cells and an id are free; None if impossible."""
         evicted: list[int] = []
-        while self.used_cells() + self.reserved_cells() + need > self.kv_tokens or (
-            need_id and not self.free
+        protect = protect | self.copying
+        if self.stream_cells is not None and need > self.stream_cells:
+            return None
+        while (need_id and not self.free) or (
+            self.stream_cells is None
+            and self.used_cells() + self.reserved_cells() + need > self.kv_tokens
         ):
             idle = [e for e in self.entries.values() if not e.busy and e.seq not in protect]
             if not idle:
@@ -228,7 +255,9 @@ class SequencePool:
         return tuple(evicted)
 
     def _new_entry(self, key: str | None) -> Entry:
-        entry = Entry(self.free.pop(), key)
+        seq = min(self.free)  # low ids first: split streams decode in runs of consecutive ids
+        self.free.remove(seq)
+        entry = Entry(seq, key)
         self.entries[entry.seq] = entry
         return entry
 
@@ -237,7 +266,7 @@ class SequencePool:
 
         Returns the new prefix's id (or None) and the id of a prefix dropped to make room.
         """
-        if donor.key is None or len(prefix) < MIN_SHARED_PREFIX:
+        if donor.key is None or len(prefix) < MIN_SHARED_PREFIX or not self.max_prefixes:
             return None, ()
         if any(e.key is None and e.tokens == prefix for e in self.entries.values()):
             return None, ()

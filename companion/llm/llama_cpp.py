@@ -79,6 +79,12 @@ class ContextPlan:
     n_threads: int | None = None
     flash_attn: bool = True
     kv_type: str = "f16"  # f16, q8_0 or q4_0 (quantized V needs flash attention)
+    split: bool = False  # one KV stream per sequence id (kv_tokens / n_seq_max cells each)
+
+    @property
+    def stream_cells(self) -> int | None:
+        """Cells of one sequence's stream when split (None: one unified buffer)."""
+        return self.kv_tokens // self.n_seq_max if self.split else None
 
 
 @dataclass
@@ -214,7 +220,8 @@ def _open_model(path: Path, n_gpu_layers: int) -> Any:
 
 
 def _context_params(plan: ContextPlan, n_gpu_layers: int) -> Any:
-    """llama_context_params for one unified KV buffer shared by `plan.n_seq_max` sequences.
+    """llama_context_params for `plan.n_seq_max` sequences: one unified KV buffer, or with
+    `plan.split` one stream of kv_tokens / n_seq_max cells per sequence.
 
     On CPU the physical batch stays under ggml's flash-attention tile (64 query rows): the
     per-row kernel then gives every sequence the same numbers whatever else is in the batch
@@ -230,7 +237,7 @@ def _context_params(plan: ContextPlan, n_gpu_layers: int) -> Any:
     params.n_ubatch = plan.n_batch if n_gpu_layers else min(plan.n_batch, CPU_UBATCH)
     params.n_seq_max = plan.n_seq_max
     params.n_outputs_max = max(plan.n_batch, plan.n_seq_max)  # llama.cpp reserves n_seq_max rows
-    params.kv_unified = True
+    params.kv_unified = not plan.split
     params.type_k = params.type_v = KV_TYPES[plan.kv_type]
     params.n_threads = threads
     params.n_threads_batch = threads

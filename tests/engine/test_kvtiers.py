@@ -23,11 +23,14 @@ SECOND = "What are my pets called?"
 FILLER = "Please remember this list. " + "apple pear plum fig. " * 30
 
 
-def small_engine(tiers: KvTiers, kv_tokens: int = 512) -> BatchedEngine:
-    """Few KV cells, so a couple of long prompts evict an idle session (one thread: exact)."""
+def small_engine(tiers: KvTiers, kv_tokens: int = 512, split: bool = False) -> BatchedEngine:
+    """Few KV cells, so a couple of long prompts evict an idle session (one thread: exact);
+    `split`: 4 streams of 512 cells (2 decoding and 2 spare ids, as the product on CPU)."""
     path = tiny_package_path()
     assert path is not None
     plan = ContextPlan(kv_tokens=kv_tokens, n_seq_max=16, n_batch=64, n_threads=1)
+    if split:
+        plan = ContextPlan(kv_tokens=4 * 512, n_seq_max=4, n_batch=64, n_threads=1, split=True)
     model = load_model(path, size="tiny", context_length=512, plan=plan)
     return BatchedEngine(model, parallel=2, max_queue=8, tiers=tiers)
 
@@ -60,9 +63,12 @@ async def assert_replies_as_fresh_prefill(
     assert warm.text == cold.text and warm.completion_tokens > 0
 
 
-async def test_restored_session_replies_as_after_a_fresh_prefill(alone: BatchedEngine) -> None:
+@pytest.mark.parametrize("split", [False, True], ids=["unified", "split"])
+async def test_restored_session_replies_as_after_a_fresh_prefill(
+    alone: BatchedEngine, split: bool
+) -> None:
     tiers = KvTiers(host_bytes=256 * 2**20)
-    engine = small_engine(tiers)
+    engine = small_engine(tiers, split=split)
     try:
         turn2 = await first_turn(engine)
         await evict_with_fillers(engine)
@@ -74,7 +80,7 @@ async def test_restored_session_replies_as_after_a_fresh_prefill(alone: BatchedE
         engine.close()
     assert stats["kv_restores"] == 1 and stats["kv_restore_failures"] == 0
     assert stats["kv_restored_tokens"] == warm.timings["reused_tokens"]
-    await assert_replies_as_fresh_prefill(alone, turn2, warm, "cold-pets")
+    await assert_replies_as_fresh_prefill(alone, turn2, warm, f"cold-pets-{split}")
 
 
 async def test_disk_tier_restores_after_a_restart(tmp_path: Path, alone: BatchedEngine) -> None:
