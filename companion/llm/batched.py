@@ -69,7 +69,7 @@ def kv_split(settings: Settings, n_gpu_layers: int = 0) -> bool:
 
     With one unified buffer every token of a step attends over every cell in use, whichever
     sequence holds it: on CPU, 8 decoding sequences of ~400 tokens each made an 8-token step
-    1.27x as long as with one stream per sequence, ~800 tokens 1.47x (docs/engine.md,
+    1.29x as long as with one stream per sequence, ~800 tokens 1.43x (docs/engine.md,
     scripts/kv_split_cost.py). A split stream holds one sequence, so idle sessions cannot
     stay in the cells beyond SPLIT_SPARE streams: they wait in the host-RAM tier instead.
     """
