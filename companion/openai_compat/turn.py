@@ -360,9 +360,9 @@ class ClientTurns:
         turns = with_notes(parts.turns, len(req.messages) - 1 - len(parts.turns), blocks)
         own_persona = notes is not None and req.persona and not notes.persona.is_default
         budget = engine.info.context_length - opts.max_tokens
+        personal = own_persona or bool(recall.earlier.keys) or bool(req.blocks)
         built = fit_context(engine, parts.head, turns, parts.tail, budget,
-                            [n.line for n in recall.current], None,
-                            own_persona or bool(recall.earlier.keys))  # fmt: skip
+                            [n.line for n in recall.current], None, personal)  # fmt: skip
         if recall.digests:
             self.anchors.put(recall.digests[-1], recall.current[: built.memories_used])
         return built
