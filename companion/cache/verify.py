@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 
 from companion.cache.words import NUMBER_WORDS, OPPOSITES, QUESTION_WORDS
 
@@ -35,6 +36,12 @@ PERSONS = {
     **dict.fromkeys(["we", "us", "our", "ours", "ourselves"], "1p"),
     **dict.fromkeys(["you", "your", "yours", "yourself", "yourselves", "u", "ur"], "2"),
 }
+# Not compared like the above (a news sentence's "he" is often the other's named speaker), but a
+# side that names a third person and no first or second one conflicts with one that names I/you.
+THIRD_PERSONS = frozenset(
+    ["he", "him", "his", "himself", "she", "her", "hers", "herself",
+     "they", "them", "their", "theirs", "themselves"]
+)  # fmt: skip
 SENTENCE_START = frozenset({"", ".", "!", "?", ":", ";", '"', "(", "'"})
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[+#]+|(?:['.-][A-Za-z0-9]+)*)|\d[\d,]*(?:\.\d+)?%?")
 _PARTS = re.compile(r"[a-z]+")
@@ -52,6 +59,8 @@ class Details:
     questions: frozenset[str]
     words: frozenset[str]
     parts: tuple[str, ...] = ()  # every word and the parts of compounds (re-download), repeats kept
+    tokens: tuple[str, ...] = ()  # the words in order, lower case (aligned to find a swapped "me")
+    third: bool = False  # names he, she or they
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,11 @@ class Verdict:
 
     ok: bool
     reason: str
+
+
+def _person(lower: str) -> str | None:
+    """The grammatical person of a pronoun, contracted ones too (i'm, you're, we've)."""
+    return PERSONS.get(lower) or PERSONS.get(lower.split("'")[0])
 
 
 def _is_entity(word: str, before: str) -> bool:
@@ -76,10 +90,13 @@ def details(text: str) -> Details:
     spaced = re.sub(r"n't\b", " not", text.replace("’", "'"))
     numbers, entities, questions, words = set(), set(), set(), set()
     persons: list[str] = []
+    tokens: list[str] = []
     negations = 0
     for match in _WORD.finditer(spaced):
         word, lower = match.group(), match.group().lower().rstrip("'.")
         words.add(lower)
+        tokens.append(lower)
+        person = _person(lower)
         before_m = _PUNCT_BEFORE.search(spaced[: match.start()])
         before = before_m.group(1) if before_m else ("" if match.start() == 0 else " ")
         if word[0].isdigit():
@@ -88,8 +105,8 @@ def details(text: str) -> Details:
             numbers.add(lower)
         elif lower in NEGATIONS:
             negations += 1
-        elif lower in PERSONS:
-            persons.append(PERSONS[lower])
+        elif person is not None:
+            persons.append(person)
         elif lower in QUESTION_WORDS:
             questions.add(QUESTION_WORDS[lower])
         elif _is_entity(word, before):
@@ -102,12 +119,33 @@ def details(text: str) -> Details:
         frozenset(questions),
         frozenset(words),
         tuple(_PARTS.findall(spaced.lower())),
+        tuple(tokens),
+        any(t in THIRD_PERSONS or t.split("'")[0] in THIRD_PERSONS for t in tokens),
     )
 
 
 def _dedupe(items: list[str]) -> tuple[str, ...]:
     """The items in order, runs of the same item collapsed (my ... me -> 1s)."""
     return tuple(x for i, x in enumerate(items) if i == 0 or items[i - 1] != x)
+
+
+def _persons_conflict(a: Details, b: Details) -> bool:
+    """Whose it is differs. Both sides name I/we/you: the same persons in the same order, and
+    no pronoun aligned with one of another person ("hiking with me" / "hiking with you"). One
+    side impersonal ("How do I stop snoring?" / "What is the best way to stop snoring?"): no
+    conflict, unless that side names he/she/they instead ("How do I" / "How does she")."""
+    if not a.persons or not b.persons:
+        return bool(a.persons and b.third or b.persons and a.third)
+    if a.persons != b.persons:
+        return True
+    match = SequenceMatcher(None, a.tokens, b.tokens, autojunk=False)
+    for op, i1, i2, j1, j2 in match.get_opcodes():
+        if op == "replace":
+            mine = {p for t in a.tokens[i1:i2] if (p := _person(t))}
+            theirs = {p for t in b.tokens[j1:j2] if (p := _person(t))}
+            if mine and theirs and mine != theirs:
+                return True
+    return False
 
 
 def _antonym_swap(a: Details, b: Details) -> bool:
@@ -137,7 +175,7 @@ def rule_check(query: str, candidate: str) -> Verdict:
         return Verdict(False, "numbers differ")
     if a.negated != b.negated:
         return Verdict(False, "negation differs")
-    if a.persons != b.persons:
+    if _persons_conflict(a, b):
         return Verdict(False, "person differs")
     if a.questions != b.questions:
         return Verdict(False, "question word differs")

@@ -7,7 +7,7 @@ import numpy as np
 from companion.cache import ResponseCache
 from companion.cache.pairs import NEAR_MISSES
 from companion.cache.semantic import PartitionIndex
-from companion.cache.verify import details, rule_check
+from companion.cache.verify import Verdict, details, rule_check
 from tests.cache.test_exact import keep, probe
 
 
@@ -50,6 +50,46 @@ def test_rules_catch_details() -> None:
     assert not rule_check("Is Python faster than Java?", "Is Java faster than Python?").ok
     assert not rule_check("soft yolk please", "hard yolk please").ok
     assert rule_check("How can I fall asleep faster?", "How do I fall asleep more quickly?").ok
+
+
+def test_person_rule_refuses_a_conflict_not_an_impersonal_phrasing() -> None:
+    """Whose it is must agree when both sides say it; an impersonal phrasing of the same
+    question is no conflict (13 of QUESTION_PAIRS' 25 duplicates were refused for it), nor is a
+    contraction written out ("I'm" read as no person refused 155 chat dev paraphrases)."""
+    same = [
+        ("What are the best books to learn Python?", "Which books should I read to learn Python?"),
+        ("How do I deal with stress?", "What are good ways to cope with stress?"),
+        ("Is green tea good for your health?", "What are the health benefits of green tea?"),
+        ("I'm a corporate lawyer.", "i am a corporate lawyer."),
+        ("Yes, I'm fine.", "yes, i am fine."),
+    ]
+    for cached, asked in same:
+        assert rule_check(asked, cached).ok, (cached, asked)
+    conflicts = [
+        ("What is my name?", "What is your name?"),
+        ("Do you like me?", "Do I like you?"),
+        ("How do I lose weight fast?", "How does she lose weight fast?"),
+        ("Where is our hotel?", "Where is their hotel?"),
+        ("How do I make a cup of tea?", "How do you make a cup of tea?"),
+        (  # same persons in the same order once runs collapse: the swapped pronoun tells
+            "I'm looking for someone to go hiking with me this weekend. Do you like to go hiking?",
+            "I'm looking for someone to go hiking with you this weekend. Do you like to go hiking?",
+        ),
+    ]
+    for cached, asked in conflicts:
+        assert rule_check(asked, cached) == Verdict(False, "person differs"), (cached, asked)
+
+
+def test_an_impersonal_duplicate_hits_and_a_swapped_person_does_not(cache: ResponseCache) -> None:
+    keep(cache, "What are the best books to learn Python?", "Fluent Python, for one.")
+    hit, _ = cache.lookup(probe("Which books should I read to learn Python?"))
+    assert hit is not None and hit.layer == "semantic"
+    assert hit.entry.response == "Fluent Python, for one."
+    # a chat dev near miss at cosine 0.99 and logit 5.3: only the swapped pronoun keeps it out
+    hiking = "I'm looking for someone to go hiking with me this weekend. Do you like to go hiking?"
+    keep(cache, hiking, "Count me in!")
+    hit, _ = cache.lookup(probe(hiking.replace("with me", "with you")))
+    assert hit is None and cache.stats()["semantic_hits"] == 1
 
 
 def test_partition_index_switches_to_hnsw_and_keeps_finding() -> None:
