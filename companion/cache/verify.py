@@ -163,9 +163,16 @@ def _entities_agree(a: Details, b: Details, text_a: str, text_b: str) -> bool:
 
 
 def _order(entities: frozenset[str], text: str) -> list[str]:
-    """The entities in the order they first appear in the text."""
+    """The entities in the order they first appear in the text, each as a whole word where it
+    is one ("indiana" is not found inside "indianapolis"); ties by the entity itself, so the
+    order never depends on the set's iteration order."""
     low = text.lower()
-    return sorted(entities, key=lambda e: low.find(e))
+
+    def first(entity: str) -> int:
+        found = re.search(rf"(?<!\w){re.escape(entity)}(?!\w)", low)
+        return found.start() if found else low.find(entity)
+
+    return sorted(entities, key=lambda e: (first(e), e))
 
 
 def rule_check(query: str, candidate: str) -> Verdict:

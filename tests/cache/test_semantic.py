@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 
 from companion.cache import ResponseCache
@@ -110,3 +114,25 @@ def test_partition_index_switches_to_hnsw_and_keeps_finding() -> None:
     assert found and found[0].key == "k123"
     index.remove("k123")
     assert all(n.key != "k123" for n in index.search(vectors[123], 3, 0.9))
+
+
+def test_entity_order_reads_whole_words_and_does_not_depend_on_the_hash_seed() -> None:
+    """The word "indiana" inside "indianapolis" is not where Indiana is named, and equal
+    positions tie by the entity: the verdict never depends on the (hash-seeded) set order."""
+    code = (
+        "from companion.cache.verify import _order; "
+        "print(_order(frozenset({'indiana', 'indianapolis'}), 'Indianapolis, Indiana'))"
+    )
+    outs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": str(n)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout  # fmt: skip
+        for n in range(6)
+    }
+    assert outs == {"['indianapolis', 'indiana']\n"}
+    swapped = rule_check("She flew from Paris to Rome.", "She flew from Rome to Paris.")
+    assert swapped == Verdict(False, "named entities in another order")
