@@ -158,15 +158,23 @@ def test_a_killed_instance_loses_no_session_and_its_turn_is_not_left_pending(
     body = {"user_id": "crash-1", "session_id": session, "stream": True, "max_tokens": 400,
             "temperature": 0,
             "message": "Write a very long story about the sea, with many chapters."}  # fmt: skip
-    # replies in flight through nginx when the instance dies (round robin: half are on it)
     story = {"max_tokens": 150, "message": "Write a very long story about the sea, please."}
-    with ThreadPoolExecutor(4) as pool:
-        inflight = [pool.submit(chat_body, topology.url, {**story, "user_id": f"crash-n{i}"})
-                    for i in range(4)]  # fmt: skip
-        time.sleep(1)
-        with pytest.raises(httpx.HTTPError):  # the stream is cut with the instance
-            stream_cut(victim.url, body, victim.kill)
-        answers = [f.result() for f in inflight]
+
+    def cut_in_flight() -> list[httpx.Response]:
+        """Replies in flight through nginx when the instance dies (round robin: half are on
+        it): sent once the victim's own stream runs (it holds its model slot), killed 1 s into
+        them, before any can end (killing at the stream's first token instead raced them: the
+        stream waited for a model slot until stories had ended)."""
+        with ThreadPoolExecutor(4) as pool:
+            inflight = [pool.submit(chat_body, topology.url, {**story, "user_id": f"crash-n{i}"})
+                        for i in range(4)]  # fmt: skip
+            time.sleep(1)
+            victim.kill()
+            return [f.result() for f in inflight]
+
+    answers: list[httpx.Response] = []
+    with pytest.raises(httpx.HTTPError):  # the stream is cut with the instance
+        stream_cut(victim.url, body, lambda: answers.extend(cut_in_flight()))
     # nginx answers those that died with the instance 503 + Retry-After in the app's shape,
     # never its own 502; the others complete, or are refused at once when the servers are
     # full (429 overloaded), or on a loaded machine time out in the app
