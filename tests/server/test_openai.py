@@ -196,8 +196,9 @@ def test_one_session_through_both_apis_reuses_the_whole_prompt(module_server: st
     first = chat("Where does my brother live?")
     assert any("Oslo" in m["text"] for m in first["memories_used"])  # a notes block went in
     session = first["session_id"]
-    second = ask(client, [{"role": "user", "content": "What does he build?"}], user="rosa",
-                 extra_headers={"X-Session-Id": session}, max_tokens=6, temperature=0.0)  # fmt: skip
+    asked = [{"role": "user", "content": "What does he build?"}]
+    second = ask(client, asked, user="rosa", extra_headers={"X-Session-Id": session},
+                 max_tokens=6, temperature=0.0)  # fmt: skip
     reused = second.usage.prompt_tokens_details.cached_tokens
     assert reused >= first["usage"]["prompt_tokens"], (reused, first["usage"])
     third = chat("Is he older than me?", session)
