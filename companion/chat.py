@@ -105,11 +105,15 @@ class Companion:
             settings, store, cache, personal, self.stats, lambda: self.engine
         )
 
-    def not_in_prompt(self, recalled: list[Recalled], history: list[Message]) -> list[Recalled]:
+    def not_in_prompt(
+        self, recalled: list[Recalled], history: list[Message], blocks: list[str] | None = None
+    ) -> list[Recalled]:
         """What the prompt does not hold already: no turn of the history it carries, no note
-        that an earlier turn's notes block (anchored in that history) says."""
+        that an earlier turn's notes block (anchored in that history) says. `blocks`: those
+        blocks when the caller has read them already (else they are read from the anchors)."""
         said = {m.id for m in history}
-        blocks = [b for m in history if m.role == "user" and (b := self.anchors.get(m.id))]
+        if blocks is None:
+            blocks = [b for m in history if m.role == "user" and (b := self.anchors.get(m.id))]
         return [
             r for r in recalled
             if not (r.is_episode and getattr(r.memory, "message_id", None) in said)

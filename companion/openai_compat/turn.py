@@ -338,7 +338,7 @@ class ClientTurns:
             return Recall([], tuple(n for n in again if n.key in live), earlier, digests)
         fresh = said_elsewhere(self.c.store, found, session_id, req.messages)
         if req.blocks:
-            fresh = self.c.not_in_prompt(fresh, req.history)
+            fresh = self.c.not_in_prompt(fresh, req.history, list(req.blocks.values()))
         if sum(d is not None for d in digests) > 1:  # past the first turn: only what answers it
             fresh = [r for r in fresh if r.reasons.get("confident")]
         texts = earlier.texts
