@@ -214,6 +214,7 @@ def passed(settings: Settings) -> dict[str, str]:
 def one_pass(
     settings: Settings, mode: str, opts: LoadOptions, convs: list[list[str]], backing: Backing,
     apps: int, servers: int, faults: bool = False, slots: int = SLOTS,
+    cache_mb: int | None = None,
 ) -> tuple[dict[str, float], dict[str, Any]]:  # fmt: skip
     """Start the topology with `mode` routing, run the load through nginx (with the faults of
     scale_faults.py when `faults`), check the database."""
@@ -232,7 +233,8 @@ def one_pass(
     phase(f"scale: starting {servers} llama-server ({slots} slots), {apps} instances, nginx "
           f"({label})")  # fmt: skip
     topo = start_topology(
-        model, db, backing.redis_url, apps=apps, models=servers, slots=slots, env=env
+        model, db, backing.redis_url, apps=apps, models=servers, slots=slots, cache_mb=cache_mb,
+        env=env,
     )
     try:
         app_urls = [a.url for a in topo.apps]
@@ -301,6 +303,7 @@ def run(
     faults_only = bool(options.pop("faults_only", None))
     faults = faults_only or bool(options.pop("faults", None))
     slots = int(options.pop("slots", None) or SLOTS)
+    cache_mb = options.pop("server_cache_mb", None)
     opts = LoadOptions(**{k: v for k, v in options.items() if v is not None})
     opts.probe_s = 0
     if scale and "users" not in options:
@@ -312,18 +315,21 @@ def run(
     figures: dict[str, float] = {}
     notes: dict[str, Any] = {"users": opts.users, "duration_s": opts.duration_s, "apps": apps,
                              "model_servers": servers, "slots": slots, "think_s": opts.think_s,
-                             "max_tokens": opts.max_tokens}  # fmt: skip
+                             "max_tokens": opts.max_tokens,
+                             "server_cache_mb": "llama-server's default (8192)" if cache_mb is None
+                             else cache_mb}  # fmt: skip
     with _backing(db_url, redis_url) as backing:
         for mode in () if faults_only else MODES:
             found, described = one_pass(
-                settings, mode, opts, convs, backing, apps, servers, slots=slots
+                settings, mode, opts, convs, backing, apps, servers, slots=slots,
+                cache_mb=cache_mb,
             )
             figures.update(found)
             notes[mode] = described
         if faults:
             found, described = one_pass(
                 settings, "affinity", opts, convs, backing, apps, servers, faults=True,
-                slots=slots,
+                slots=slots, cache_mb=cache_mb,
             )  # fmt: skip
             figures.update(found)
             notes["faults"] = described

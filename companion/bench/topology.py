@@ -91,8 +91,11 @@ class Proc:
             self.kill()
 
 
-def model_server(model: Path, folder: Path, slots: int = 4, ctx_per_slot: int = 2048) -> Proc:
-    """A llama-server for `model` with `slots` parallel slots, one thread (a busy machine)."""
+def model_server(
+    model: Path, folder: Path, slots: int = 4, ctx_per_slot: int = 2048, cache_mb: int | None = None
+) -> Proc:
+    """A llama-server for `model` with `slots` parallel slots, one thread (a busy machine);
+    `cache_mb`: its host-RAM prompt cache (`--cache-ram`, MiB; 0 = none, None = its default)."""
     binary = llama_server_path()
     if binary is None:
         raise ConfigError(
@@ -104,6 +107,8 @@ def model_server(model: Path, folder: Path, slots: int = 4, ctx_per_slot: int = 
     command = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
                "-t", threads, "-tb", threads, "-np", str(slots), "-c", str(slots * ctx_per_slot),
                "--metrics", "--no-webui"]  # fmt: skip
+    if cache_mb is not None:
+        command += ["--cache-ram", str(cache_mb)]
     return Proc(f"llama-server:{port}", command, port, folder / f"llama-{port}.log", "/health")
 
 
@@ -227,6 +232,7 @@ def start_topology(
     apps: int = 2,
     models: int = 2,
     slots: int = 4,
+    cache_mb: int | None = None,
     companions: int = 0,
     env: dict[str, str] | None = None,
     folder: Path | None = None,
@@ -234,7 +240,7 @@ def start_topology(
     """Start `models` llama-servers and `companions` companion /v1 model servers, `apps`
     instances over them and nginx; stop all on failure."""
     folder = folder or Path(tempfile.mkdtemp(prefix="companion-topology-"))
-    servers = [model_server(model, folder, slots) for _ in range(models)]
+    servers = [model_server(model, folder, slots, cache_mb=cache_mb) for _ in range(models)]
     servers += [companion_model_server(model, folder) for _ in range(companions)]
     started: list[Proc] = []
     try:

@@ -26,9 +26,8 @@ SUITES = {
 
 
 SHARED_OPTIONS = {"database_url", "redis_url"}
-SCALE_ONLY = {"apps", "servers", "slots", "faults", "faults_only"}
-SCALE_OPTIONS = {"users", "duration_s", "max_requests", "max_tokens", "think_s", "apps", "servers",
-                 "faults", "slots", "faults_only"}
+SCALE_ONLY = {"apps", "servers", "slots", "server_cache_mb", "faults", "faults_only"}
+SCALE_OPTIONS = {"users", "duration_s", "max_requests", "max_tokens", "think_s"} | SCALE_ONLY
 
 
 @cli.command()
@@ -61,6 +60,9 @@ SCALE_OPTIONS = {"users", "duration_s", "max_requests", "max_tokens", "think_s",
 @click.option("--servers", type=click.IntRange(1, 16), help="scale: llama-server processes (2).")
 @click.option("--slots", type=click.IntRange(1, 256),
               help="scale: parallel slots per llama-server (4), each 2048 tokens of context.")
+@click.option("--server-cache-mb", type=click.IntRange(0, 1 << 20),
+              help="scale: each llama-server's host-RAM prompt cache, MiB (--cache-ram; its "
+              "default 8192; 0 = a prompt is kept only while its slot's KV cells hold it).")
 @click.option("--faults", is_flag=True, default=None,
               help="scale: a third pass with faults injected (kill -9, Redis, PostgreSQL).")
 @click.option("--faults-only", is_flag=True, default=None,

@@ -119,3 +119,11 @@ def test_bench_models_writes_the_figures(tmp_path: Path) -> None:
         assert figures[key] > 0
     assert "tiny_tokens_per_s" in proc.stdout
     assert "model tiny: 1 prompts" in proc.stderr  # the progress display (rich, on stderr)
+
+
+def test_a_scale_option_given_to_another_bench_is_one_line_error(tmp_path: Path) -> None:
+    proc = run(["bench", "load", "--server-cache-mb", "0"], tmp_path)
+    assert proc.returncode == 2
+    assert "--server-cache-mb is for bench scale only" in proc.stderr
+    proc = run(["bench", "scale", "--server-cache-mb", "-1"], tmp_path)
+    assert proc.returncode == 2 and "--server-cache-mb" in proc.stderr
