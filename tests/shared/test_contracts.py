@@ -266,3 +266,24 @@ def test_notes_blocks_reach_every_instance_and_stay_local_without_redis(
         assert b.get(41) is not None  # already copied into the other process
     finally:
         redis_server.start()
+
+
+def test_active_sessions_per_model_server_are_shared_by_every_instance(
+    redis_server: Redis, redis_prefix: str
+) -> None:
+    from companion.llm.placement import Placement, RedisMap
+
+    servers = ["http://m1:8080", "http://m2:8080"]
+    links = [RedisLink(redis_server.url, redis_prefix) for _ in range(2)]
+    try:
+        instances = [Placement(RedisMap(link)) for link in links]
+        homes = [instances[i % 2].place(f"s{i}", servers, lambda _s: 0) for i in range(8)]
+        # each instance saw half the sessions, yet together they split them evenly
+        assert sorted(homes.count(s) for s in servers) == [4, 4]
+        assert RedisMap(links[0]).active(servers) == {s: 4 for s in servers}
+        # and each session stays where the other instance put it
+        assert [instances[(i + 1) % 2].place(f"s{i}", servers, lambda _s: 0)
+                for i in range(8)] == homes  # fmt: skip
+    finally:
+        for link in links:
+            link.close()

@@ -1,10 +1,10 @@
-"""Session placement over model servers: rendezvous hashing with a load cap (pure logic)."""
+"""Session placement over model servers: rendezvous hashing with load caps (pure logic)."""
 
 from __future__ import annotations
 
 from collections import Counter
 
-from companion.llm.placement import LocalMap, Placement, choose, ranked
+from companion.llm.placement import ACTIVE_S, LocalMap, Placement, choose, ranked
 
 SERVERS = ["http://a:8080", "http://b:8080", "http://c:8080"]
 
@@ -56,3 +56,47 @@ def test_round_robin_ignores_the_session() -> None:
     placement = Placement(LocalMap(), mode="round_robin")
     got = [placement.place("same", SERVERS[:2], idle) for _ in range(4)]
     assert got == [SERVERS[0], SERVERS[1], SERVERS[0], SERVERS[1]]
+
+
+def test_new_sessions_are_balanced_over_the_servers_by_active_sessions() -> None:
+    # rendezvous alone puts 5 or more of 8 sessions on one of two servers 3 times in 4
+    for start in range(0, 200, 8):
+        placement = Placement(LocalMap())
+        group = range(start, start + 8)
+        homes = Counter(placement.place(f"s{i}", SERVERS[:2], idle) for i in group)
+        assert sorted(homes.values()) == [4, 4]
+    placement = Placement(LocalMap())
+    homes = Counter(placement.place(f"t{i}", SERVERS, idle) for i in range(9))
+    assert sorted(homes.values()) == [3, 3, 3]
+
+
+def test_a_session_idle_past_the_window_no_longer_counts() -> None:
+    now = [1000.0]
+    sessions = LocalMap(clock=lambda: now[0])
+    placement = Placement(sessions)
+    first = placement.place("old", SERVERS[:1], idle)
+    assert sessions.active(SERVERS) == {first: 1, SERVERS[1]: 0, SERVERS[2]: 0}
+    now[0] += ACTIVE_S - 1
+    placement.place("old", SERVERS, idle)  # a turn keeps it active
+    now[0] += ACTIVE_S - 1
+    assert sessions.active(SERVERS)[first] == 1
+    now[0] += 2
+    assert sessions.active(SERVERS)[first] == 0
+
+
+def test_a_moved_session_counts_only_on_its_new_server() -> None:
+    sessions = LocalMap()
+    placement = Placement(sessions)
+    home = placement.place("m", SERVERS, idle)
+    moved = placement.place("m", [s for s in SERVERS if s != home], idle)
+    assert sessions.active(SERVERS) == {s: int(s == moved) for s in SERVERS}
+
+
+def test_the_session_cap_gives_way_to_the_request_cap() -> None:
+    # the even-share server is over the request cap: the next one under it, then the least loaded
+    active = {SERVERS[0]: 0, SERVERS[1]: 5, SERVERS[2]: 5}
+    busy = {SERVERS[0]: 8}
+    got = choose("y", SERVERS, lambda s: busy.get(s, 0), cap=8, active=active)
+    assert got in SERVERS[1:]
+    loads = {SERVERS[0]: 9, SERVERS[1]: 12, SERVERS[2]: 10}
+    assert choose("y", SERVERS, loads.__getitem__, cap=8, active=active) == SERVERS[0]
