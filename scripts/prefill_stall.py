@@ -1,0 +1,50 @@
+"""`bench engine`'s prefill-stall phase alone, in either KV layout (docs/engine.md).
+
+Eight streams decode (128 tokens, greedy), then a 1,500-token prompt joins: the streams'
+inter-token gap p95 alone and during its prefill, and their ratio (issue 13: at most 2).
+`bench engine` runs it with a unified KV buffer (its engine_kv_tokens is set); `split` is the
+default layout on CPU; here with 9 slots (the 8 streams and the long prompt) + 2 spare ids,
+one stream of 4,096 cells each.
+
+    PYTHONPATH=. python scripts/prefill_stall.py [unified|split] [repeats=2]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from companion.bench import persona_chat_openers
+from companion.bench.engine import bench_settings, chat_tokens, engine_stream, session_lines
+from companion.bench.kv_types import prefill_stall
+from companion.config import load_settings
+from companion.domain import GenerationOptions
+from companion.llm.batched import open_engine
+from companion.llm.llama_cpp import route_native_logs
+from companion.llm.registry import Registry
+
+LAYOUT = sys.argv[1] if len(sys.argv) > 1 else "unified"
+REPEATS = int(sys.argv[2]) if len(sys.argv) > 2 else 2
+
+bench = bench_settings(load_settings(), 128)
+if LAYOUT == "split":
+    bench = bench.model_copy(
+        update={"engine_parallel": 9, "engine_kv_tokens": None, "engine_kv_layout": "split"}
+    )
+model = Registry(bench.resolved_models_dir).path_of("tiny")
+assert model is not None, "the tiny model is not installed"
+opts = GenerationOptions(max_tokens=128, temperature=0.0, top_p=bench.top_p, top_k=bench.top_k,
+                         repeat_penalty=bench.repeat_penalty)  # fmt: skip
+route_native_logs()
+engine = open_engine(bench, model, "tiny")
+try:
+    asyncio.run(engine_stream(engine, engine.tokenize("Hello"), opts, "warm-up"))
+    for i in range(REPEATS):
+        system = f"{bench.system_prompt} ({i + 1})"  # a new prefix each repeat: nothing reused
+        prompts = [chat_tokens(engine, system, t) for t in persona_chat_openers(8)]
+        long_prompt = chat_tokens(engine, system, " ".join(session_lines(120)))
+        found = asyncio.run(prefill_stall(engine, prompts, long_prompt[:1500], opts))
+        print(json.dumps({"layout": LAYOUT, "repeat": i + 1, **found}), flush=True)
+finally:
+    engine.close()
