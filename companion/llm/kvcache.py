@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 MIN_SHARED_PREFIX = 16  # shorter common prefixes are not worth pinning
@@ -204,14 +204,15 @@ class SequencePool:
         self._evict(victim)
         return victim.seq
 
-    def shed_idle(self) -> int:
-        """Take every idle session out of the cells (pinned prefixes stay); how many.
+    def shed_idle(self, keep: Collection[str] = ()) -> int:
+        """Take every idle session but `keep` out of the cells (pinned prefixes stay); how many.
 
         They go on the list to save (drain_evicted), as evicted sessions do. The engine calls
         this while other sequences decode: every cell in use widens the range each token of
         every step attends over (see BatchedEngine._shed_idle).
         """
-        idle = [e for e in self.entries.values() if not e.busy and e.key is not None]
+        idle = [e for e in self.entries.values()
+                if not e.busy and e.key is not None and e.key not in keep]  # fmt: skip
         for entry in idle:
             self._drop(entry)
             self.evicted.append(entry)

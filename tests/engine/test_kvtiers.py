@@ -199,3 +199,35 @@ def test_best_prefix_prefers_the_longest_then_the_own_state() -> None:
     assert tiers.best_prefix(base[:20], "own") == ("own", 20)  # a tie: its own state
     assert tiers.best_prefix(base[:25], "nobody", floor=25) == ("", 25)
     assert tiers.best_prefix([5] + base, "own") == ("", 0)
+
+
+async def test_the_next_request_takes_the_id_a_finished_turn_left(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Split streams: llama.cpp decodes a step in one ubatch per run of consecutive sequence
+    ids, so a finished turn leaves its id (its state goes to host RAM) before the next request
+    is admitted, which takes it: every step's ids stay one run."""
+    steps: list[list[int]] = []
+    decode = llama_cpp.llama_decode
+
+    def spy(ctx: object, batch: llama_cpp.llama_batch) -> int:
+        steps.append(sorted({batch.seq_id[i][0] for i in range(batch.n_tokens)}))
+        return decode(ctx, batch)
+
+    monkeypatch.setattr(llama_cpp, "llama_decode", spy)
+    engine = small_engine(KvTiers(host_bytes=256 * 2**20), split=True)
+    try:
+        eos = llama_cpp.llama_vocab_eos(engine.vocab)
+        long = greedy(chat_prompt(engine, "Tell me a long story about a lighthouse."), 96,
+                      key="long", logit_bias=((eos, -100.0),))  # fmt: skip
+        stream = engine.generate(long)
+        await anext(stream)  # decoding on id 0
+        short = greedy(chat_prompt(engine, "Hi!"), 2, key="short")  # id 1, then ends
+        after = greedy(chat_prompt(engine, "Name a colour."), 4, key="after")  # waits for it
+        await asyncio.gather(collect(engine, short), collect(engine, after))
+        rest = [event async for event in stream]
+    finally:
+        engine.close()
+    assert isinstance(rest[-1], GenerationDone) and rest[-1].completion_tokens == 96
+    assert engine.stats()["kv_sheds"] >= 1
+    assert all(ids == list(range(ids[0], ids[0] + len(ids))) for ids in steps), steps
