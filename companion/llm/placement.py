@@ -109,16 +109,15 @@ class LocalMap:
             for other, sessions in self._seen.items():
                 if other != server:
                     sessions.pop(session, None)  # it moved
-            sessions = self._seen.setdefault(server, {})
-            sessions[session] = now
-            if len(sessions) > self.limit:
-                for old in [k for k, t in sessions.items() if t < now - ACTIVE_S]:
-                    del sessions[old]
+            self._seen.setdefault(server, {})[session] = now
 
     def active(self, servers: Sequence[str]) -> dict[str, int]:
         since = self.clock() - ACTIVE_S
-        with self._lock:
-            return {s: sum(t >= since for t in self._seen.get(s, {}).values()) for s in servers}
+        with self._lock:  # sessions past the window leave as they are counted
+            for sessions in self._seen.values():
+                for old in [k for k, t in sessions.items() if t < since]:
+                    del sessions[old]
+            return {s: len(self._seen.get(s, {})) for s in servers}
 
 
 class RedisMap:
