@@ -144,9 +144,10 @@ class Detokenizer:
             )
         return self._utf8.decode(self._buf.raw[:n])
 
-    def flush(self) -> str:
-        """Whatever bytes are left at the end (an incomplete character becomes U+FFFD)."""
-        return self._utf8.decode(b"", final=True)
+    def end(self) -> None:
+        """The run is over: a character left incomplete (max_tokens reached in the middle of
+        it) is dropped, neither streamed nor stored as U+FFFD, so both stay the same text."""
+        self._utf8.reset()
 
 
 class StopText:
@@ -171,10 +172,8 @@ class StopText:
             return self._release(len(self.text))
         return self._release(len(self.text) - self._held())
 
-    def finish(self, tail: str = "") -> str:
+    def finish(self) -> str:
         """The rest of the text at the end of the run (held-back text included)."""
-        if tail and not self.stopped:
-            self.add(tail)
         return self._release(len(self.text))
 
     def _held(self) -> int:
