@@ -140,7 +140,13 @@ class Settings(BaseSettings):
 
     # Engine: continuous batching and the KV cache (llm/batched.py)
     engine_parallel: Annotated[int, Field(ge=1, le=128)] | Literal["auto"] = Field(
-        default=8, description="sequences decoded together; auto = a decode probe at start-up"
+        default=32,
+        description="most sequences decoded together; auto = a decode probe at start-up",
+    )
+    engine_stream_floor_tps: float = Field(
+        default=5.0, ge=0.0, le=1000.0,
+        description="tokens/s each stream keeps while others wait: no more sequences join a "
+        "step once it would be slower (about reading speed; 0 = always engine_parallel)",
     )
     engine_max_queue: int = Field(default=64, ge=0, description="waiting requests; more get 429")
     engine_kv_tokens: int | None = Field(

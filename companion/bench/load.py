@@ -81,6 +81,7 @@ class Exchange:
     message_id: int | None  # the stored reply's id, where the response says it
     latency_ms: float
     ttft_ms: float | None
+    gap_ms: float | None = None  # a streamed reply's mean gap between its text pieces
     turn: int = 0  # the line's number in its conversation (1 = the session's first)
     prompt_tokens: int | None = None  # the prompt's tokens, and those the engine reused from
     reused_tokens: int | None = None  # its KV cache (companion's API says; None: not known)
@@ -234,6 +235,7 @@ async def _api(
         if resp.status_code != 200:
             return await _refused(resp, tally, kind)
         first: float | None = None
+        last = 0.0
         if not body.get("stream"):
             data = json.loads(await resp.aread())
             reply, done = data["response"], data
@@ -247,7 +249,8 @@ async def _api(
                 elif line.startswith("data:"):
                     payload = json.loads(line[5:])
                     if event == "token":
-                        first = first or time.perf_counter()
+                        last = time.perf_counter()
+                        first = first or last
                         pieces.append(payload["text"])
                     elif event == "done":
                         done = payload
@@ -263,6 +266,7 @@ async def _api(
     status, exchange, wait = _acknowledged(
         user_id, done["session_id"], kind, text, reply, done.get("message_id"), started, first
     )
+    exchange.gap_ms = _gap_ms(first, last, len(pieces)) if body.get("stream") else None
     usage, timings = done.get("usage") or {}, done.get("timings") or {}
     if "prompt_tokens" in usage and "reused_tokens" in timings:
         exchange.prompt_tokens = int(usage["prompt_tokens"])
@@ -286,6 +290,7 @@ async def _openai(
         if resp.status_code != 200:
             return await _refused(resp, tally, kind)
         first: float | None = None
+        last = 0.0
         if not body.get("stream"):
             data = json.loads(await resp.aread())
             reply = data["choices"][0]["message"]["content"]
@@ -307,7 +312,8 @@ async def _openai(
                 choice = (chunk.get("choices") or [{}])[0]
                 content = choice.get("delta", {}).get("content")
                 if content:
-                    first = first or time.perf_counter()
+                    last = time.perf_counter()
+                    first = first or last
                     pieces.append(content)
                 finished = finished or choice.get("finish_reason") is not None
             if not (finished and ended_ok):
@@ -315,7 +321,16 @@ async def _openai(
                 tally.error(kind, "stream ended without finish_reason and [DONE]")
                 return 200, None, None
             reply = "".join(pieces)
-    return _acknowledged(user_id, session_id, kind, text, reply, None, started, first)
+    status, exchange, wait = _acknowledged(
+        user_id, session_id, kind, text, reply, None, started, first
+    )
+    exchange.gap_ms = _gap_ms(first, last, len(pieces)) if body.get("stream") else None
+    return status, exchange, wait
+
+
+def _gap_ms(first: float | None, last: float, pieces: int) -> float | None:
+    """A stream's mean gap between text pieces (None under two pieces)."""
+    return (last - first) * 1000 / (pieces - 1) if first is not None and pieces > 1 else None
 
 
 def _acknowledged(
@@ -577,6 +592,7 @@ def figures(opts: LoadOptions, result: dict[str, Any], lost: int) -> dict[str, f
     wall = result["wall_s"]
     latency = [e.latency_ms for e in tally.exchanges]
     ttft = [e.ttft_ms for e in tally.exchanges if e.ttft_ms is not None]
+    gaps = [e.gap_ms for e in tally.exchanges if e.gap_ms is not None]
     tokens = (result["after"].get("completion_tokens_total", 0)
               - result["before"].get("completion_tokens_total", 0))  # fmt: skip
     maxima = result["sampler"].maxima
@@ -596,6 +612,8 @@ def figures(opts: LoadOptions, result: dict[str, Any], lost: int) -> dict[str, f
         "load_p95_ms": round(percentile(latency, 95), 1),
         "load_ttft_p50_ms": round(percentile(ttft, 50), 1),
         "load_ttft_p95_ms": round(percentile(ttft, 95), 1),
+        "load_itl_p50_ms": round(percentile(gaps, 50), 1),
+        "load_itl_p95_ms": round(percentile(gaps, 95), 1),
         "requests_per_min": round(len(tally.exchanges) / wall * 60, 1) if wall else 0.0,
         "tokens_per_s": round(tokens / wall, 2) if wall else 0.0,
         "server_queue_depth_max": maxima["queue_depth"],

@@ -51,11 +51,12 @@ from companion.llm.sampling import (
     token_bytes,
     token_logprobs,
 )
-from companion.llm.stepbudget import StepBudget
+from companion.llm.stepbudget import StepBudget, shares
 
 log = logging.getLogger("companion.llm.batched")
 
 _anonymous = itertools.count()
+BASE_STREAMS = 8  # sequences the stream rate floor always allows (the engine's old default)
 
 
 def max_parallel(settings: Settings) -> int:
@@ -96,6 +97,7 @@ def context_plan(settings: Settings, n_gpu_layers: int = 0) -> ContextPlan:
             n_threads=settings.n_threads,
             kv_type=settings.kv_cache_type,
             split=True,
+            min_seq=min(parallel, BASE_STREAMS) + SPLIT_SPARE,
         )
     n_seq = min(parallel + settings.engine_cached_sessions + MAX_PREFIXES, 256)
     auto = settings.engine_parallel == "auto"
@@ -118,12 +120,16 @@ def open_engine(settings: Settings, path: Path, size: str, n_gpu_layers: int = 0
         plan=context_plan(settings, n_gpu_layers),
     )
     tiers = open_tiers(settings, path)
+    parallel = max_parallel(settings)
+    if loaded.plan.split:  # the streams the RAM budget held (llama_cpp.streams_for_ram)
+        parallel = min(parallel, loaded.plan.n_seq_max - SPLIT_SPARE)
     engine = BatchedEngine(
         loaded,
-        parallel=max_parallel(settings),
+        parallel=parallel,
         max_queue=settings.engine_max_queue,
         tiers=tiers,
         timeout_s=settings.request_timeout_s,
+        floor_tps=settings.engine_stream_floor_tps,
     )
     if settings.engine_parallel == "auto":
         cache = settings.data_dir / "kv" / f"probe-{path.stem}.json"
@@ -142,6 +148,7 @@ class BatchedEngine:
         max_queue: int = 64,
         tiers: KvTiers | None = None,
         timeout_s: float | None = None,
+        floor_tps: float = 0.0,
     ) -> None:
         if model.plan.n_batch <= parallel:
             raise ConfigError(
@@ -156,6 +163,7 @@ class BatchedEngine:
         self._n_vocab = int(model.model.n_vocab())
         self._specials = SpecialTokens(model.model)  # only the template's markers parse
         self.parallel = parallel
+        self.floor_tps = floor_tps  # each stream's least tokens/s while others wait (0: off)
         self.max_queue = max_queue
         self._budget = model.plan.n_batch
         self._chunks = StepBudget(self._budget)  # prompt tokens per step beside decoding
@@ -224,6 +232,7 @@ class BatchedEngine:
 
     def stats(self) -> dict[str, float]:
         return {**self.figures.snapshot(), "parallel": float(self.parallel),
+                "streams": float(self.streams),
                 "kv_cells": float(self._pool.kv_tokens),
                 "kv_streams": float(self._model.plan.n_seq_max if self._split else 1)}  # fmt: skip
 
@@ -319,15 +328,22 @@ class BatchedEngine:
             self._wake.notify()
         return job
 
+    @property
+    def streams(self) -> int:
+        """Sequences decoded together now: `parallel` at most, fewer while a step with more
+        would give each stream under `floor_tps` tokens a second (never under BASE_STREAMS)."""
+        least = min(self.parallel, BASE_STREAMS)
+        return self._chunks.streams(self.floor_tps, least, self.parallel)
+
     def _free_slots(self) -> int:
         """Slots neither running nor promised (with the lock held)."""
-        return max(0, self.parallel - len(self._active))
+        return max(0, self.streams - len(self._active))
 
     def _check_wait(self) -> None:
         """Overloaded when a newcomer behind the waiting queue would not finish before its
         deadline (with the lock held)."""
         ahead = len(self._waiting) + 1 - self._free_slots()
-        check_wait(self._predictor, ahead, self.parallel, self.timeout_s)
+        check_wait(self._predictor, ahead, self.streams, self.timeout_s)
 
     # --- the engine thread ---------------------------------------------------------------
 
@@ -392,13 +408,14 @@ class BatchedEngine:
                 self._finish(job, "cancelled", started=False)
             else:
                 live.append(job)
-        slots = self.parallel - len(self._active)
+        streams = self.streams
+        slots = streams - len(self._active)
         if slots <= 0 or not live:
             return
         if self._active:  # the ids that finished turns left are free for these (see _shed_idle)
             self._shed_idle(keep={job.key for job in live})
         for job in fair_pick(live, self._active, 2 * slots):
-            if len(self._active) >= self.parallel:
+            if len(self._active) >= streams:
                 break
             max_new = 0 if job.prefill_only else job.request.options.max_tokens
             job.restore_from, saved = self._mover.best_saved(job.key, job.request.prompt_tokens)
@@ -510,7 +527,7 @@ class BatchedEngine:
             elif job.prefill_only and not job.pending:
                 self._finish(job, "prefilled")
         decoding = sum(1 for part in parts if not part[3])
-        self._chunks.observe(decoding, prompt_tokens, elapsed)  # the next steps' prompt chunk
+        self._chunks.observe(decoding, prompt_tokens, elapsed, len(parts))  # the next steps
         self.figures.step(prompt_tokens, generated, len(parts), int(self._batch.n_tokens))
 
     def _fill_batch(self) -> list[tuple[Job, list[int], int, bool]]:
@@ -527,11 +544,11 @@ class BatchedEngine:
         n = len(picked)
         waiting = [j for j in self._active if j.pending]
         waiting.sort(key=lambda j: (j.prefill_only, j.admitted))  # replies before predictions
-        limit = n + self._chunks.prompt_tokens(n)  # running streams' gaps stay short
-        for job in waiting:
-            take = min(len(job.pending), limit - n)
+        replies = sum(1 for j in waiting if not j.prefill_only)
+        room = self._chunks.prompt_tokens(n, replies)  # running streams' gaps stay short
+        for job, take in zip(waiting, shares([len(j.pending) for j in waiting], room), strict=True):
             if take <= 0:
-                break
+                continue
             chunk, job.pending = job.pending[:take], job.pending[take:]
             picked.append((job, chunk, not job.pending and not job.prefill_only, True))
             n += take

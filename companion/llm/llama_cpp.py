@@ -80,6 +80,7 @@ class ContextPlan:
     flash_attn: bool = True
     kv_type: str = "f16"  # f16, q8_0 or q4_0 (quantized V needs flash attention)
     split: bool = False  # one KV stream per sequence id (kv_tokens / n_seq_max cells each)
+    min_seq: int = 1  # split: streams kept even when fewer fit in the RAM budget
 
     @property
     def stream_cells(self) -> int | None:
@@ -135,6 +136,8 @@ def load_model(
         )
     if plan.kv_tokens <= 0:
         plan = replace(plan, kv_tokens=kv_cells_for_ram(model, plan, context_length))
+    elif plan.split:
+        plan = streams_for_ram(model, plan)
     try:
         params = _context_params(plan, n_gpu_layers)
         context = _internals.LlamaContext(model=model, params=params, verbose=False)
@@ -176,17 +179,35 @@ KV_MAX_SEQUENCES = 16  # cells for at most this many full-length conversations
 def kv_cells_for_ram(model: Any, plan: ContextPlan, context_length: int) -> int:
     """KV cells that fit in KV_RAM_SHARE of the available RAM (multiple of 256, at least one
     full context, at most KV_MAX_SEQUENCES of them)."""
+    cells = int(_kv_ram_budget() / _cell_bytes(model, plan)) // 256 * 256
+    return max(context_length, min(cells, KV_MAX_SEQUENCES * context_length))
+
+
+def streams_for_ram(model: Any, plan: ContextPlan) -> ContextPlan:
+    """A split plan with only as many streams as KV_RAM_SHARE of the available RAM holds
+    (at least `plan.min_seq`): a large model's cells are many times the tiny one's."""
+    cells = plan.kv_tokens // plan.n_seq_max
+    fit = max(plan.min_seq, int(_kv_ram_budget() / (cells * _cell_bytes(model, plan))))
+    if fit >= plan.n_seq_max:
+        return plan
+    log.warning("KV streams cut from %d to %d: more do not fit the RAM budget", plan.n_seq_max, fit)
+    return replace(plan, n_seq_max=fit, kv_tokens=fit * cells)
+
+
+def _kv_ram_budget() -> float:
+    return psutil.virtual_memory().available * KV_RAM_SHARE
+
+
+def _cell_bytes(model: Any, plan: ContextPlan) -> float:
+    """Bytes of one KV cell (every layer's K and V) of `model` in the plan's KV type."""
     import llama_cpp
 
     m = model.model
     head_dim = llama_cpp.llama_model_n_embd(m) // max(1, llama_cpp.llama_model_n_head(m))
-    per_cell = (
+    return (
         2 * llama_cpp.llama_model_n_layer(m) * llama_cpp.llama_model_n_head_kv(m) * head_dim
         * KV_BYTES[plan.kv_type]
     )  # fmt: skip
-    budget = psutil.virtual_memory().available * KV_RAM_SHARE
-    cells = int(budget / per_cell) // 256 * 256
-    return max(context_length, min(cells, KV_MAX_SEQUENCES * context_length))
 
 
 @functools.cache

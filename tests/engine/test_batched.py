@@ -203,3 +203,34 @@ async def test_a_reply_cut_inside_a_character_streams_what_it_stores(engine: Bat
         assert set(done.text) <= {"😀"}
         cut_inside += len(engine.tokenize(done.text)) < max_tokens
     assert cut_inside  # some runs did end inside a character
+
+
+async def test_the_stream_floor_holds_sequences_back_while_steps_are_slow() -> None:
+    """engine_stream_floor_tps: with a floor no step can meet, a burst of 12 requests decodes
+    BASE_STREAMS at a time (the rest wait their turn); without it, all 12 together."""
+    from companion.llm.batched import BASE_STREAMS
+
+    eng = make_engine(parallel=12, max_queue=16)
+    try:
+        prompts = [chat_prompt(eng, f"{ask} ({i})") for i, ask in enumerate(ASKS * 3)][:12]
+        for floor, most in ((1000.0, BASE_STREAMS), (0.0, 12)):
+            eng.floor_tps = floor
+            await collect(eng, greedy(prompts[0], max_tokens=4))  # a step measured first
+            seen = 0
+
+            async def watch() -> None:
+                nonlocal seen
+                while True:
+                    seen = max(seen, int(eng.stats()["active_sequences"]))
+                    await asyncio.sleep(0.002)
+
+            watcher = asyncio.create_task(watch())
+            results = await asyncio.gather(
+                *(collect(eng, greedy(p, max_tokens=12)) for p in prompts)
+            )
+            watcher.cancel()
+            assert all(done.finish_reason in ("stop", "length") for _, done in results)
+            assert seen == most, (floor, seen)
+            assert eng.stats()["streams"] == most
+    finally:
+        eng.close()

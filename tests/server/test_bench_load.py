@@ -18,7 +18,7 @@ FIGURES = (
     "load_completed", "load_429", "load_errors_5xx", "load_errors_other", "load_lost_messages",
     "load_p50_ms", "load_p95_ms", "requests_per_min", "tokens_per_s", "server_queue_depth_max",
     "load_decode_limit_ratio", "load_prefill_tokens_computed", "load_new_prompt_tokens",
-    "load_kv_restores", "load_loop_lag_p99_ms", "load_ttft_p50_ms",
+    "load_kv_restores", "load_loop_lag_p99_ms", "load_ttft_p50_ms", "load_itl_p50_ms",
 )  # fmt: skip
 
 
@@ -72,6 +72,7 @@ def test_bench_load_small_run_loses_nothing(tmp_path: Path) -> None:
     assert figures["load_errors_other"] == 0, saved["notes"]["error_samples"]
     assert figures["load_lost_messages"] == 0, saved["notes"]["lost_examples"]
     assert 0 < figures["load_p50_ms"] <= figures["load_p95_ms"]
+    assert 0 < figures["load_itl_p50_ms"] <= figures["load_itl_p95_ms"]  # streamed turns' gaps
     goals = saved["notes"]["goals_met"]
     assert goals["load_errors_5xx=0"] and goals["load_lost_messages=0"]
     assert saved["notes"]["probe"]["probe_tokens_per_s"] > 0  # the decode limit, measured first
