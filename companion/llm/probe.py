@@ -140,6 +140,9 @@ def describe(settings: Settings, model: Path) -> str:
         cells = f"{plan.kv_tokens} in {plan.n_seq_max} streams of {plan.stream_cells} (split)"
     host = settings.engine_host_kv_mb
     host_mb = f"{default_host_mb()} MB (from free RAM)" if host is None else f"{host} MB"
+    floor = settings.engine_stream_floor_tps
+    if floor:
+        parallel += f" at most, fewer while a stream would get under {floor:g} tokens/s"
     return (
         f"parallel {parallel}; KV cells {cells}, {settings.kv_cache_type}; evicted sessions: "
         f"RAM {host_mb}, disk {settings.engine_disk_kv_mb} MB"
