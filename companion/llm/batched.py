@@ -600,8 +600,7 @@ class BatchedEngine:
 
     def _finish(self, job: Job, finish: str, *, started: bool = True) -> None:
         """Send the rest of the text and the GenerationDone; keep the sequence for the session."""
-        if job.text is not None and job.detok is not None:
-            job.detok.end()
+        if job.text is not None:
             tail = job.text.finish()
             if tail and finish != "cancelled":
                 job.send(tail)

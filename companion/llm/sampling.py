@@ -127,7 +127,9 @@ def token_bytes(vocab: Any, token: int) -> bytes:
 
 
 class Detokenizer:
-    """Token pieces to text; a multi-byte character split across tokens waits for its end."""
+    """Token pieces to text; a multi-byte character split across tokens waits for its end. A
+    character still unfinished when the run ends (max_tokens reached inside it) is never
+    flushed: it is neither streamed nor stored, as U+FFFD or otherwise."""
 
     def __init__(self, vocab: Any) -> None:
         self._vocab = vocab
@@ -143,11 +145,6 @@ class Detokenizer:
                 self._vocab, token, self._buf, len(self._buf), 0, False
             )
         return self._utf8.decode(self._buf.raw[:n])
-
-    def end(self) -> None:
-        """The run is over: a character left incomplete (max_tokens reached in the middle of
-        it) is dropped, neither streamed nor stored as U+FFFD, so both stay the same text."""
-        self._utf8.reset()
 
 
 class StopText:
