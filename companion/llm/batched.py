@@ -59,6 +59,11 @@ _anonymous = itertools.count()
 BASE_STREAMS = 8  # sequences the stream rate floor always allows (the engine's old default)
 
 
+def least_streams(parallel: int) -> int:
+    """Sequences that always run, whatever the stream rate floor or the RAM budget says."""
+    return min(parallel, BASE_STREAMS)
+
+
 def max_parallel(settings: Settings) -> int:
     """The decoding slots the context is built for (auto: the most the probe may choose)."""
     return AUTO_MAX if settings.engine_parallel == "auto" else settings.engine_parallel
@@ -97,7 +102,7 @@ def context_plan(settings: Settings, n_gpu_layers: int = 0) -> ContextPlan:
             n_threads=settings.n_threads,
             kv_type=settings.kv_cache_type,
             split=True,
-            min_seq=min(parallel, BASE_STREAMS) + SPLIT_SPARE,
+            min_seq=least_streams(parallel) + SPLIT_SPARE,
         )
     n_seq = min(parallel + settings.engine_cached_sessions + MAX_PREFIXES, 256)
     auto = settings.engine_parallel == "auto"
@@ -332,8 +337,7 @@ class BatchedEngine:
     def streams(self) -> int:
         """Sequences decoded together now: `parallel` at most, fewer while a step with more
         would give each stream under `floor_tps` tokens a second (never under BASE_STREAMS)."""
-        least = min(self.parallel, BASE_STREAMS)
-        return self._chunks.streams(self.floor_tps, least, self.parallel)
+        return self._chunks.streams(self.floor_tps, least_streams(self.parallel), self.parallel)
 
     def _free_slots(self) -> int:
         """Slots neither running nor promised (with the lock held)."""
