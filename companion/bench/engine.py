@@ -27,7 +27,7 @@ from companion.bench.http_load import (
     run_load,
     serve,
 )
-from companion.bench.kv_types import kv_type_figures, prefill_stall
+from companion.bench.kv_types import STALL_ROUNDS, kv_type_figures, prefill_stall
 from companion.bench.progress import phase
 from companion.chat import Companion
 from companion.config import Settings
@@ -77,11 +77,30 @@ def chat_tokens(engine: BatchedEngine, system: str, text: str) -> list[int]:
     return engine.tokenize(engine.render_chat(messages))
 
 
+def stall_rounds(
+    engine: BatchedEngine, bench: Settings, rounds: int = STALL_ROUNDS, streams: int = 8
+) -> list[tuple[list[list[int]], list[int]]]:
+    """The prefill-stall rounds: `streams` persona-chat openers and a 1,500-token session,
+    under a system prompt of their own each round, so that no round reuses another's cells."""
+    long_text = " ".join(session_lines(120))
+    out = []
+    for r in range(rounds):
+        system = f"{bench.system_prompt} ({r + 1})"
+        prompts = [chat_tokens(engine, system, t) for t in persona_chat_openers(streams)]
+        out.append((prompts, chat_tokens(engine, system, long_text)[:1500]))
+    return out
+
+
 async def engine_stream(
-    engine: BatchedEngine, prompt: list[int], opts: GenerationOptions, key: str
+    engine: BatchedEngine,
+    prompt: list[int],
+    opts: GenerationOptions,
+    key: str,
+    stream: Stream | None = None,
 ) -> Stream:
-    """One request through engine.generate, timed like an HTTP client times it."""
-    stream = Stream(time.perf_counter())
+    """One request through engine.generate, timed like an HTTP client times it (into `stream`
+    when given, so that a caller can watch its arrivals while it runs)."""
+    stream = stream or Stream(time.perf_counter())
     async for event in engine.generate(GenerationRequest(prompt, opts, session_key=key)):
         if isinstance(event, GenerationDone):
             stream.tokens = event.completion_tokens
@@ -262,9 +281,8 @@ def run(settings: Settings, scale: int | None = None) -> tuple[dict[str, float],
         figures.update(single(engine, model, prompts[:SINGLE_PROMPTS], opts, bench))
         phase(f"engine: concurrency sweep {SWEEP}")
         figures.update(asyncio.run(sweep(engine, prompts[SINGLE_PROMPTS:], opts)))
-        long_prompt = chat_tokens(engine, bench.system_prompt, " ".join(session_lines(120)))
-        phase("engine: prefill stall")
-        figures.update(asyncio.run(prefill_stall(engine, prompts[:8], long_prompt[:1500], opts)))
+        phase(f"engine: prefill stall ({STALL_ROUNDS} rounds)")
+        figures.update(asyncio.run(prefill_stall(engine, stall_rounds(engine, bench), opts)))
         engine_stats = engine.stats()
     finally:
         engine.close()
