@@ -89,8 +89,8 @@ async def prefill_stall(
     prefilled: for each (stream prompts, long prompt) round, the streams start, decode
     STALL_BEFORE_S seconds after their last first token (the window before), then the long
     prompt joins (the window during: until its first token). Both windows come from the same
-    streams minutes apart at most, and the gaps of all rounds are pooled, so the ratio does
-    not divide by a baseline taken under other conditions (one alone run read 48-93 ms here)."""
+    streams seconds apart, and the gaps of all rounds are pooled, so the ratio does not divide
+    by a baseline taken under other conditions (a separate alone run read 48-93 ms here)."""
     from companion.bench.engine import engine_stream  # the sweep's timed stream
 
     before: list[float] = []
