@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -71,3 +73,20 @@ async def collect(
             return pieces, event
         pieces.append(event)
     raise AssertionError("stream ended without GenerationDone")
+
+
+@contextlib.asynccontextmanager
+async def most_active(engine: BatchedEngine) -> AsyncIterator[list[int]]:
+    """The most sequences `engine` had active at once while the block ran (in [0] on exit)."""
+    seen = [0]
+
+    async def watch() -> None:
+        while True:
+            seen[0] = max(seen[0], int(engine.stats()["active_sequences"]))
+            await asyncio.sleep(0.002)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield seen
+    finally:
+        watcher.cancel()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from pathlib import Path
@@ -11,7 +10,7 @@ from companion.llm.batched import BASE_STREAMS, open_engine
 from companion.llm.probe import CANDIDATES, decode_rate
 from companion.llm.registry import tiny_package_path
 from tests.conftest import make_settings
-from tests.engine.conftest import chat_prompt, collect, greedy, make_engine
+from tests.engine.conftest import chat_prompt, collect, greedy, make_engine, most_active
 
 
 def test_auto_parallel_probes_once_and_reports_its_choice(tmp_path: Path) -> None:
@@ -42,18 +41,9 @@ async def test_the_probe_runs_every_stream_together_whatever_the_stream_floor() 
         eng.floor_tps = 1000.0
         await collect(eng, greedy(chat_prompt(eng, "Hello there."), max_tokens=4))  # a step
         assert eng.streams == BASE_STREAMS  # the floor holds back, as the probe would see it
-        seen = 0
-
-        async def watch() -> None:
-            nonlocal seen
-            while True:
-                seen = max(seen, int(eng.stats()["active_sequences"]))
-                await asyncio.sleep(0.002)
-
-        watcher = asyncio.create_task(watch())
-        rate = await decode_rate(eng, 12, seconds=1.0, warm_s=0.3)
-        watcher.cancel()
-        assert rate > 0 and seen == 12
+        async with most_active(eng) as seen:
+            rate = await decode_rate(eng, 12, seconds=1.0, warm_s=0.3)
+        assert rate > 0 and seen[0] == 12
         assert eng.floor_tps == 1000.0
     finally:
         eng.close()

@@ -18,7 +18,7 @@ from companion.errors import Overloaded
 from companion.llm.base import GenerationDone
 from companion.llm.batched import BatchedEngine
 from companion.llm.sampling import Detokenizer, StopText
-from tests.engine.conftest import chat_prompt, collect, greedy, make_engine
+from tests.engine.conftest import chat_prompt, collect, greedy, make_engine, most_active
 
 ASKS = ["Name three fruits.", "How do I bake bread?", "Tell me about the moon.",
         "What is a good hobby for winter?", "Why is the sky blue?"]  # fmt: skip
@@ -216,21 +216,12 @@ async def test_the_stream_floor_holds_sequences_back_while_steps_are_slow() -> N
         for floor, most in ((1000.0, BASE_STREAMS), (0.0, 12)):
             eng.floor_tps = floor
             await collect(eng, greedy(prompts[0], max_tokens=4))  # a step measured first
-            seen = 0
-
-            async def watch() -> None:
-                nonlocal seen
-                while True:
-                    seen = max(seen, int(eng.stats()["active_sequences"]))
-                    await asyncio.sleep(0.002)
-
-            watcher = asyncio.create_task(watch())
-            results = await asyncio.gather(
-                *(collect(eng, greedy(p, max_tokens=12)) for p in prompts)
-            )
-            watcher.cancel()
+            async with most_active(eng) as seen:
+                results = await asyncio.gather(
+                    *(collect(eng, greedy(p, max_tokens=12)) for p in prompts)
+                )
             assert all(done.finish_reason in ("stop", "length") for _, done in results)
-            assert seen == most, (floor, seen)
+            assert seen[0] == most, (floor, seen)
             assert eng.stats()["streams"] == most
     finally:
         eng.close()
