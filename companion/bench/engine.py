@@ -82,11 +82,11 @@ def stall_rounds(
 ) -> list[tuple[list[list[int]], list[int]]]:
     """The prefill-stall rounds: `streams` persona-chat openers and a 1,500-token session,
     under a system prompt of their own each round, so that no round reuses another's cells."""
-    long_text = " ".join(session_lines(120))
+    long_text, openers = " ".join(session_lines(120)), persona_chat_openers(streams)
     out = []
     for r in range(rounds):
         system = f"{bench.system_prompt} ({r + 1})"
-        prompts = [chat_tokens(engine, system, t) for t in persona_chat_openers(streams)]
+        prompts = [chat_tokens(engine, system, t) for t in openers]
         out.append((prompts, chat_tokens(engine, system, long_text)[:1500]))
     return out
 
@@ -100,7 +100,8 @@ async def engine_stream(
 ) -> Stream:
     """One request through engine.generate, timed like an HTTP client times it (into `stream`
     when given, so that a caller can watch its arrivals while it runs)."""
-    stream = stream or Stream(time.perf_counter())
+    if stream is None:
+        stream = Stream(time.perf_counter())
     async for event in engine.generate(GenerationRequest(prompt, opts, session_key=key)):
         if isinstance(event, GenerationDone):
             stream.tokens = event.completion_tokens

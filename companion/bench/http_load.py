@@ -43,8 +43,13 @@ class Stream:
     def ttft_s(self) -> float:
         return (self.arrivals[0] if self.arrivals else self.ended) - self.started
 
-    def gaps_ms(self) -> list[float]:
-        return [(b - a) * 1000 for a, b in zip(self.arrivals, self.arrivals[1:], strict=False)]
+    def gaps_ms(self, start: float = float("-inf"), end: float = float("inf")) -> list[float]:
+        """Inter-token gaps (ms), those that end inside [start, end] when given."""
+        return [
+            (b - a) * 1000
+            for a, b in zip(self.arrivals, self.arrivals[1:], strict=False)
+            if start <= b <= end
+        ]
 
 
 def load_figures(suffix: str, streams: list[Stream], wall_s: float) -> dict[str, float]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 import time
 from dataclasses import replace
 
@@ -129,15 +130,10 @@ async def prefill_stall(
         "prefill_itl_ratio": round(with_prefill / base, 2) if base else 0.0,
         "prefill_itl_ratio_worst_round": round(max(ratios), 2) if ratios else 0.0,
         "prefill_stall_rounds": float(len(rounds)),
-        "prefill_long_ttft_s": round(sorted(ttfts)[len(ttfts) // 2], 3),
+        "prefill_long_ttft_s": round(statistics.median(ttfts), 3),
     }
 
 
 def _gaps(streams: list[Stream], start: float, end: float) -> list[float]:
     """The streams' inter-token gaps (ms) that end inside [start, end]."""
-    return [
-        (b - a) * 1000
-        for s in streams
-        for a, b in zip(s.arrivals, s.arrivals[1:], strict=False)
-        if start <= b <= end
-    ]
+    return [g for s in streams for g in s.gaps_ms(start, end)]
